@@ -1,0 +1,3 @@
+from volinr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""`volinr <stage>`: argument parsing only; each subcommand calls one module.
+
+Every Snakemake rule is a call of one of these subcommands, so every stage also runs by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+log = logging.getLogger("volinr")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: default)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def _json_arg(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="volinr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="read a DICOM image into an array (HU) with a JSON sidecar")
+    p.add_argument("--source", required=True, help="path, pydicom-data:NAME or pydicom:NAME")
+    p.add_argument("--frame", type=int, default=0)
+    p.add_argument("--out", required=True, help="output .npy (sidecar .json beside it)")
+    p.set_defaults(run="run_prepare")
+
+    p = sub.add_parser("sr-dataset", help="collect SR training images, excluding the eval image")
+    p.add_argument("--eval", required=True, help="the prepared evaluation array (.npy)")
+    p.add_argument("--source", action="append", required=True, help="a training source")
+    p.add_argument("--max-correlation", type=float, default=0.95)
+    p.add_argument("--out", required=True, help="output .npz of training images")
+    p.add_argument("--split", required=True, help="output JSON recording the split")
+    p.set_defaults(run="run_sr_dataset")
+
+    p = sub.add_parser("downsample", help="antialiased Lanczos downsampling by a factor per axis")
+    p.add_argument("--input", required=True)
+    p.add_argument("--factor", type=int, default=4)
+    p.add_argument("--out", required=True)
+    p.set_defaults(run="run_downsample")
+
+    p = sub.add_parser("pretrain-sr", help="train SRDenseNet, or reuse a verified checkpoint")
+    p.add_argument("--training", required=True, help=".npz from sr-dataset")
+    p.add_argument("--split", required=True, help="split JSON from sr-dataset")
+    p.add_argument("--factor", type=int, default=4)
+    p.add_argument("--model", type=_json_arg, required=True, help="SRDenseNet settings (JSON)")
+    p.add_argument("--settings", type=_json_arg, required=True, help="training settings (JSON)")
+    p.add_argument("--pretrained", default="", help="a checkpoint to reuse when it matches")
+    p.add_argument("--pretrained-sha256", default="")
+    p.add_argument("--retrain", action="store_true", help="train even if the checkpoint matches")
+    p.add_argument("--out", required=True)
+    p.add_argument("--curve", required=True, help="training curve CSV")
+    _add_common(p)
+    p.set_defaults(run="run_pretrain_sr")
+
+    p = sub.add_parser("fit", help="fit a SIREN to an array; writes weights, curve and records")
+    p.add_argument("--target", required=True)
+    p.add_argument("--sine-layers", type=int, required=True, help="the paper's '2/3/4 layers'")
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--omega0", type=float, default=30.0)
+    p.add_argument("--learning-rate", type=float, default=1.5e-3)
+    p.add_argument("--iterations", type=int, required=True)
+    p.add_argument("--batch-size", type=int, default=65536)
+    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--weights", required=True, help="output SIREN weights file")
+    p.add_argument("--record", required=True, help="output JSON of the fit")
+    p.add_argument("--curve", required=True, help="output CSV of loss and PSNR curves")
+    _add_common(p)
+    p.set_defaults(run="run_fit")
+
+    p = sub.add_parser("decode", help="evaluate a fitted SIREN on its grid (or another shape)")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--shape", type=int, nargs="+", default=None)
+    p.add_argument("--out", required=True)
+    _add_common(p)
+    p.set_defaults(run="run_decode")
+
+    p = sub.add_parser("upsample", help="restore full resolution: SRDenseNet, lanczos or bicubic")
+    p.add_argument("--input", required=True)
+    p.add_argument("--method", choices=["sr", "lanczos", "bicubic"], required=True)
+    p.add_argument("--sr-model", default="", help="SRDenseNet checkpoint (method sr)")
+    p.add_argument("--reference", required=True, help="the full-resolution array (for its grid)")
+    p.add_argument("--out", required=True)
+    _add_common(p)
+    p.set_defaults(run="run_upsample")
+
+    p = sub.add_parser("evaluate", help="quality and size of a reconstruction against the original")
+    p.add_argument("--reference", required=True, help="the original full-resolution array")
+    p.add_argument("--reconstruction", required=True)
+    p.add_argument("--label", type=_json_arg, required=True, help="identifying fields (JSON)")
+    p.add_argument("--fit-record", action="append", default=[], help="fit JSON(s) it comes from")
+    p.add_argument("--sr-model", default="", help="SR checkpoint whose bytes the decoder needs")
+    p.add_argument("--lr-reference", default="", help="the true LR array (LR-fit quality)")
+    p.add_argument("--lr-reconstruction", default="", help="the decoded LR array")
+    p.add_argument(
+        "--tissue-window",
+        type=float,
+        nargs=2,
+        default=[-1024.0, float("nan")],
+        help="low and high of the second 8-bit window (nan high: the image max)",
+    )
+    p.add_argument("--out", required=True)
+    p.set_defaults(run="run_evaluate")
+
+    p = sub.add_parser("tables", help="paper-vs-ours tables (CSV + Markdown)")
+    p.add_argument("--metrics", nargs="+", required=True, help="evaluate JSON files")
+    p.add_argument("--published", required=True, help="the paper's numbers (YAML)")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(run="run_tables")
+
+    p = sub.add_parser("figure", help="one of the paper's figures from the pipeline's outputs")
+    p.add_argument(
+        "--kind",
+        required=True,
+        choices=["lr-fit", "pipeline", "baseline", "bars", "comparison", "sr-training"],
+    )
+    p.add_argument("--results", required=True, help="results folder")
+    p.add_argument("--tables-dir", required=True)
+    p.add_argument("--layers", type=int, nargs="+", required=True)
+    p.add_argument("--seed", type=int, default=0, help="the seed whose images are shown")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.set_defaults(run="run_figure")
+
+    p = sub.add_parser("summary", help="Markdown summary of a run; optionally into README.md")
+    p.add_argument("--tables-dir", required=True)
+    p.add_argument("--results", required=True, help="results folder (logs, benchmarks)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--readme", default="", help="README.md whose generated section to replace")
+    p.set_defaults(run="run_summary")
+
+    p = sub.add_parser("publish-sr", help="copy a trained SR checkpoint with its log and sha256")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--curve", required=True)
+    p.add_argument("--log", default="")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--name", required=True)
+    p.set_defaults(run="run_publish_sr")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from volinr.io import InputError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        from volinr import stages
+
+        getattr(stages, args.run)(args)
+    except InputError as err:
+        log.error("%s", err)
+        return 2
+    except FloatingPointError as err:
+        log.error("numerical failure: %s", err)
+        return 3
+    return 0

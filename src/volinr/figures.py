@@ -1,0 +1,233 @@
+"""The paper's figures, drawn from the pipeline's outputs (matplotlib + seaborn).
+
+Images are shown through the tissue window of the tables (padding outside the scanner's field
+of view would otherwise take most of the grey levels); a 3D volume shows its middle slice.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from volinr.io import atomic_path, load_array  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def display_slice(array: np.ndarray) -> np.ndarray:
+    return array[array.shape[0] // 2] if array.ndim == 3 else array
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def _image(ax, array, window, title):
+    ax.imshow(display_slice(array), cmap="gray", vmin=window[0], vmax=window[1])
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def _curves(ax_psnr, ax_loss, curve: pd.DataFrame, label: str) -> None:
+    evaluated = curve[pd.to_numeric(curve["eval_psnr_db"], errors="coerce").notna()]
+    ax_psnr.plot(curve["iteration"], curve["train_psnr_db"], lw=0.6, alpha=0.5, label="batch")
+    ax_psnr.plot(
+        evaluated["iteration"],
+        evaluated["eval_psnr_db"].astype(float),
+        "o-",
+        ms=2,
+        label="full image",
+    )
+    best = evaluated["eval_psnr_db"].astype(float).max()
+    ax_psnr.set_title(f"PSNR during training ({label}; best {best:.2f} dB)", fontsize=9)
+    ax_psnr.set_xlabel("iteration")
+    ax_psnr.set_ylabel("PSNR (dB, own min..max window)")
+    ax_psnr.legend(fontsize=7)
+    ax_loss.semilogy(curve["iteration"], curve["train_loss"], lw=0.8)
+    ax_loss.set_title(f"MSE loss (final {curve['train_loss'].iloc[-1]:.3g})", fontsize=9)
+    ax_loss.set_xlabel("iteration")
+
+
+class FigureInputs:
+    """Loads what the figures show from a results folder, on demand."""
+
+    def __init__(self, results: Path, tables_dir: Path, seed: int):
+        self.results, self.seed = results, seed
+        self.hr, _ = load_array(results / "data/eval.npy")
+        self.lr, _ = load_array(results / "data/lr.npy")
+        self.ours_table = pd.read_csv(tables_dir / "table4_ours.csv").set_index("layers")
+        self.base_table = pd.read_csv(tables_dir / "table5_baseline.csv").set_index("layers")
+        # Display through a tissue window: padding (e.g. -3024 HU) would take most grey levels.
+        self.window = (max(float(self.hr.min()), -1024.0), float(self.hr.max()))
+
+    def array(self, relative: str) -> np.ndarray:
+        return load_array(self.results / relative)[0]
+
+    def run(self, layers: int) -> str:
+        return f"L{layers}_s{self.seed}"
+
+    def curve(self, target: str, layers: int) -> pd.DataFrame:
+        return pd.read_csv(self.results / f"fits/{target}/{self.run(layers)}/curve.csv")
+
+
+def lr_fit_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
+    """Figures 4-6: the LR slice, its SIREN reconstruction, PSNR and loss curves."""
+    lr_hat = inputs.array(f"recon/ours/{inputs.run(layers)}/lr.npy")
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    _image(axes[0], inputs.lr, inputs.window, f"original LR {inputs.lr.shape}")
+    _image(axes[1], lr_hat, inputs.window, f"SIREN ({layers} layers) on LR")
+    _curves(axes[2], axes[3], inputs.curve("lr", layers), f"{layers} layers on LR")
+    _save(fig, path)
+
+
+def pipeline_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
+    """Figures 7-9: original HR, original LR, reconstructed LR, reconstructed HR."""
+    run = inputs.run(layers)
+    lr_hat = inputs.array(f"recon/ours/{run}/lr.npy")
+    hr_hat = inputs.array(f"recon/ours/{run}/hr.npy")
+    psnr = inputs.ours_table.loc[layers, "best_psnr_db_ours"]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
+    _image(axes[0], inputs.hr, inputs.window, f"original HR {inputs.hr.shape}")
+    _image(axes[1], inputs.lr, inputs.window, "original LR (Lanczos x4)")
+    _image(axes[2], lr_hat, inputs.window, f"reconstructed LR (SIREN, {layers} layers)")
+    _image(axes[3], hr_hat, inputs.window, f"reconstructed HR (SRDenseNet): {psnr:.2f} dB")
+    _save(fig, path)
+
+
+def baseline_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
+    """Figures 10-12: the SIREN fitted on the full-resolution slice."""
+    hr_hat = inputs.array(f"recon/baseline/{inputs.run(layers)}/hr.npy")
+    psnr = inputs.base_table.loc[layers, "best_psnr_db_ours"]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    _image(axes[0], inputs.hr, inputs.window, "original HR")
+    _image(axes[1], hr_hat, inputs.window, f"SIREN ({layers} layers) on HR: {psnr:.2f} dB")
+    _curves(axes[2], axes[3], inputs.curve("hr", layers), f"{layers} layers on HR")
+    _save(fig, path)
+
+
+def bars_figure(inputs: FigureInputs, path: Path) -> None:
+    _bars(inputs.ours_table, inputs.base_table, path)
+
+
+def comparison_figure(inputs: FigureInputs, layers: list[int], path: Path) -> None:
+    ours = {n: inputs.array(f"recon/ours/{inputs.run(n)}/hr.npy") for n in layers}
+    baseline = {n: inputs.array(f"recon/baseline/{inputs.run(n)}/hr.npy") for n in layers}
+    _comparison(
+        inputs.hr, ours, baseline, inputs.ours_table, inputs.base_table, inputs.window, path
+    )
+
+
+def sr_training_figure(curve_path: Path, path: Path) -> None:
+    _sr_training(curve_path, path)
+
+
+def _bars(ours: pd.DataFrame, baseline: pd.DataFrame, path: Path) -> None:
+    """Figure 13: PSNR, training time and memory, ours vs baseline, paper and measured."""
+    quantities = [
+        ("best_psnr_db", "best PSNR (dB)"),
+        ("train_seconds_per_50k", "training s / 50k iterations"),
+        ("memory_kb", "memory (KB)"),
+    ]
+    rows = []
+    for method, table in (("SIREN on HR (baseline)", baseline), ("SIREN on LR + SR (ours)", ours)):
+        for layers, row in table.iterrows():
+            for column, name in quantities:
+                for source in ("paper", "ours"):
+                    rows.append(
+                        {
+                            "method": method,
+                            "layers": layers,
+                            "quantity": name,
+                            "source": "published" if source == "paper" else "measured",
+                            "value": row[f"{column}_{source}"],
+                        }
+                    )
+    data = pd.DataFrame(rows)
+    grid = sns.catplot(
+        data=data,
+        x="layers",
+        y="value",
+        hue="method",
+        row="source",
+        col="quantity",
+        kind="bar",
+        sharey=False,
+        height=2.8,
+        aspect=1.2,
+        margin_titles=True,
+    )
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    grid.figure.suptitle(
+        "Figure 13: baseline vs the paper's method (top: paper, bottom: ours)", y=1.03
+    )
+    _save(grid.figure, path)
+
+
+def _comparison(hr, ours, baseline, ours_table, base_table, window, path: Path) -> None:
+    """Figure 14: reconstructions side by side, a zoomed inset and the error map."""
+    hr2d = display_slice(hr)
+    rows, cols = hr2d.shape
+    zoom = (slice(rows // 3, rows // 3 + rows // 4), slice(cols // 3, cols // 3 + cols // 4))
+    panels = [("original", hr2d, None)]
+    for n in sorted(baseline):
+        panels.append(
+            (
+                f"SIREN on HR, {n} layers\n{base_table.loc[n, 'best_psnr_db_ours']:.2f} dB",
+                display_slice(baseline[n]),
+                n,
+            )
+        )
+    for n in sorted(ours):
+        panels.append(
+            (
+                f"ours, {n} layers\n{ours_table.loc[n, 'best_psnr_db_ours']:.2f} dB",
+                display_slice(ours[n]),
+                n,
+            )
+        )
+    # The zoom uses its own window (1st..99th percentile of the original there) to show texture.
+    zoom_window = tuple(np.percentile(hr2d[zoom], [1, 99]))
+    errors = [np.abs(p - hr2d) for _, p, _ in panels[1:]]
+    error_max = float(np.percentile(np.concatenate([e.ravel() for e in errors]), 99.5))
+    fig, axes = plt.subplots(3, len(panels), figsize=(2.6 * len(panels), 8))
+    for k, (title, image, _) in enumerate(panels):
+        _image(axes[0, k], image, window, title)
+        axes[0, k].add_patch(
+            plt.Rectangle(
+                (zoom[1].start, zoom[0].start),
+                cols // 4,
+                rows // 4,
+                fill=False,
+                color="yellow",
+                lw=1,
+            )
+        )
+        _image(axes[1, k], image[zoom], zoom_window, "zoom")
+        axes[2, k].set_axis_off()
+        if k:
+            shown = axes[2, k].imshow(errors[k - 1], cmap="magma", vmin=0, vmax=error_max)
+            axes[2, k].set_title("|error| (HU)", fontsize=9)
+    fig.colorbar(shown, ax=axes[2, :].tolist(), shrink=0.8, label="absolute error (HU)")
+    _save(fig, path)
+
+
+def _sr_training(curve_path: Path, path: Path) -> None:
+    curve = pd.read_csv(curve_path)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(curve["step"], curve["monitor_psnr_db"], label="SRDenseNet")
+    ax.plot(curve["step"], curve["monitor_bicubic_psnr_db"], "--", label="bicubic")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("PSNR (dB, normalised scale)")
+    ax.set_title("SR pretraining: fixed monitoring patches from the training images", fontsize=9)
+    ax.legend()
+    _save(fig, path)

@@ -1,0 +1,256 @@
+"""Fitting a SIREN to a 2D slice or a 3D volume, and decoding it back onto a grid.
+
+Intensities are mapped linearly from the target's min..max to [-1, 1] before the MSE; the
+PSNR in the training curves is therefore the 8-bit PSNR in the target's own min..max window
+(peak-to-peak 2 on the [-1, 1] scale), computed without rounding to integers. The tables use
+``volinr.metrics`` on decoded, windowed 8-bit images instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from volinr.devices import MemoryMeter, synchronize
+from volinr.io import InputError, atomic_path
+from volinr.models.siren import Siren
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FORMAT = "volinr-siren-1"
+
+
+def coordinate_grid(shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(N, 3) coordinates (x, y, z) in [-1, 1] of every voxel of a (rows, cols) slice or a
+    (slices, rows, cols) volume, in C order; z = 0 for a slice."""
+    if len(shape) not in (2, 3):
+        raise ValueError(f"a SIREN grid is 2D or 3D, got shape {shape}")
+    axes = [
+        torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else torch.zeros(1, device=device)
+        for n in shape
+    ]
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    if len(shape) == 2:
+        rows, cols = mesh
+        return torch.stack([cols, rows, torch.zeros_like(rows)], dim=-1).reshape(-1, 3)
+    slices, rows, cols = mesh
+    return torch.stack([cols, rows, slices], dim=-1).reshape(-1, 3)
+
+
+def scale_to_unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return (values - lo) / (hi - lo) * 2.0 - 1.0
+
+
+def unscale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return (values + 1.0) / 2.0 * (hi - lo) + lo
+
+
+@dataclass
+class FitSettings:
+    sine_layers: int
+    iterations: int
+    width: int = 128
+    omega0: float = 30.0
+    learning_rate: float = 1.5e-3
+    batch_size: int = 65536
+    eval_every: int = 25
+    seed: int = 0
+    compile: bool = False
+
+
+@dataclass
+class FitResult:
+    model: Siren  # the best snapshot
+    value_range: tuple[float, float]
+    grid_shape: tuple[int, ...]
+    best_psnr_db: float
+    best_iteration: int
+    final_psnr_db: float
+    train_seconds: float
+    first_iteration_seconds: float
+    peak_memory_bytes: int
+    memory_kind: str
+    loss: np.ndarray  # per iteration, on the [-1, 1] scale
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def seconds_per_iteration(self) -> float:
+        """Steady-state time per iteration (the first one, which may compile, left out)."""
+        iterations = len(self.loss)
+        if iterations < 2:
+            return self.train_seconds
+        return (self.train_seconds - self.first_iteration_seconds) / (iterations - 1)
+
+
+def _full_grid_mse(model, coords, values, chunk: int = 1 << 18) -> torch.Tensor:
+    total = torch.zeros((), device=coords.device)
+    with torch.no_grad():
+        for start in range(0, coords.shape[0], chunk):
+            prediction = model(coords[start : start + chunk])
+            total += F.mse_loss(prediction, values[start : start + chunk], reduction="sum")
+    return total / coords.shape[0]
+
+
+def fit_siren(
+    target: np.ndarray,
+    settings: FitSettings,
+    device: torch.device,
+    progress: bool | None = None,
+    label: str = "",
+) -> FitResult:
+    """Adam on MSE over the voxels of ``target``; keeps the snapshot with the best PSNR."""
+    target = np.asarray(target, dtype=np.float32)
+    lo, hi = float(target.min()), float(target.max())
+    if hi <= lo:
+        raise InputError(f"{label or 'target'}: a constant image cannot be fitted (value {lo})")
+    torch.manual_seed(settings.seed)
+    model = Siren(3, settings.width, settings.sine_layers, 1, settings.omega0).to(device)
+    forward = torch.compile(model) if settings.compile else model
+    coords = coordinate_grid(target.shape, device)
+    values = torch.from_numpy(scale_to_unit(target, lo, hi).reshape(-1, 1)).to(device)
+    count = coords.shape[0]
+    batch = min(settings.batch_size, count)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    losses = torch.empty(settings.iterations, device=device)
+    evaluations: list[dict[str, float]] = []
+    best_psnr, best_iteration, best_state = -math.inf, 0, None
+    permutation, cursor = None, count
+
+    meter = MemoryMeter(device)
+    train_seconds, first_seconds = 0.0, 0.0
+    if progress is None:
+        progress = os.isatty(2)
+    bar = tqdm(range(1, settings.iterations + 1), desc=label or "SIREN", disable=not progress)
+    synchronize(device)
+    segment_start = time.perf_counter()
+    for iteration in bar:
+        if batch == count:
+            x, y = coords, values
+        else:
+            # Sampling without replacement within an epoch, on the device, no DataLoader.
+            if cursor + batch > count:
+                permutation = torch.randperm(count, device=device, generator=generator)
+                cursor = 0
+            index = permutation[cursor : cursor + batch]
+            cursor += batch
+            x, y = coords[index], values[index]
+        loss = F.mse_loss(forward(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses[iteration - 1] = loss.detach()
+        if iteration == 1:
+            synchronize(device)
+            first_seconds = time.perf_counter() - segment_start
+        if iteration % settings.eval_every == 0 or iteration == settings.iterations:
+            synchronize(device)
+            train_seconds += time.perf_counter() - segment_start
+            mse = _full_grid_mse(forward, coords, values).item()
+            if not math.isfinite(mse):
+                raise FloatingPointError(
+                    f"{label or 'SIREN fit'} diverged at iteration {iteration} "
+                    f"(learning rate {settings.learning_rate}, {settings.sine_layers} sine layers)"
+                )
+            psnr = 10 * math.log10(4.0 / mse) if mse > 0 else math.inf
+            evaluations.append(
+                {
+                    "iteration": iteration,
+                    "psnr_db": psnr,
+                    "mse": mse,
+                    "train_seconds": train_seconds,
+                }
+            )
+            if psnr > best_psnr:
+                best_psnr, best_iteration = psnr, iteration
+                best_state = copy.deepcopy(model.state_dict())
+            bar.set_postfix(psnr=f"{psnr:.2f}", best=f"{best_psnr:.2f}")
+            segment_start = time.perf_counter()
+    bar.close()
+    peak_bytes, memory_kind = meter.peak()
+    model.load_state_dict(best_state)
+    loss_curve = losses.cpu().numpy()
+    log.info(
+        "%s: best %.2f dB at iteration %d, %.1f s of training",
+        label,
+        best_psnr,
+        best_iteration,
+        train_seconds,
+    )
+    return FitResult(
+        model=model.eval(),
+        value_range=(lo, hi),
+        grid_shape=tuple(target.shape),
+        best_psnr_db=best_psnr,
+        best_iteration=best_iteration,
+        final_psnr_db=evaluations[-1]["psnr_db"],
+        train_seconds=train_seconds,
+        first_iteration_seconds=first_seconds,
+        peak_memory_bytes=peak_bytes,
+        memory_kind=memory_kind,
+        loss=loss_curve,
+        evaluations=evaluations,
+    )
+
+
+def save_siren(path: str | os.PathLike, result: FitResult) -> int:
+    """Write the weights and everything needed to decode them; returns the file's bytes."""
+    payload = {
+        "format": WEIGHTS_FORMAT,
+        "config": dict(result.model.config),
+        "value_range": list(result.value_range),
+        "grid_shape": list(result.grid_shape),
+        "state_dict": {
+            k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()
+        },
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path).stat().st_size
+
+
+def load_siren(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[Siren, dict[str, Any]]:
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: SIREN weights not found") from None
+    except Exception as err:
+        raise InputError(f"{path}: not a readable SIREN weights file ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        raise InputError(f"{path}: not a volinr SIREN weights file")
+    model = Siren(**payload["config"]).to(device)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise InputError(f"{path}: weights do not match the stored architecture ({err})") from None
+    return model.eval(), payload
+
+
+def decode_siren(
+    model: Siren,
+    shape: tuple[int, ...],
+    value_range: tuple[float, float],
+    device: torch.device | str = "cpu",
+    chunk: int = 1 << 18,
+) -> np.ndarray:
+    """Evaluate the SIREN on every voxel of a grid of ``shape``, in chunks of voxels."""
+    coords = coordinate_grid(tuple(shape), device)
+    out = np.empty(coords.shape[0], np.float32)
+    with torch.inference_mode():
+        for start in range(0, coords.shape[0], chunk):
+            out[start : start + chunk] = model(coords[start : start + chunk])[:, 0].cpu().numpy()
+    return unscale(out, *value_range).reshape(shape).astype(np.float32)

@@ -1,0 +1,79 @@
+"""Resampling of 2D slices and 3D volumes.
+
+Pillow's Lanczos filter on mode 'F' (float32) images widens its kernel by the shrink factor, so
+downsampling is antialiased the way image libraries do it. SimpleITK's windowed-sinc resampler
+does not widen the kernel and aliases, so it is not used for downsampling. Pillow only handles
+2D planes; an N-D resize is done separably, one axis at a time, so the same function serves
+slices and volumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+_FILTERS = {
+    "lanczos": Image.Resampling.LANCZOS,
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+}
+
+
+def _resize_axis(array: np.ndarray, axis: int, length: int, method: str) -> np.ndarray:
+    """Resize one axis of a float32 array with Pillow, leaving the other axes untouched."""
+    if array.shape[axis] == length:
+        return array
+    moved = np.moveaxis(array, axis, -1)
+    lead_shape = moved.shape[:-1]
+    # Each row along the resized axis becomes a 1 x n image: Pillow resizes only its width.
+    rows = moved.reshape(-1, moved.shape[-1])
+    out = np.empty((rows.shape[0], length), dtype=np.float32)
+    # Pillow images are limited in height; stacking rows as one tall image keeps this fast.
+    chunk = 16384
+    for start in range(0, rows.shape[0], chunk):
+        block = np.ascontiguousarray(rows[start : start + chunk], dtype=np.float32)
+        image = Image.fromarray(block, mode="F")
+        resized = image.resize((length, block.shape[0]), _FILTERS[method])
+        out[start : start + chunk] = np.asarray(resized, dtype=np.float32)
+    return np.moveaxis(out.reshape(*lead_shape, length), -1, axis)
+
+
+def resize(array: np.ndarray, shape: Sequence[int], method: str = "lanczos") -> np.ndarray:
+    """Resize a 2D or 3D array to ``shape``, separably, with a Pillow filter.
+
+    float32 in, float32 out, no clipping (Lanczos overshoots at edges; that is kept).
+    """
+    if method not in _FILTERS:
+        raise ValueError(f"unknown resampling method {method!r}; choose from {sorted(_FILTERS)}")
+    array = np.asarray(array, dtype=np.float32)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != array.ndim:
+        raise ValueError(f"target shape {shape} has {len(shape)} axes, the array has {array.ndim}")
+    if any(s < 1 for s in shape):
+        raise ValueError(f"target shape {shape} must be positive on every axis")
+    out = array
+    # Shrinking axes first keeps the intermediate arrays small.
+    order = sorted(range(array.ndim), key=lambda axis: shape[axis] / array.shape[axis])
+    for axis in order:
+        out = _resize_axis(out, axis, shape[axis], method)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def lanczos_resize(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Antialiased Lanczos-3 resize of a 2D or 3D float array (Pillow, separable per axis)."""
+    return resize(array, shape, "lanczos")
+
+
+def downsampled_shape(shape: Sequence[int], factor: int) -> tuple[int, ...]:
+    """The low-resolution grid for a downsampling ``factor`` on every axis (rounded, >= 1)."""
+    if factor < 1:
+        raise ValueError(f"downsampling factor must be >= 1, got {factor}")
+    small = tuple(max(1, round(s / factor)) for s in shape)
+    if any(s < 2 for s in small):
+        raise ValueError(
+            f"an array of shape {tuple(shape)} is too small for a x{factor} downsampling "
+            f"(it would give {small})"
+        )
+    return small

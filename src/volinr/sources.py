@@ -1,0 +1,165 @@
+"""Image sources: DICOM files by path or by name in the embedded PyPI test-data packages.
+
+A source is a string: a file path, ``pydicom-data:NAME`` (a file of the ``pydicom-data``
+package's ``data_store/data`` folder, found by path; ``pydicom.data.get_testdata_files`` is not
+used because it tries the network) or ``pydicom:NAME`` (a test file bundled with pydicom).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from volinr.io import InputError, sha256_array
+
+log = logging.getLogger(__name__)
+
+IMAGE_MODALITIES = {"CT", "MR"}
+
+
+def _package_folder(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise InputError(f"the Python package {package!r} is not installed")
+    return Path(spec.origin).parent
+
+
+def resolve_source(source: str) -> Path:
+    """The file path a source string names."""
+    if source.startswith("pydicom-data:"):
+        path = _package_folder("data_store") / "data" / source.split(":", 1)[1]
+    elif source.startswith("pydicom:"):
+        path = _package_folder("pydicom") / "data" / "test_files" / source.split(":", 1)[1]
+    else:
+        path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{source}: no such file ({path})")
+    return path
+
+
+@dataclass
+class Frame:
+    """One 2D image read from a DICOM file, in Hounsfield units for CT."""
+
+    pixels: np.ndarray  # float32, (rows, columns)
+    source: str
+    frame: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return sha256_array(self.pixels)
+
+
+def _decoder_hint(dataset: pydicom.Dataset) -> str:
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None:
+        return ""
+    name = getattr(syntax, "name", str(syntax))
+    if "JPEG 2000" in name:
+        return f" (transfer syntax {name}: install pylibjpeg-openjpeg or imagecodecs)"
+    if "JPEG-LS" in name or "JPEG" in name:
+        return f" (transfer syntax {name}: install pylibjpeg-libjpeg or imagecodecs)"
+    return f" (transfer syntax {name})"
+
+
+def read_dicom_frames(source: str, allow_modalities: set[str] = IMAGE_MODALITIES) -> list[Frame]:
+    """Read every frame of a single-file DICOM image, rescaled to real-world units (HU for CT)."""
+    path = resolve_source(source)
+    try:
+        dataset = pydicom.dcmread(path)
+    except (InvalidDicomError, EOFError, OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable DICOM file ({err})") from None
+    modality = str(getattr(dataset, "Modality", "")).upper()
+    if "PixelData" not in dataset:
+        raise InputError(f"{path}: DICOM object without pixel data (modality {modality or '?'})")
+    if modality not in allow_modalities:
+        raise InputError(
+            f"{path}: modality {modality or 'missing'} is not one of {sorted(allow_modalities)}"
+        )
+    if int(getattr(dataset, "SamplesPerPixel", 1)) != 1:
+        raise InputError(f"{path}: colour image ({dataset.SamplesPerPixel} samples per pixel)")
+    try:
+        stored = dataset.pixel_array
+    except Exception as err:  # pydicom raises many types when a decoder is missing or fails
+        raise InputError(
+            f"{path}: pixel data cannot be decoded ({err}){_decoder_hint(dataset)}"
+        ) from None
+    frames = stored if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1 else stored[None]
+    slope, intercept = _rescale(dataset)
+    spacing = _pixel_spacing(dataset)
+    result = []
+    for index, plane in enumerate(frames):
+        pixels = plane.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        meta = {
+            "source": source,
+            "path": str(path),
+            "frame": index,
+            "modality": modality,
+            "units": "HU" if modality == "CT" else "scanner units",
+            "rescale_slope": slope,
+            "rescale_intercept": intercept,
+            "bits_stored": int(getattr(dataset, "BitsStored", stored.dtype.itemsize * 8)),
+            "bits_allocated": int(getattr(dataset, "BitsAllocated", stored.dtype.itemsize * 8)),
+            "spacing_mm": spacing,
+            "stored_dtype": str(stored.dtype),
+            "transfer_syntax": str(getattr(dataset.file_meta, "TransferSyntaxUID", "")),
+        }
+        result.append(Frame(pixels=pixels, source=source, frame=index, meta=meta))
+    return result
+
+
+def _rescale(dataset: pydicom.Dataset) -> tuple[float, float]:
+    """RescaleSlope/Intercept, from the top level or an enhanced multi-frame functional group."""
+    slope = getattr(dataset, "RescaleSlope", None)
+    intercept = getattr(dataset, "RescaleIntercept", None)
+    if slope is None and "SharedFunctionalGroupsSequence" in dataset:
+        group = dataset.SharedFunctionalGroupsSequence[0]
+        if "PixelValueTransformationSequence" in group:
+            transform = group.PixelValueTransformationSequence[0]
+            slope = getattr(transform, "RescaleSlope", None)
+            intercept = getattr(transform, "RescaleIntercept", None)
+    return float(slope if slope is not None else 1.0), float(
+        intercept if intercept is not None else 0.0
+    )
+
+
+def _pixel_spacing(dataset: pydicom.Dataset) -> list[float] | None:
+    spacing = getattr(dataset, "PixelSpacing", None)
+    if spacing is None and "SharedFunctionalGroupsSequence" in dataset:
+        group = dataset.SharedFunctionalGroupsSequence[0]
+        if "PixelMeasuresSequence" in group:
+            spacing = getattr(group.PixelMeasuresSequence[0], "PixelSpacing", None)
+    return [float(s) for s in spacing] if spacing is not None else None
+
+
+def read_frame(source: str, frame: int = 0) -> Frame:
+    frames = read_dicom_frames(source)
+    if not 0 <= frame < len(frames):
+        raise InputError(f"{source}: frame {frame} requested, the file has {len(frames)}")
+    return frames[frame]
+
+
+def correlation_with(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Pearson correlation of two images, the candidate resized onto the reference's grid.
+
+    A re-encoding of the same slice (lossy JPEG 2000, another bit depth) correlates near 1 even
+    though its hash differs; a different slice of another patient does not.
+    """
+    from volinr.resample import resize
+
+    reference = np.asarray(reference, dtype=np.float64)
+    if candidate.shape != reference.shape:
+        candidate = resize(candidate, reference.shape, "bilinear")
+    candidate = np.asarray(candidate, dtype=np.float64)
+    ref = reference - reference.mean()
+    cand = candidate - candidate.mean()
+    denominator = np.sqrt((ref * ref).sum() * (cand * cand).sum())
+    return float((ref * cand).sum() / denominator) if denominator > 0 else 0.0

@@ -1,0 +1,450 @@
+"""The pipeline's stages: read inputs, call the modules, write outputs atomically.
+
+Each ``run_*`` function is one ``volinr`` subcommand (see ``volinr.cli``) and one Snakemake rule.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from volinr import provenance
+from volinr.io import (
+    InputError,
+    atomic_path,
+    load_array,
+    read_json,
+    save_array,
+    sha256_file,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _device(args):
+    from volinr.devices import resolve_device, set_threads
+
+    set_threads(args.threads)
+    try:
+        return resolve_device(args.device)
+    except RuntimeError as err:
+        raise InputError(str(err)) from None
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    if not rows:
+        raise ValueError(f"no rows to write to {path}")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def run_prepare(args) -> None:
+    from volinr.sources import read_frame
+
+    frame = read_frame(args.source, args.frame)
+    save_array(args.out, frame.pixels, frame.meta)
+    log.info("%s frame %d -> %s %s", args.source, args.frame, args.out, frame.pixels.shape)
+
+
+def run_sr_dataset(args) -> None:
+    from volinr.io import sha256_array
+    from volinr.sources import correlation_with, read_dicom_frames
+
+    evaluation, eval_meta = load_array(args.eval)
+    eval_sha = sha256_array(evaluation.astype(np.float32))
+    images, records = {}, []
+    for source in args.source:
+        for frame in read_dicom_frames(source):
+            correlation = correlation_with(evaluation, frame.pixels)
+            record = {
+                "source": source,
+                "frame": frame.frame,
+                "shape": list(frame.pixels.shape),
+                "modality": frame.meta["modality"],
+                "sha256": frame.sha256,
+                "correlation_with_eval": round(correlation, 6),
+            }
+            # A training image may be neither the evaluation image nor a re-encoding of it.
+            if frame.sha256 == eval_sha or abs(correlation) > args.max_correlation:
+                raise InputError(
+                    f"{source} frame {frame.frame}: SR training image matches the evaluation "
+                    f"image {eval_meta.get('source', args.eval)} (correlation {correlation:.4f} "
+                    f"> {args.max_correlation}); remove it from the training sources"
+                )
+            images[f"image_{len(records)}"] = frame.pixels
+            records.append(record)
+    split = {
+        "evaluation": {
+            "source": eval_meta.get("source"),
+            "frame": eval_meta.get("frame"),
+            "shape": list(evaluation.shape),
+            "sha256": eval_sha,
+        },
+        "training": records,
+        "max_correlation": args.max_correlation,
+        "rule": "no training frame equals the evaluation frame (sha256) or correlates with it "
+        "above max_correlation after resizing onto its grid",
+    }
+    with atomic_path(args.out) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **images)
+    write_json(args.split, split)
+    log.info("SR training set: %d frames from %d sources", len(records), len(args.source))
+
+
+def run_downsample(args) -> None:
+    from volinr.resample import downsampled_shape, lanczos_resize
+
+    array, meta = load_array(args.input)
+    shape = downsampled_shape(array.shape, args.factor)
+    small = lanczos_resize(array.astype(np.float32), shape)
+    meta = {k: v for k, v in meta.items() if k not in ("shape", "dtype", "sha256")}
+    if meta.get("spacing_mm"):
+        n = len(meta["spacing_mm"])
+        meta["spacing_mm"] = [
+            s * a / b
+            for s, a, b in zip(meta["spacing_mm"], array.shape[-n:], shape[-n:], strict=True)
+        ]
+    meta.update(
+        downsampling={
+            "method": "lanczos3 (Pillow, antialiased, separable)",
+            "factor": args.factor,
+            "from_shape": list(array.shape),
+        }
+    )
+    save_array(args.out, small, meta)
+
+
+# --- super-resolution pretraining ----------------------------------------------------------
+
+
+def _training_images(path: str) -> list[np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return [data[f"image_{i}"] for i in range(len(data.files))]
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"{path}: not a readable SR training set ({err})") from None
+
+
+def _reuse_reason(args, split: dict) -> str | None:
+    """Why the committed checkpoint cannot be reused (None: it can)."""
+    from volinr.sr_training import load_sr_checkpoint
+
+    if args.retrain:
+        return "retraining was asked for"
+    if not args.pretrained:
+        return "no pretrained checkpoint is configured"
+    path = Path(args.pretrained)
+    if not path.is_file():
+        return f"{path} does not exist"
+    seen = sha256_file(path)
+    if seen != args.pretrained_sha256:
+        return f"{path} has sha256 {seen}, the config expects {args.pretrained_sha256 or 'none'}"
+    _, payload = load_sr_checkpoint(path)
+    wanted = dict(args.model, scale=args.factor)
+    if payload["config"] != wanted:
+        return f"{path} holds architecture {payload['config']}, the config asks for {wanted}"
+    trained_on = [r["sha256"] for r in payload["training"]["split"]["training"]]
+    if trained_on != [r["sha256"] for r in split["training"]]:
+        return f"{path} was trained on other images than this run's training split"
+    if split["evaluation"]["sha256"] in trained_on:
+        return f"{path} was trained on this run's evaluation image"
+    if payload["training"]["settings"] != args.settings:
+        return f"{path} was trained with other settings than the config's"
+    return None
+
+
+def run_pretrain_sr(args) -> None:
+    from volinr.sr_training import (
+        PatchPairs,
+        SRTrainingSettings,
+        save_sr_checkpoint,
+        settings_dict,
+        train_srdensenet,
+    )
+
+    split = read_json(args.split)
+    reason = _reuse_reason(args, split)
+    if reason is None:
+        from volinr.sr_training import load_sr_checkpoint
+
+        log.info("reusing the pretrained checkpoint %s (sha256 verified)", args.pretrained)
+        _, payload = load_sr_checkpoint(args.pretrained)
+        with atomic_path(args.out) as tmp:
+            shutil.copyfile(args.pretrained, tmp)
+        write_csv(args.curve, payload["curve"])
+        return
+    log.info("training SRDenseNet: %s", reason)
+    device = _device(args)
+    settings = SRTrainingSettings(**args.settings)
+    pairs = PatchPairs.from_hr_images(_training_images(args.training), args.factor)
+    model, curve = train_srdensenet(pairs, args.model, settings, device)
+    training = {
+        "settings": settings_dict(settings),
+        "split": split,
+        "steps_done": curve[-1]["step"],
+        "seconds": curve[-1]["seconds"],
+        "device": provenance.device_info(device),
+        "versions": provenance.versions(),
+    }
+    save_sr_checkpoint(args.out, model, training, curve)
+    write_csv(args.curve, curve)
+
+
+def run_publish_sr(args) -> None:
+    from volinr.sr_training import load_sr_checkpoint
+
+    _, payload = load_sr_checkpoint(args.checkpoint)
+    out_dir = Path(args.out_dir)
+    target = out_dir / f"{args.name}.pt"
+    with atomic_path(target) as tmp:
+        shutil.copyfile(args.checkpoint, tmp)
+    with atomic_path(out_dir / f"{args.name}.curve.csv") as tmp:
+        shutil.copyfile(args.curve, tmp)
+    if args.log:
+        with atomic_path(out_dir / f"{args.name}.log") as tmp:
+            shutil.copyfile(args.log, tmp)
+    last = payload["curve"][-1]
+    write_json(
+        out_dir / f"{args.name}.json",
+        {
+            "file": target.name,
+            "sha256": sha256_file(target),
+            "bytes": target.stat().st_size,
+            "architecture": payload["config"],
+            "training": {k: v for k, v in payload["training"].items() if k != "split"},
+            "training_split": payload["training"]["split"],
+            "final_monitor": last,
+        },
+    )
+    log.info("published %s (sha256 %s)", target, sha256_file(target))
+
+
+# --- SIREN fits and reconstruction ---------------------------------------------------------
+
+
+def run_fit(args) -> None:
+    from volinr.fit import FitSettings, fit_siren, save_siren
+
+    device = _device(args)
+    target, meta = load_array(args.target)
+    settings = FitSettings(
+        sine_layers=args.sine_layers,
+        iterations=args.iterations,
+        width=args.width,
+        omega0=args.omega0,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        compile=args.compile,
+    )
+    label = f"SIREN {args.sine_layers} layers, seed {args.seed}, on {Path(args.target).name}"
+    result = fit_siren(target, settings, device, label=label)
+    weights_bytes = save_siren(args.weights, result)
+    evaluations = {e["iteration"]: e for e in result.evaluations}
+    rows = []
+    for iteration, loss in enumerate(result.loss, start=1):
+        evaluation = evaluations.get(iteration, {})
+        rows.append(
+            {
+                "iteration": iteration,
+                "train_loss": float(loss),
+                "train_psnr_db": 10 * math.log10(4.0 / loss) if loss > 0 else math.inf,
+                "eval_psnr_db": evaluation.get("psnr_db", ""),
+            }
+        )
+    write_csv(args.curve, rows)
+    write_json(
+        args.record,
+        {
+            "target": str(args.target),
+            "target_source": meta.get("source"),
+            "target_shape": list(target.shape),
+            "settings": vars(settings),
+            "parameter_count": result.model.parameter_count,
+            "weights_file": str(args.weights),
+            "weights_bytes": weights_bytes,
+            "best_psnr_db": result.best_psnr_db,
+            "best_iteration": result.best_iteration,
+            "final_psnr_db": result.final_psnr_db,
+            "final_loss": float(result.loss[-1]),
+            "psnr_definition": "8-bit PSNR in the fit target's own min..max window, unrounded",
+            "intensity_scaling": "target min..max -> [-1, 1]",
+            "value_range": list(result.value_range),
+            "train_seconds": result.train_seconds,
+            "first_iteration_seconds": result.first_iteration_seconds,
+            "seconds_per_iteration": result.seconds_per_iteration,
+            "seconds_per_50k_iterations_extrapolated": result.seconds_per_iteration * 50000,
+            "peak_memory_bytes": result.peak_memory_bytes,
+            "memory_kind": result.memory_kind,
+            "device": provenance.device_info(device),
+            "versions": provenance.versions(),
+            "git_commit": provenance.git_commit(),
+        },
+    )
+
+
+def run_decode(args) -> None:
+    from volinr.fit import decode_siren, load_siren
+
+    device = _device(args)
+    model, payload = load_siren(args.weights, device)
+    shape = tuple(args.shape) if args.shape else tuple(payload["grid_shape"])
+    decoded = decode_siren(model, shape, tuple(payload["value_range"]), device)
+    save_array(args.out, decoded, {"decoded_from": str(args.weights), "grid": list(shape)})
+
+
+def run_upsample(args) -> None:
+    from volinr.resample import resize
+
+    low, meta = load_array(args.input)
+    reference, _ = load_array(args.reference)
+    if args.method == "sr":
+        from volinr.sr_training import load_sr_checkpoint, super_resolve
+
+        if not args.sr_model:
+            raise InputError("upsample --method sr needs --sr-model")
+        device = _device(args)
+        model, _ = load_sr_checkpoint(args.sr_model, device)
+        high = super_resolve(model, low, device)
+        if high.shape != reference.shape:
+            # SR gives scale x the LR grid; odd HR sizes are matched by a small resize.
+            high = resize(high, reference.shape, "lanczos")
+    else:
+        high = resize(low, reference.shape, args.method)
+    save_array(
+        args.out,
+        high,
+        {
+            "upsampled_from": str(args.input),
+            "method": args.method,
+            "sr_model": args.sr_model or None,
+        },
+    )
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def run_evaluate(args) -> None:
+    from volinr import metrics
+
+    reference, ref_meta = load_array(args.reference)
+    reconstruction, _ = load_array(args.reconstruction)
+    if reconstruction.shape != reference.shape:
+        raise InputError(
+            f"{args.reconstruction}: shape {reconstruction.shape} differs from the "
+            f"reference {args.reference} {reference.shape}"
+        )
+    minmax = metrics.minmax_window(reference)
+    tissue = metrics.tissue_window(reference, *args.tissue_window)
+    voxels = int(reference.size)
+    result = dict(args.label)
+    result.update(
+        reference=str(args.reference),
+        reference_source=ref_meta.get("source"),
+        reconstruction=str(args.reconstruction),
+        voxels=voxels,
+        window_minmax=list(minmax),
+        window_tissue=list(tissue),
+        psnr_8bit_minmax_db=metrics.psnr_8bit(reference, reconstruction, minmax),
+        psnr_8bit_tissue_db=metrics.psnr_8bit(reference, reconstruction, tissue),
+        psnr_native_db=metrics.psnr_native(reference, reconstruction),
+        ssim=metrics.ssim(reference, reconstruction),
+        padding_fraction=float(np.mean(reference < tissue[0])),
+    )
+    if args.lr_reference and args.lr_reconstruction:
+        lr_reference, _ = load_array(args.lr_reference)
+        lr_reconstruction, _ = load_array(args.lr_reconstruction)
+        result["lr_psnr_8bit_minmax_db"] = metrics.psnr_8bit(
+            lr_reference, lr_reconstruction, minmax
+        )
+    sr_bytes = Path(args.sr_model).stat().st_size if args.sr_model else 0
+    result["sr_model_bytes"] = sr_bytes
+    # The original as stored: 2 bytes a voxel (12/16-bit CT); the paper counts 1 byte (8-bit).
+    original_16bit, original_8bit = 2 * voxels, voxels
+    result.update(original_bytes_16bit=original_16bit, original_bytes_8bit=original_8bit)
+    if args.fit_record:
+        records = [read_json(p) for p in args.fit_record]
+        weights = sum(r["weights_bytes"] for r in records)
+        fit = records[0]
+        result.update(
+            iterations=fit["settings"]["iterations"],
+            parameter_count=fit["parameter_count"],
+            weights_bytes=weights,
+            fit_best_psnr_db=fit["best_psnr_db"],
+            fit_best_iteration=fit["best_iteration"],
+            fit_final_loss=fit["final_loss"],
+            train_seconds=fit["train_seconds"],
+            seconds_per_50k_iterations_extrapolated=fit["seconds_per_50k_iterations_extrapolated"],
+            peak_memory_kb=fit["peak_memory_bytes"] / 1024,
+            memory_kind=fit["memory_kind"],
+            device=fit["device"]["name"],
+            # The paper's rate: 8-bit slice bytes / weights file bytes (SR model not counted).
+            compression_rate_paper=metrics.compression_rate(original_8bit, weights),
+            # Honest rates: 16-bit original / everything a decoder needs besides code.
+            compression_rate_16bit=metrics.compression_rate(original_16bit, weights),
+            compression_rate_16bit_with_sr=metrics.compression_rate(
+                original_16bit, weights + sr_bytes
+            ),
+            bits_per_voxel=metrics.bits_per_voxel(weights, voxels),
+            bits_per_voxel_with_sr=metrics.bits_per_voxel(weights + sr_bytes, voxels),
+        )
+    for key, value in result.items():
+        if isinstance(value, float) and math.isnan(value):
+            raise FloatingPointError(f"{args.reconstruction}: metric {key} is NaN")
+    write_json(args.out, result)
+
+
+# --- aggregation ---------------------------------------------------------------------------
+
+
+def run_tables(args) -> None:
+    from volinr import tables
+
+    metrics = tables.load_metrics(args.metrics)
+    built = tables.build_tables(metrics, tables.load_published(args.published))
+    tables.write_tables(built, tables.notes_for(metrics), args.out_dir)
+
+
+def run_figure(args) -> None:
+    from volinr import figures
+
+    out = Path(args.out)
+    if args.kind == "sr-training":
+        figures.sr_training_figure(Path(args.results) / "sr/training_curve.csv", out)
+        return
+    inputs = figures.FigureInputs(Path(args.results), Path(args.tables_dir), args.seed)
+    if args.kind == "bars":
+        figures.bars_figure(inputs, out)
+    elif args.kind == "comparison":
+        figures.comparison_figure(inputs, args.layers, out)
+    else:
+        draw = {
+            "lr-fit": figures.lr_fit_figure,
+            "pipeline": figures.pipeline_figure,
+            "baseline": figures.baseline_figure,
+        }[args.kind]
+        draw(inputs, args.layers[0], out)
+
+
+def run_summary(args) -> None:
+    from volinr import summary
+
+    text = summary.build_summary(Path(args.tables_dir), Path(args.results))
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(text)
+    if args.readme:
+        summary.splice_into_readme(Path(args.readme), text)

@@ -1,0 +1,210 @@
+# Stage 7b: the paper's tables with its numbers beside ours, one rule per figure kind (each
+# with its own report caption), and a summary.
+
+TABLES = [
+    "table4_ours",
+    "table5_baseline",
+    "table6_side_by_side",
+    "table7_other_methods",
+    "table_sr_check",
+    "table_ablation",
+]
+FIGURE_SEED = config["figures"]["seed"]
+
+
+def table_output(name, extension):
+    path = f"{R}/tables/{name}.{extension}"
+    if extension == "csv":
+        return report(path, caption=f"../report/{name}.rst", category="Tables")
+    return path
+
+
+rule aggregate_tables:
+    input:
+        metrics=all_metrics(),
+        published=config["published"],
+    output:
+        csv=[table_output(name, "csv") for name in TABLES],
+        md=[table_output(name, "md") for name in TABLES],
+    log:
+        f"{R}/logs/aggregate_tables.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    shell:
+        "volinr tables --metrics {input.metrics} --published {input.published} "
+        f"--out-dir {R}/tables 2> {{log}}"
+
+
+FIGURE_SHELL = (
+    f"volinr figure --results {R} --tables-dir {R}/tables --seed {FIGURE_SEED} "
+    "--kind {params.kind} --layers {params.layers} --out {output} 2> {log}"
+)
+
+
+def run_outputs(kind, target, name, layers="{layers}"):
+    return f"{R}/{kind}/{target}/L{layers}_s{FIGURE_SEED}/{name}"
+
+
+rule figure_lr_fit:
+    input:
+        tables=rules.aggregate_tables.output.csv,
+        lr=run_outputs("recon", "ours", "lr.npy"),
+        curve=run_outputs("fits", "lr", "curve.csv"),
+    output:
+        report(
+            f"{R}/figures/fig4-6_lr_fit_L{{layers}}.png",
+            caption="../report/fig_lr_fit.rst",
+            category="Figures",
+            subcategory="Figures 4-6: SIREN on the LR slice",
+        ),
+    params:
+        kind="lr-fit",
+        layers=lambda wc: wc.layers,
+    log:
+        f"{R}/logs/figures/lr_fit_L{{layers}}.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_pipeline:
+    input:
+        tables=rules.aggregate_tables.output.csv,
+        lr=run_outputs("recon", "ours", "lr.npy"),
+        hr=run_outputs("recon", "ours", "hr.npy"),
+    output:
+        report(
+            f"{R}/figures/fig7-9_pipeline_L{{layers}}.png",
+            caption="../report/fig_pipeline.rst",
+            category="Figures",
+            subcategory="Figures 7-9: the whole pipeline",
+        ),
+    params:
+        kind="pipeline",
+        layers=lambda wc: wc.layers,
+    log:
+        f"{R}/logs/figures/pipeline_L{{layers}}.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_baseline:
+    input:
+        tables=rules.aggregate_tables.output.csv,
+        hr=run_outputs("recon", "baseline", "hr.npy"),
+        curve=run_outputs("fits", "hr", "curve.csv"),
+    output:
+        report(
+            f"{R}/figures/fig10-12_baseline_L{{layers}}.png",
+            caption="../report/fig_baseline.rst",
+            category="Figures",
+            subcategory="Figures 10-12: SIREN on the full-resolution slice",
+        ),
+    params:
+        kind="baseline",
+        layers=lambda wc: wc.layers,
+    log:
+        f"{R}/logs/figures/baseline_L{{layers}}.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_bars:
+    input:
+        tables=rules.aggregate_tables.output.csv,
+    output:
+        report(
+            f"{R}/figures/fig13_bars.png",
+            caption="../report/fig13_bars.rst",
+            category="Figures",
+        ),
+    params:
+        kind="bars",
+        layers=" ".join(str(n) for n in LAYERS),
+    log:
+        f"{R}/logs/figures/bars.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_comparison:
+    input:
+        tables=rules.aggregate_tables.output.csv,
+        ours=[run_outputs("recon", "ours", "hr.npy", n) for n in LAYERS],
+        baseline=[run_outputs("recon", "baseline", "hr.npy", n) for n in LAYERS],
+    output:
+        report(
+            f"{R}/figures/fig14_comparison.png",
+            caption="../report/fig14_comparison.rst",
+            category="Figures",
+        ),
+    params:
+        kind="comparison",
+        layers=" ".join(str(n) for n in LAYERS),
+    log:
+        f"{R}/logs/figures/comparison.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_sr_training:
+    input:
+        curve=rules.pretrain_sr.output.curve,
+    output:
+        report(
+            f"{R}/figures/fig_sr_training.png",
+            caption="../report/fig_sr_training.rst",
+            category="Figures",
+        ),
+    params:
+        kind="sr-training",
+        layers=LAYERS[0],
+    log:
+        f"{R}/logs/figures/sr_training.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        FIGURE_SHELL
+
+
+FIGURES = (
+    expand(rules.figure_lr_fit.output, layers=LAYERS)
+    + expand(rules.figure_pipeline.output, layers=LAYERS)
+    + expand(rules.figure_baseline.output, layers=LAYERS)
+    + rules.figure_bars.output
+    + rules.figure_comparison.output
+    + rules.figure_sr_training.output
+)
+
+
+rule summary:
+    input:
+        tables=rules.aggregate_tables.output.md,
+        figures=FIGURES,
+    output:
+        report(f"{R}/summary.md", caption="../report/summary.rst", category="Summary"),
+    log:
+        f"{R}/logs/summary.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        f"volinr summary --tables-dir {R}/tables --results {R} --out {{output}} 2> {{log}}"

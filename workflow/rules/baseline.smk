@@ -1,0 +1,41 @@
+# Stage 6, the baseline (Mancini et al. 2022): the same SIREN configurations fitted directly
+# to the full-resolution image, same hyperparameters, then decoded at full resolution.
+
+
+rule fit_siren_hr:
+    input:
+        target=rules.prepare_evaluation_image.output.array,
+    output:
+        weights=f"{fit_dir('hr')}/siren.pt",
+        record=f"{fit_dir('hr')}/fit.json",
+        curve=f"{fit_dir('hr')}/curve.csv",
+    params:
+        iterations=SIREN["baseline_iterations"],
+    log:
+        f"{R}/logs/fit_siren_hr/L{{layers}}_s{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/fit_siren_hr/L{{layers}}_s{{seed}}.tsv"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    conda:
+        ENV
+    shell:
+        FIT_SHELL
+
+
+rule decode_baseline:
+    input:
+        weights=rules.fit_siren_hr.output.weights,
+    output:
+        f"{R}/recon/baseline/L{{layers}}_s{{seed}}/hr.npy",
+    log:
+        f"{R}/logs/decode_baseline/L{{layers}}_s{{seed}}.log",
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+    conda:
+        ENV
+    shell:
+        f"volinr decode --weights {{input.weights}} --out {{output}} {DEVICE_ARGS} 2> {{log}}"

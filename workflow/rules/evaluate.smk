@@ -1,0 +1,86 @@
+# Stage 7a: quality (8-bit PSNR in two windows, native PSNR, SSIM) and sizes (weights bytes,
+# compression rates, bits per voxel) of every reconstruction against the original image.
+
+EVAL_ARGS = "--tissue-window {params.window}"
+
+
+def tissue_window():
+    low, high = config["evaluation"]["tissue_window"]
+    return f"{low} {'nan' if high is None else high}"
+
+
+def label(method):
+    return lambda wc: as_json({"method": method, **{k: int(v) for k, v in wc.items()}})
+
+
+rule evaluate_ours:
+    input:
+        reference=rules.prepare_evaluation_image.output.array,
+        reconstruction=rules.super_resolve_lr_fit.output,
+        lr_reconstruction=rules.decode_lr_fit.output,
+        lr=rules.downsample.output.array,
+        record=rules.fit_siren_lr.output.record,
+        model=rules.pretrain_sr.output.model,
+    output:
+        f"{R}/metrics/ours/L{{layers}}_s{{seed}}.json",
+    params:
+        label=label("ours"),
+        window=tissue_window(),
+    log:
+        f"{R}/logs/evaluate_ours/L{{layers}}_s{{seed}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    shell:
+        "volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
+        "--lr-reference {input.lr} --lr-reconstruction {input.lr_reconstruction} "
+        "--label {params.label} --fit-record {input.record} --sr-model {input.model} "
+        f"{EVAL_ARGS} --out {{output}} 2> {{log}}"
+
+
+rule evaluate_baseline:
+    input:
+        reference=rules.prepare_evaluation_image.output.array,
+        reconstruction=rules.decode_baseline.output,
+        record=rules.fit_siren_hr.output.record,
+    output:
+        f"{R}/metrics/baseline/L{{layers}}_s{{seed}}.json",
+    params:
+        label=label("baseline"),
+        window=tissue_window(),
+    log:
+        f"{R}/logs/evaluate_baseline/L{{layers}}_s{{seed}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    shell:
+        "volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
+        "--label {params.label} --fit-record {input.record} "
+        f"{EVAL_ARGS} --out {{output}} 2> {{log}}"
+
+
+rule evaluate_reference:
+    input:
+        reference=rules.prepare_evaluation_image.output.array,
+        reconstruction=rules.upsample_true_lr.output,
+        model=sr_model_if_needed,
+    output:
+        f"{R}/metrics/reference/{{method}}.json",
+    params:
+        label=lambda wc: as_json({"method": f"true LR + {wc.method}"}),
+        window=tissue_window(),
+    log:
+        f"{R}/logs/evaluate_reference/{{method}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    shell:
+        "volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
+        "--label {params.label} --sr-model '{input.model}' "
+        f"{EVAL_ARGS} --out {{output}} 2> {{log}}"

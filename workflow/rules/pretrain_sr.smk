@@ -1,0 +1,34 @@
+# Stage 3: SRDenseNet pretraining on LR/HR pairs of the training images. A committed
+# checkpoint is reused when its sha256, architecture, training split and settings all match.
+
+
+rule pretrain_sr:
+    input:
+        images=rules.sr_training_set.output.images,
+        split=rules.sr_training_set.output.split,
+    output:
+        model=f"{R}/sr/srdensenet.pt",
+        curve=f"{R}/sr/training_curve.csv",
+    params:
+        model=as_json(config["sr"]["model"]),
+        settings=as_json(config["sr"]["training"]),
+        factor=config["downsample_factor"],
+        pretrained=config["sr"]["checkpoint"],
+        sha256=config["sr"]["checkpoint_sha256"],
+        retrain="--retrain" if config["sr"]["retrain"] else "",
+    log:
+        f"{R}/logs/pretrain_sr.log",
+    benchmark:
+        f"{R}/benchmarks/pretrain_sr.tsv"
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    conda:
+        ENV
+    shell:
+        "volinr pretrain-sr --training {input.images} --split {input.split} "
+        "--factor {params.factor} --model {params.model} --settings {params.settings} "
+        "--pretrained={params.pretrained:q} --pretrained-sha256={params.sha256:q} "
+        "{params.retrain} --out {output.model} --curve {output.curve} "
+        f"{DEVICE_ARGS} 2> {{log}}"

@@ -1,0 +1,63 @@
+# Stage 5, reconstruction: decode the SIREN fitted on the LR image and restore full
+# resolution with the pretrained SRDenseNet. The true LR image is also upsampled by SR,
+# Lanczos and bicubic: the SR check and the "no SIREN" ablation.
+
+
+rule decode_lr_fit:
+    input:
+        weights=rules.fit_siren_lr.output.weights,
+    output:
+        f"{R}/recon/ours/L{{layers}}_s{{seed}}/lr.npy",
+    log:
+        f"{R}/logs/decode_lr_fit/L{{layers}}_s{{seed}}.log",
+    threads: config["threads"]
+    resources:
+        mem_mb=2000,
+    conda:
+        ENV
+    shell:
+        f"volinr decode --weights {{input.weights}} --out {{output}} {DEVICE_ARGS} 2> {{log}}"
+
+
+rule super_resolve_lr_fit:
+    input:
+        lr=rules.decode_lr_fit.output,
+        model=rules.pretrain_sr.output.model,
+        reference=rules.prepare_evaluation_image.output.array,
+    output:
+        f"{R}/recon/ours/L{{layers}}_s{{seed}}/hr.npy",
+    log:
+        f"{R}/logs/super_resolve_lr_fit/L{{layers}}_s{{seed}}.log",
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=4000,
+    conda:
+        ENV
+    shell:
+        "volinr upsample --input {input.lr} --method sr --sr-model {input.model} "
+        f"--reference {{input.reference}} --out {{output}} {DEVICE_ARGS} 2> {{log}}"
+
+
+def sr_model_if_needed(wildcards):
+    return rules.pretrain_sr.output.model if wildcards.method == "sr" else []
+
+
+rule upsample_true_lr:
+    input:
+        lr=rules.downsample.output.array,
+        model=sr_model_if_needed,
+        reference=rules.prepare_evaluation_image.output.array,
+    output:
+        f"{R}/recon/reference/{{method}}.npy",
+    log:
+        f"{R}/logs/upsample_true_lr/{{method}}.log",
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+    conda:
+        ENV
+    shell:
+        "volinr upsample --input {input.lr} --method {wildcards.method} "
+        "--sr-model '{input.model}' --reference {input.reference} --out {output} "
+        f"{DEVICE_ARGS} 2> {{log}}"
