@@ -4,11 +4,9 @@ snakemake --cores 4 --resources gpu=1            # embedded default (config/conf
 snakemake --cores 4 --resources gpu=1 --configfile config/paper.yaml   # the paper's settings
 """
 
-import json
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
-
 
 min_version("9.0")
 
@@ -22,32 +20,21 @@ validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 SRC = str(Path(workflow.basedir) / "src")
 
 
-shell.prefix(f"set -euo pipefail; export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
-
-
-
-def from_repo(path):
-    """A relative path from the config: under the working directory, else under this repo."""
-    if not path or Path(path).is_absolute() or Path(path).exists():
-        return path
-    return str(Path(workflow.basedir) / path)
-
-
-config["published"] = from_repo(config["published"])
-config["sr"]["checkpoint"] = from_repo(config["sr"]["checkpoint"])
-
-R = "results"
-LAYERS = config["siren"]["layers"]
-SEEDS = config["siren"]["seeds"]
-REFERENCE_METHODS = ["sr", "lanczos", "bicubic"]
-
-
-def as_json(value):
-    """A Python value as a single-quoted JSON shell argument."""
-    return "'" + json.dumps(value).replace("'", "'\\''") + "'"
+shell.prefix(
+    f"set -euo pipefail; export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    target="lr|hr",
+    layers=r"\d+",
+    seed=r"\d+",
+    method="sr|lanczos|bicubic",
+
+
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/downsample.smk"
 include: "workflow/rules/pretrain_sr.smk"
@@ -59,8 +46,8 @@ include: "workflow/rules/aggregate.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.aggregate_tables.output,
         FIGURES,
         rules.summary.output,
-    default_target: True

@@ -12,13 +12,6 @@ TABLES = [
 FIGURE_SEED = config["figures"]["seed"]
 
 
-def table_output(name, extension):
-    path = f"{R}/tables/{name}.{extension}"
-    if extension == "csv":
-        return report(path, caption=f"../report/{name}.rst", category="Tables")
-    return path
-
-
 rule aggregate_tables:
     input:
         metrics=all_metrics(),
@@ -28,11 +21,11 @@ rule aggregate_tables:
         md=[table_output(name, "md") for name in TABLES],
     log:
         f"{R}/logs/aggregate_tables.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        ENV
     shell:
         "volinr tables --metrics {input.metrics} --published {input.published} "
         f"--out-dir {R}/tables 2> {{log}}"
@@ -42,10 +35,6 @@ FIGURE_SHELL = (
     f"volinr figure --results {R} --tables-dir {R}/tables --seed {FIGURE_SEED} "
     "--kind {params.kind} --layers {params.layers} --out {output} 2> {log}"
 )
-
-
-def run_outputs(kind, target, name, layers="{layers}"):
-    return f"{R}/{kind}/{target}/L{layers}_s{FIGURE_SEED}/{name}"
 
 
 rule figure_lr_fit:
@@ -60,14 +49,14 @@ rule figure_lr_fit:
             category="Figures",
             subcategory="Figures 4-6: SIREN on the LR slice",
         ),
+    log:
+        f"{R}/logs/figures/lr_fit_L{{layers}}.log",
+    conda:
+        ENV
+    threads: 1
     params:
         kind="lr-fit",
         layers=lambda wc: wc.layers,
-    log:
-        f"{R}/logs/figures/lr_fit_L{{layers}}.log",
-    threads: 1
-    conda:
-        ENV
     shell:
         FIGURE_SHELL
 
@@ -84,14 +73,14 @@ rule figure_pipeline:
             category="Figures",
             subcategory="Figures 7-9: the whole pipeline",
         ),
+    log:
+        f"{R}/logs/figures/pipeline_L{{layers}}.log",
+    conda:
+        ENV
+    threads: 1
     params:
         kind="pipeline",
         layers=lambda wc: wc.layers,
-    log:
-        f"{R}/logs/figures/pipeline_L{{layers}}.log",
-    threads: 1
-    conda:
-        ENV
     shell:
         FIGURE_SHELL
 
@@ -108,14 +97,14 @@ rule figure_baseline:
             category="Figures",
             subcategory="Figures 10-12: SIREN on the full-resolution slice",
         ),
+    log:
+        f"{R}/logs/figures/baseline_L{{layers}}.log",
+    conda:
+        ENV
+    threads: 1
     params:
         kind="baseline",
         layers=lambda wc: wc.layers,
-    log:
-        f"{R}/logs/figures/baseline_L{{layers}}.log",
-    threads: 1
-    conda:
-        ENV
     shell:
         FIGURE_SHELL
 
@@ -129,14 +118,14 @@ rule figure_bars:
             caption="../report/fig13_bars.rst",
             category="Figures",
         ),
+    log:
+        f"{R}/logs/figures/bars.log",
+    conda:
+        ENV
+    threads: 1
     params:
         kind="bars",
         layers=" ".join(str(n) for n in LAYERS),
-    log:
-        f"{R}/logs/figures/bars.log",
-    threads: 1
-    conda:
-        ENV
     shell:
         FIGURE_SHELL
 
@@ -152,14 +141,14 @@ rule figure_comparison:
             caption="../report/fig14_comparison.rst",
             category="Figures",
         ),
+    log:
+        f"{R}/logs/figures/comparison.log",
+    conda:
+        ENV
+    threads: 1
     params:
         kind="comparison",
         layers=" ".join(str(n) for n in LAYERS),
-    log:
-        f"{R}/logs/figures/comparison.log",
-    threads: 1
-    conda:
-        ENV
     shell:
         FIGURE_SHELL
 
@@ -173,14 +162,14 @@ rule figure_sr_training:
             caption="../report/fig_sr_training.rst",
             category="Figures",
         ),
+    log:
+        f"{R}/logs/figures/sr_training.log",
+    conda:
+        ENV
+    threads: 1
     params:
         kind="sr-training",
         layers=LAYERS[0],
-    log:
-        f"{R}/logs/figures/sr_training.log",
-    threads: 1
-    conda:
-        ENV
     shell:
         FIGURE_SHELL
 
@@ -203,8 +192,8 @@ rule summary:
         report(f"{R}/summary.md", caption="../report/summary.rst", category="Summary"),
     log:
         f"{R}/logs/summary.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
     shell:
         f"volinr summary --tables-dir {R}/tables --results {R} --out {{output}} 2> {{log}}"

@@ -9,18 +9,18 @@ rule fit_siren_hr:
         weights=f"{fit_dir('hr')}/siren.pt",
         record=f"{fit_dir('hr')}/fit.json",
         curve=f"{fit_dir('hr')}/curve.csv",
-    params:
-        iterations=SIREN["baseline_iterations"],
     log:
         f"{R}/logs/fit_siren_hr/L{{layers}}_s{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/fit_siren_hr/L{{layers}}_s{{seed}}.tsv"
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         gpu=1,
         mem_mb=8000,
-    conda:
-        ENV
+    params:
+        iterations=SIREN["baseline_iterations"],
     shell:
         FIT_SHELL
 
@@ -32,10 +32,10 @@ rule decode_baseline:
         f"{R}/recon/baseline/L{{layers}}_s{{seed}}/hr.npy",
     log:
         f"{R}/logs/decode_baseline/L{{layers}}_s{{seed}}.log",
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=4000,
-    conda:
-        ENV
     shell:
         f"volinr decode --weights {{input.weights}} --out {{output}} {DEVICE_ARGS} 2> {{log}}"

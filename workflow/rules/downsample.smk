@@ -7,14 +7,14 @@ rule downsample:
     output:
         array=f"{R}/data/lr.npy",
         meta=f"{R}/data/lr.json",
-    params:
-        factor=config["downsample_factor"],
     log:
         f"{R}/logs/downsample.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        ENV
+    params:
+        factor=config["downsample_factor"],
     shell:
         "volinr downsample --input {input} --factor {params.factor} --out {output.array} 2> {log}"

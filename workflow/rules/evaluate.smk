@@ -4,15 +4,6 @@
 EVAL_ARGS = "--tissue-window {params.window}"
 
 
-def tissue_window():
-    low, high = config["evaluation"]["tissue_window"]
-    return f"{low} {'nan' if high is None else high}"
-
-
-def label(method):
-    return lambda wc: as_json({"method": method, **{k: int(v) for k, v in wc.items()}})
-
-
 rule evaluate_ours:
     input:
         reference=rules.prepare_evaluation_image.output.array,
@@ -23,16 +14,16 @@ rule evaluate_ours:
         model=rules.pretrain_sr.output.model,
     output:
         f"{R}/metrics/ours/L{{layers}}_s{{seed}}.json",
-    params:
-        label=label("ours"),
-        window=tissue_window(),
     log:
         f"{R}/logs/evaluate_ours/L{{layers}}_s{{seed}}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        ENV
+    params:
+        label=label("ours"),
+        window=tissue_window(),
     shell:
         "volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
         "--lr-reference {input.lr} --lr-reconstruction {input.lr_reconstruction} "
@@ -47,16 +38,16 @@ rule evaluate_baseline:
         record=rules.fit_siren_hr.output.record,
     output:
         f"{R}/metrics/baseline/L{{layers}}_s{{seed}}.json",
-    params:
-        label=label("baseline"),
-        window=tissue_window(),
     log:
         f"{R}/logs/evaluate_baseline/L{{layers}}_s{{seed}}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        ENV
+    params:
+        label=label("baseline"),
+        window=tissue_window(),
     shell:
         "volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
         "--label {params.label} --fit-record {input.record} "
@@ -70,16 +61,16 @@ rule evaluate_reference:
         model=sr_model_if_needed,
     output:
         f"{R}/metrics/reference/{{method}}.json",
-    params:
-        label=lambda wc: as_json({"method": f"true LR + {wc.method}"}),
-        window=tissue_window(),
     log:
         f"{R}/logs/evaluate_reference/{{method}}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        ENV
+    params:
+        label=lambda wc: as_json({"method": f"true LR + {wc.method}"}),
+        window=tissue_window(),
     shell:
         "volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
         "--label {params.label} --sr-model '{input.model}' "

@@ -20,17 +20,17 @@ rule fit_siren_lr:
         weights=f"{fit_dir('lr')}/siren.pt",
         record=f"{fit_dir('lr')}/fit.json",
         curve=f"{fit_dir('lr')}/curve.csv",
-    params:
-        iterations=SIREN["iterations"],
     log:
         f"{R}/logs/fit_siren_lr/L{{layers}}_s{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/fit_siren_lr/L{{layers}}_s{{seed}}.tsv"
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         gpu=1,
         mem_mb=4000,
-    conda:
-        ENV
+    params:
+        iterations=SIREN["iterations"],
     shell:
         FIT_SHELL

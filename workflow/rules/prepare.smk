@@ -5,16 +5,16 @@ rule prepare_evaluation_image:
     output:
         array=f"{R}/data/eval.npy",
         meta=f"{R}/data/eval.json",
-    params:
-        source=config["evaluation_image"]["source"],
-        frame=config["evaluation_image"]["frame"],
     log:
         f"{R}/logs/prepare_evaluation_image.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        ENV
+    params:
+        source=config["evaluation_image"]["source"],
+        frame=config["evaluation_image"]["frame"],
     shell:
         "volinr prepare --source {params.source:q} --frame {params.frame} "
         "--out {output.array} 2> {log}"
@@ -26,16 +26,16 @@ rule sr_training_set:
     output:
         images=f"{R}/data/sr_training.npz",
         split=f"{R}/data/split.json",
-    params:
-        sources=" ".join(f"--source {s!r}" for s in config["sr_training_sources"]),
-        max_correlation=config["max_training_correlation"],
     log:
         f"{R}/logs/sr_training_set.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        ENV
+    params:
+        sources=" ".join(f"--source {s!r}" for s in config["sr_training_sources"]),
+        max_correlation=config["max_training_correlation"],
     shell:
         "volinr sr-dataset --eval {input.evaluation} {params.sources} "
         "--max-correlation {params.max_correlation} --out {output.images} "

@@ -9,6 +9,16 @@ rule pretrain_sr:
     output:
         model=f"{R}/sr/srdensenet.pt",
         curve=f"{R}/sr/training_curve.csv",
+    log:
+        f"{R}/logs/pretrain_sr.log",
+    benchmark:
+        f"{R}/benchmarks/pretrain_sr.tsv"
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
     params:
         model=as_json(config["sr"]["model"]),
         settings=as_json(config["sr"]["training"]),
@@ -16,16 +26,6 @@ rule pretrain_sr:
         pretrained=config["sr"]["checkpoint"],
         sha256=config["sr"]["checkpoint_sha256"],
         retrain="--retrain" if config["sr"]["retrain"] else "",
-    log:
-        f"{R}/logs/pretrain_sr.log",
-    benchmark:
-        f"{R}/benchmarks/pretrain_sr.tsv"
-    threads: config["threads"]
-    resources:
-        gpu=1,
-        mem_mb=8000,
-    conda:
-        ENV
     shell:
         "volinr pretrain-sr --training {input.images} --split {input.split} "
         "--factor {params.factor} --model {params.model} --settings {params.settings} "

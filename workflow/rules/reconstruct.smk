@@ -10,11 +10,11 @@ rule decode_lr_fit:
         f"{R}/recon/ours/L{{layers}}_s{{seed}}/lr.npy",
     log:
         f"{R}/logs/decode_lr_fit/L{{layers}}_s{{seed}}.log",
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=2000,
-    conda:
-        ENV
     shell:
         f"volinr decode --weights {{input.weights}} --out {{output}} {DEVICE_ARGS} 2> {{log}}"
 
@@ -28,19 +28,15 @@ rule super_resolve_lr_fit:
         f"{R}/recon/ours/L{{layers}}_s{{seed}}/hr.npy",
     log:
         f"{R}/logs/super_resolve_lr_fit/L{{layers}}_s{{seed}}.log",
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         gpu=1,
         mem_mb=4000,
-    conda:
-        ENV
     shell:
         "volinr upsample --input {input.lr} --method sr --sr-model {input.model} "
         f"--reference {{input.reference}} --out {{output}} {DEVICE_ARGS} 2> {{log}}"
-
-
-def sr_model_if_needed(wildcards):
-    return rules.pretrain_sr.output.model if wildcards.method == "sr" else []
 
 
 rule upsample_true_lr:
@@ -52,11 +48,11 @@ rule upsample_true_lr:
         f"{R}/recon/reference/{{method}}.npy",
     log:
         f"{R}/logs/upsample_true_lr/{{method}}.log",
+    conda:
+        ENV
     threads: config["threads"]
     resources:
         mem_mb=4000,
-    conda:
-        ENV
     shell:
         "volinr upsample --input {input.lr} --method {wildcards.method} "
         "--sr-model '{input.model}' --reference {input.reference} --out {output} "

@@ -1,0 +1,54 @@
+# Set-up and everyday commands. `make run` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 4
+SNAKEMAKE := $(BIN)/snakemake
+
+.PHONY: setup run test lint format report readme pretrain-sr publish-sr clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned to 2.13.0 and installed first, so that no other package pulls another build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# The whole pipeline on the embedded default (a few minutes on a 2-core CPU), then the report.
+run: setup
+	time $(SNAKEMAKE) --cores $(CORES) --resources gpu=1
+	$(SNAKEMAKE) --report results/report.html
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(SNAKEMAKE) --lint
+	$(BIN)/snakefmt --check Snakefile workflow
+
+format: setup
+	$(BIN)/ruff format src tests
+	$(BIN)/snakefmt Snakefile workflow
+
+report: setup
+	$(SNAKEMAKE) --report results/report.html
+
+# Put the last run's summary into README.md (between the results markers).
+readme: setup
+	$(BIN)/volinr summary --tables-dir results/tables --results results --out results/summary.md --readme README.md
+
+# Retrain the committed SR checkpoint with the workflow's own rule, then publish it.
+pretrain-sr: setup
+	$(SNAKEMAKE) --cores 2 --resources gpu=1 --configfile config/config.yaml config/pretrain_sr.yaml -- results/sr/srdensenet.pt
+
+publish-sr: setup
+	$(BIN)/volinr publish-sr --checkpoint results/sr/srdensenet.pt --curve results/sr/training_curve.csv --log results/logs/pretrain_sr.log --out-dir models --name srdensenet-cpu
+	@echo "now set sr.checkpoint_sha256 in config/config.yaml to the sha256 in models/srdensenet-cpu.json"
+
+clean:
+	rm -rf results/data results/sr results/fits results/recon results/metrics results/tables results/figures results/logs results/benchmarks results/summary.md results/report.html

@@ -1,0 +1,77 @@
+import numpy as np
+import pydicom
+import pytest
+
+from volinr.io import InputError, atomic_path, load_array, save_array
+from volinr.sources import correlation_with, read_dicom_frames, read_frame, resolve_source
+
+EVAL = "pydicom-data:693_UNCR.dcm"
+
+
+def test_evaluation_slice_is_read_in_hounsfield_units():
+    frame = read_frame(EVAL)
+    assert frame.pixels.shape == (512, 512) and frame.pixels.dtype == np.float32
+    assert frame.pixels.min() == -3024 and frame.pixels.max() == 1468
+    assert frame.meta["modality"] == "CT" and frame.meta["units"] == "HU"
+    assert frame.meta["rescale_intercept"] == -1024
+    assert frame.meta["spacing_mm"] == pytest.approx([0.478516, 0.478516])
+    assert frame.meta["bits_stored"] == 14 and frame.meta["bits_allocated"] == 16
+
+
+def test_multiframe_file_gives_every_frame():
+    frames = read_dicom_frames("pydicom-data:eCT_Supplemental.dcm")
+    assert len(frames) == 2 and frames[0].sha256 != frames[1].sha256
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["pydicom-data:693_UNCI.dcm", "pydicom-data:693_J2KR.dcm", "pydicom:693_J2KI.dcm"],
+)
+def test_re_encodings_of_the_evaluation_slice_correlate(source):
+    evaluation = read_frame(EVAL).pixels
+    assert correlation_with(evaluation, read_frame(source).pixels) > 0.99
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a DICOM file")
+    with pytest.raises(InputError, match="notes.txt"):
+        read_dicom_frames(str(text))
+    with pytest.raises(InputError, match="no such file"):
+        resolve_source(str(tmp_path / "missing.dcm"))
+    with pytest.raises(InputError, match="modality RTDOSE"):
+        read_dicom_frames("pydicom:rtdose.dcm")
+    with pytest.raises(InputError, match="without pixel data"):
+        read_dicom_frames("pydicom:rtplan.dcm")
+    with pytest.raises(InputError, match="frame 3"):
+        read_frame(EVAL, 3)
+
+
+def test_truncated_dicom_names_the_file(tmp_path):
+    data = resolve_source(EVAL).read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.dcm"):
+        read_dicom_frames(str(cut))
+    assert pydicom.dcmread(resolve_source(EVAL)).Rows == 512
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.npy"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_arrays_round_trip_with_sidecar_and_refuse_nan(tmp_path):
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    save_array(tmp_path / "a.npy", array, {"source": "test"})
+    loaded, meta = load_array(tmp_path / "a.npy")
+    assert np.array_equal(loaded, array) and meta["source"] == "test" and len(meta["sha256"]) == 64
+    with pytest.raises(ValueError, match="NaN"):
+        save_array(tmp_path / "b.npy", np.array([np.nan], np.float32), {})
+    assert not (tmp_path / "b.npy").exists()
+    with pytest.raises(InputError, match="missing.npy"):
+        load_array(tmp_path / "missing.npy")

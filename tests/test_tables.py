@@ -1,0 +1,88 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from volinr.tables import build_tables, load_published, mean_ci95, notes_for, write_tables
+
+PUBLISHED = "config/published.yaml"
+
+
+def _metrics(psnr_shift=0.0, seeds=(0, 1)):
+    rows = []
+    for method in ("ours", "baseline"):
+        for layers in (2, 3):
+            for seed in seeds:
+                rows.append(
+                    {
+                        "method": method,
+                        "layers": layers,
+                        "seed": seed,
+                        "psnr_8bit_minmax_db": 30 + layers + seed + psnr_shift,
+                        "psnr_8bit_tissue_db": 25.0,
+                        "psnr_native_db": 28.0,
+                        "ssim": 0.9,
+                        "parameter_count": {2: 17153, 3: 33665}[layers],
+                        "iterations": 100,
+                        "fit_best_psnr_db": 40.0,
+                        "fit_final_loss": 1e-4,
+                        "train_seconds": 5.0,
+                        "seconds_per_50k_iterations_extrapolated": 2500.0,
+                        "peak_memory_kb": 900.0,
+                        "memory_kind": "cpu_peak_rss_increase",
+                        "device": "CPU",
+                        "compression_rate_paper": 3.6,
+                        "compression_rate_16bit": 7.2,
+                        "compression_rate_16bit_with_sr": 0.5,
+                        "bits_per_voxel": 2.2,
+                        "window_minmax": [-3024, 1468],
+                        "window_tissue": [-1024, 1468],
+                    }
+                )
+    for method in ("sr", "lanczos", "bicubic"):
+        rows.append(
+            {
+                "method": f"true LR + {method}",
+                "ssim": 0.95,
+                "psnr_8bit_minmax_db": {"sr": 33.0, "lanczos": 32.5, "bicubic": 32.2}[method],
+                "psnr_8bit_tissue_db": 28.0,
+                "psnr_native_db": 30.0,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_tables_put_the_paper_beside_ours(tmp_path):
+    published = load_published(PUBLISHED)
+    tables = build_tables(_metrics(), published)
+    table4 = tables["table4_ours"]
+    assert list(table4["layers"]) == [2, 3]
+    assert list(table4["best_psnr_db_paper"]) == [34.670, 34.865]
+    assert list(table4["best_psnr_db_ours"]) == [32.5, 33.5]  # mean over the two seeds
+    np.testing.assert_allclose(table4["best_psnr_diff_db"], [32.5 - 34.670, 33.5 - 34.865])
+    assert table4["best_psnr_ci95_db"].iloc[0] == pytest.approx(12.706 * 0.5, rel=1e-3)
+    assert list(tables["table5_baseline"]["best_psnr_db_paper"]) == [25.269, 28.800]
+    table6 = tables["table6_side_by_side"]
+    assert len(table6) == 6 and table6["paper_says_ours_better"].all()
+    assert not table6.loc[table6["quantity"].str.contains("PSNR"), "we_find_ours_better"].any()
+    table7 = tables["table7_other_methods"]
+    assert "Shen et al. 2016 (stacked autoencoder)" in set(table7["method"])
+    sr = tables["table_sr_check"].set_index("method")
+    assert sr.loc["true LR + sr", "gain_over_bicubic_db"] == pytest.approx(0.8)
+    write_tables(tables, notes_for(_metrics()), tmp_path)
+    text = (tmp_path / "table4_ours.md").read_text()
+    assert "min..max window" in text and "34.67" in text
+
+
+def test_non_finite_results_never_reach_a_table():
+    metrics = _metrics()
+    metrics.loc[0, "psnr_8bit_minmax_db"] = math.nan
+    with pytest.raises(FloatingPointError, match="best_psnr_db_ours"):
+        build_tables(metrics, load_published(PUBLISHED))
+
+
+def test_mean_ci95():
+    assert mean_ci95([1.0])[0] == 1.0 and math.isnan(mean_ci95([1.0])[1])
+    mean, half, n = mean_ci95([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.303 * 1 / 3**0.5, rel=1e-3)

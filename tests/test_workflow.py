@@ -1,0 +1,153 @@
+"""The whole DAG on the tiny config, in a temporary folder, as a user would run it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    command = SNAKEMAKE + [
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(ROOT / "config/tiny.yaml"),
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=900)
+    if run.returncode != 0:
+        logs = "\n".join(
+            p.read_text()[-2000:]
+            for p in (workdir / "results/logs").rglob("*.log")
+            if "Error" in p.read_text()
+        )
+        pytest.fail(f"workflow failed:\n{run.stderr[-4000:]}\n{logs}")
+    return workdir / "results"
+
+
+@pytest.mark.slow
+def test_every_table_has_finite_values_and_the_expected_rows(tiny_run):
+    tables = tiny_run / "tables"
+    table4 = pd.read_csv(tables / "table4_ours.csv")
+    table5 = pd.read_csv(tables / "table5_baseline.csv")
+    for table in (table4, table5):
+        assert list(table["layers"]) == [2, 3]
+        for column in (
+            "best_psnr_db_paper",
+            "best_psnr_db_ours",
+            "best_psnr_diff_db",
+            "train_seconds_ours",
+            "memory_kb_ours",
+            "ssim_ours",
+            "compression_rate_ours_paper_convention",
+            "bits_per_voxel_ours",
+        ):
+            assert np.isfinite(table[column]).all(), column
+    assert list(table4["best_psnr_db_paper"]) == [34.670, 34.865]
+    assert list(table5["best_psnr_db_paper"]) == [25.269, 28.800]
+    table6 = pd.read_csv(tables / "table6_side_by_side.csv")
+    assert len(table6) == 3 * 2 and np.isfinite(table6["ours_measured"]).all()
+    table7 = pd.read_csv(tables / "table7_other_methods.csv")
+    assert len(table7) == 2 + 2 * 2
+    sr = pd.read_csv(tables / "table_sr_check.csv")
+    assert set(sr["method"]) == {"true LR + sr", "true LR + lanczos", "true LR + bicubic"}
+    assert np.isfinite(sr["gain_over_bicubic_db"]).all()
+    for name in ("table4_ours", "table6_side_by_side", "table_ablation"):
+        assert "|" in (tables / f"{name}.md").read_text()
+
+
+@pytest.mark.slow
+def test_every_figure_and_the_records_exist(tiny_run):
+    figures = {p.name for p in (tiny_run / "figures").glob("*.png")}
+    expected = {
+        f"fig{k}_L{n}.png" for k in ("4-6_lr_fit", "7-9_pipeline", "10-12_baseline") for n in (2, 3)
+    }
+    assert expected | {"fig13_bars.png", "fig14_comparison.png", "fig_sr_training.png"} == figures
+    split = json.loads((tiny_run / "data/split.json").read_text())
+    assert split["evaluation"]["source"] == "pydicom-data:693_UNCR.dcm"
+    assert all(r["correlation_with_eval"] < 0.95 for r in split["training"])
+    fit = json.loads((tiny_run / "fits/lr/L2_s0/fit.json").read_text())
+    assert fit["parameter_count"] == 17153 and fit["weights_bytes"] > 17153 * 4
+    assert "Table 6" in (tiny_run / "summary.md").read_text()
+    # No temporary files left behind by the atomic writes.
+    assert not [p for p in tiny_run.rglob(".*.tmp")]
+
+
+@pytest.mark.slow
+def test_the_report_builds(tiny_run):
+    workdir = tiny_run.parent
+    command = SNAKEMAKE + [
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(ROOT / "config/tiny.yaml"),
+        "--report",
+        "report.html",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (workdir / "report.html").stat().st_size > 100_000
+
+
+def test_the_default_and_paper_configs_build_their_dags(tmp_path):
+    for extra in ([], ["--configfile", str(ROOT / "config/paper.yaml")]):
+        run = subprocess.run(
+            SNAKEMAKE
+            + ["--directory", str(tmp_path), "-n", "--cores", "4", "--resources", "gpu=1", *extra],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "fit_siren_hr" in run.stdout and "figure_comparison" in run.stdout
+
+
+def test_a_bad_config_stops_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("siren:\n  iterations: 0\n")
+    run = subprocess.run(
+        SNAKEMAKE + ["--directory", str(tmp_path), "-n", "--cores", "1", "--configfile", str(bad)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert run.returncode != 0 and "iterations" in run.stdout + run.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.skipif(shutil.which("snakefmt") is None, reason="snakefmt not installed")
+def test_workflow_is_linted_and_formatted():
+    lint = subprocess.run(
+        SNAKEMAKE + ["--lint"], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300
+    )
+    assert "Lints for" not in lint.stdout + lint.stderr, lint.stdout[-3000:]
+    fmt = subprocess.run(
+        ["snakefmt", "--check", "Snakefile", "workflow"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert fmt.returncode == 0, fmt.stderr
