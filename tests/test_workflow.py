@@ -72,6 +72,8 @@ def test_every_table_has_finite_values_and_the_expected_rows(tiny_run):
     sr = pd.read_csv(tables / "table_sr_check.csv")
     assert set(sr["method"]) == {"true LR + sr", "true LR + lanczos", "true LR + bicubic"}
     assert np.isfinite(sr["gain_over_bicubic_db"]).all()
+    ablation = pd.read_csv(tables / "table_ablation.csv")
+    assert len(ablation) == 3 + 2 * 2 and np.isfinite(ablation["bits_per_voxel"]).all()
     for name in ("table4_ours", "table6_side_by_side", "table_ablation"):
         assert "|" in (tables / f"{name}.md").read_text()
 
@@ -137,14 +139,19 @@ def test_a_bad_config_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.skipif(shutil.which("snakefmt") is None, reason="snakefmt not installed")
+SNAKEFMT = shutil.which(
+    "snakefmt", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+)
+
+
+@pytest.mark.skipif(SNAKEFMT is None, reason="snakefmt not installed (pip install -e .[test])")
 def test_workflow_is_linted_and_formatted():
     lint = subprocess.run(
         SNAKEMAKE + ["--lint"], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300
     )
     assert "Lints for" not in lint.stdout + lint.stderr, lint.stdout[-3000:]
     fmt = subprocess.run(
-        ["snakefmt", "--check", "Snakefile", "workflow"],
+        [SNAKEFMT, "--check", "Snakefile", "workflow"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-record", action="append", default=[], help="fit JSON(s) it comes from")
     p.add_argument("--sr-model", default="", help="SR checkpoint whose bytes the decoder needs")
     p.add_argument("--lr-reference", default="", help="the true LR array (LR-fit quality)")
+    p.add_argument(
+        "--stored-array",
+        default="",
+        help="an array the decoder needs, counted raw at 2 bytes a voxel (e.g. the LR image)",
+    )
     p.add_argument("--lr-reconstruction", default="", help="the decoded LR array")
     p.add_argument(
         "--tissue-window",

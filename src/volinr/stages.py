@@ -376,6 +376,15 @@ def run_evaluate(args) -> None:
     # The original as stored: 2 bytes a voxel (12/16-bit CT); the paper counts 1 byte (8-bit).
     original_16bit, original_8bit = 2 * voxels, voxels
     result.update(original_bytes_16bit=original_16bit, original_bytes_8bit=original_8bit)
+    if args.stored_array:
+        stored, _ = load_array(args.stored_array)
+        stored_bytes = 2 * int(stored.size)
+        result.update(
+            stored_bytes=stored_bytes,
+            stored_what=f"{args.stored_array} raw at 2 bytes a voxel",
+            bits_per_voxel=metrics.bits_per_voxel(stored_bytes, voxels),
+            compression_rate_16bit=metrics.compression_rate(original_16bit, stored_bytes),
+        )
     if args.fit_record:
         records = [read_json(p) for p in args.fit_record]
         weights = sum(r["weights_bytes"] for r in records)

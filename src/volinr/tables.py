@@ -188,9 +188,9 @@ def sr_check(metrics: pd.DataFrame) -> pd.DataFrame:
     rows = metrics[metrics["method"].str.startswith("true LR + ")]
     if rows.empty:
         raise InputError("no reference (true LR + upsampling) metrics")
-    table = rows[
-        ["method", "psnr_8bit_minmax_db", "psnr_8bit_tissue_db", "psnr_native_db", "ssim"]
-    ].reset_index(drop=True)
+    columns = ["method", "psnr_8bit_minmax_db", "psnr_8bit_tissue_db", "psnr_native_db", "ssim"]
+    columns += [c for c in ("bits_per_voxel",) if c in rows]
+    table = rows[columns].reset_index(drop=True)
     bicubic = table.loc[table["method"] == "true LR + bicubic", "psnr_8bit_minmax_db"]
     lanczos = table.loc[table["method"] == "true LR + lanczos", "psnr_8bit_minmax_db"]
     if len(bicubic):
@@ -206,10 +206,10 @@ def ablation(metrics: pd.DataFrame, ours: pd.DataFrame, baseline: pd.DataFrame) 
     for _, row in sr_check(metrics).iterrows():
         rows.append(
             {
-                "pipeline": f"{row['method']} (LR stored exactly, no SIREN)",
+                "pipeline": f"{row['method']} (LR stored raw at 16 bits, no SIREN)",
                 "psnr_8bit_minmax_db": row["psnr_8bit_minmax_db"],
                 "ssim": row["ssim"],
-                "bits_per_voxel": math.nan,
+                "bits_per_voxel": row.get("bits_per_voxel", math.nan),
             }
         )
     for label, table in (

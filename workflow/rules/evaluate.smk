@@ -58,6 +58,7 @@ rule evaluate_reference:
     input:
         reference=rules.prepare_evaluation_image.output.array,
         reconstruction=rules.upsample_true_lr.output,
+        lr=rules.downsample.output.array,
         model=sr_model_if_needed,
     output:
         f"{R}/metrics/reference/{{method}}.json",
@@ -73,5 +74,5 @@ rule evaluate_reference:
         window=tissue_window(),
     shell:
         "volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
-        "--label {params.label} --sr-model '{input.model}' "
+        "--label {params.label} --sr-model '{input.model}' --stored-array {input.lr} "
         f"{EVAL_ARGS} --out {{output}} 2> {{log}}"
