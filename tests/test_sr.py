@@ -96,7 +96,7 @@ def test_checkpoint_is_reused_only_when_everything_matches(tmp_path):
 def test_a_foreign_file_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"format": "something else"}, path)
-    with pytest.raises(InputError, match="not a volinr SRDenseNet"):
+    with pytest.raises(InputError, match="not a volinr-srdensenet-1 file"):
         load_sr_checkpoint(path)
     path.write_text(json.dumps({"a": 1}))
     with pytest.raises(InputError, match="x.pt"):

@@ -14,7 +14,6 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from volinr.checkpoints import load_checkpoint, save_checkpoint
 from volinr.devices import MemoryMeter, synchronize
-from volinr.io import InputError, atomic_path
+from volinr.io import InputError
 from volinr.models.siren import Siren
 
 log = logging.getLogger(__name__)
@@ -206,38 +206,19 @@ def fit_siren(
 
 def save_siren(path: str | os.PathLike, result: FitResult) -> int:
     """Write the weights and everything needed to decode them; returns the file's bytes."""
-    payload = {
-        "format": WEIGHTS_FORMAT,
-        "config": dict(result.model.config),
-        "value_range": list(result.value_range),
-        "grid_shape": list(result.grid_shape),
-        "state_dict": {
-            k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()
-        },
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path).stat().st_size
+    return save_checkpoint(
+        path,
+        WEIGHTS_FORMAT,
+        result.model,
+        value_range=list(result.value_range),
+        grid_shape=list(result.grid_shape),
+    )
 
 
 def load_siren(
     path: str | os.PathLike, device: torch.device | str = "cpu"
 ) -> tuple[Siren, dict[str, Any]]:
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{path}: SIREN weights not found") from None
-    except Exception as err:
-        raise InputError(f"{path}: not a readable SIREN weights file ({err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
-        raise InputError(f"{path}: not a volinr SIREN weights file")
-    model = Siren(**payload["config"]).to(device)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise InputError(f"{path}: weights do not match the stored architecture ({err})") from None
-    return model.eval(), payload
+    return load_checkpoint(path, WEIGHTS_FORMAT, Siren, device)
 
 
 def decode_siren(

@@ -7,13 +7,11 @@ This works for any CT or MR units without a fixed window and needs no clipping.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from volinr.io import InputError, atomic_path
+from volinr.checkpoints import load_checkpoint, save_checkpoint
+from volinr.io import InputError
 from volinr.models.srdensenet import SRDenseNet
 from volinr.resample import lanczos_resize
 
@@ -179,41 +178,26 @@ def train_srdensenet(
     return model, curve
 
 
+SR_FORMAT = "volinr-srdensenet-1"
+
+
 def save_sr_checkpoint(
     path: str | os.PathLike, model: SRDenseNet, training: dict[str, Any], curve: list[dict]
-) -> None:
-    payload = {
-        "format": "volinr-srdensenet-1",
-        "config": dict(model.config),
-        "normalization": "per-image min..max of the LR input",
-        # Plain JSON types only, so that torch.load(weights_only=True) accepts the file.
-        "training": json.loads(json.dumps(training, default=str)),
-        "curve": json.loads(json.dumps(curve)),
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+) -> int:
+    return save_checkpoint(
+        path,
+        SR_FORMAT,
+        model,
+        normalization="per-image min..max of the LR input",
+        training=training,
+        curve=curve,
+    )
 
 
 def load_sr_checkpoint(
     path: str | os.PathLike, device: torch.device | str = "cpu"
 ) -> tuple[SRDenseNet, dict[str, Any]]:
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{path}: SR checkpoint not found") from None
-    except Exception as err:
-        raise InputError(f"{path}: not a readable SR checkpoint ({err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != "volinr-srdensenet-1":
-        raise InputError(f"{path}: not a volinr SRDenseNet checkpoint")
-    model = SRDenseNet(**payload["config"]).to(device)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise InputError(f"{path}: weights do not match the stored architecture ({err})") from None
-    model.eval()
-    return model, payload
+    return load_checkpoint(path, SR_FORMAT, SRDenseNet, device)
 
 
 def super_resolve(
