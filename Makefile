@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 4
 SNAKEMAKE := $(BIN)/snakemake
+# Rules call `python -m volinr`: the environment's python must come first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: setup run test lint format report readme pretrain-sr publish-sr clean
 

@@ -60,8 +60,13 @@ def test_tiled_super_resolution_equals_whole_image(rng):
     whole = super_resolve(model, lr, tile=64)
     tiled = super_resolve(model, lr, tile=16)
     assert whole.shape == (160, 144)
-    # The margin covers this small network's receptive field: no seams.
+    # The margin covers the network's receptive field: no seams.
     np.testing.assert_allclose(tiled, whole, atol=1e-3)
+    deep = SRDenseNet(blocks=3, layers_per_block=4, growth=4, bottleneck=8).eval()
+    assert deep.receptive_radius_lr == 15
+    np.testing.assert_allclose(
+        super_resolve(deep, lr, tile=8), super_resolve(deep, lr, tile=64), atol=1e-3
+    )
     volume = super_resolve(model, np.stack([lr, lr]), tile=64)
     assert volume.shape == (2, 160, 144)
 

@@ -87,7 +87,7 @@ def test_every_figure_and_the_records_exist(tiny_run):
     assert expected | {"fig13_bars.png", "fig14_comparison.png", "fig_sr_training.png"} == figures
     split = json.loads((tiny_run / "data/split.json").read_text())
     assert split["evaluation"]["source"] == "pydicom-data:693_UNCR.dcm"
-    assert all(r["correlation_with_eval"] < 0.95 for r in split["training"])
+    assert all(r["correlation_with_eval"] < 0.5 for r in split["training"])
     fit = json.loads((tiny_run / "fits/lr/L2_s0/fit.json").read_text())
     assert fit["parameter_count"] == 17153 and fit["weights_bytes"] > 17153 * 4
     assert "Table 6" in (tiny_run / "summary.md").read_text()

@@ -27,6 +27,13 @@ def _json_arg(text: str):
         raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="volinr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,21 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sr-dataset", help="collect SR training images, excluding the eval image")
     p.add_argument("--eval", required=True, help="the prepared evaluation array (.npy)")
     p.add_argument("--source", action="append", required=True, help="a training source")
-    p.add_argument("--max-correlation", type=float, default=0.95)
+    p.add_argument("--max-correlation", type=float, default=0.5)
     p.add_argument("--out", required=True, help="output .npz of training images")
     p.add_argument("--split", required=True, help="output JSON recording the split")
     p.set_defaults(run="run_sr_dataset")
 
     p = sub.add_parser("downsample", help="antialiased Lanczos downsampling by a factor per axis")
     p.add_argument("--input", required=True)
-    p.add_argument("--factor", type=int, default=4)
+    p.add_argument("--factor", type=_positive_int, default=4)
     p.add_argument("--out", required=True)
     p.set_defaults(run="run_downsample")
 
     p = sub.add_parser("pretrain-sr", help="train SRDenseNet, or reuse a verified checkpoint")
     p.add_argument("--training", required=True, help=".npz from sr-dataset")
     p.add_argument("--split", required=True, help="split JSON from sr-dataset")
-    p.add_argument("--factor", type=int, default=4)
+    p.add_argument("--factor", type=_positive_int, default=4)
     p.add_argument("--model", type=_json_arg, required=True, help="SRDenseNet settings (JSON)")
     p.add_argument("--settings", type=_json_arg, required=True, help="training settings (JSON)")
     p.add_argument("--pretrained", default="", help="a checkpoint to reuse when it matches")
@@ -67,13 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit a SIREN to an array; writes weights, curve and records")
     p.add_argument("--target", required=True)
-    p.add_argument("--sine-layers", type=int, required=True, help="the paper's '2/3/4 layers'")
-    p.add_argument("--width", type=int, default=128)
+    p.add_argument(
+        "--sine-layers", type=_positive_int, required=True, help="the paper's '2/3/4 layers'"
+    )
+    p.add_argument("--width", type=_positive_int, default=128)
     p.add_argument("--omega0", type=float, default=30.0)
     p.add_argument("--learning-rate", type=float, default=1.5e-3)
-    p.add_argument("--iterations", type=int, required=True)
-    p.add_argument("--batch-size", type=int, default=65536)
-    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--iterations", type=_positive_int, required=True)
+    p.add_argument("--batch-size", type=_positive_int, default=65536)
+    p.add_argument("--eval-every", type=_positive_int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--weights", required=True, help="output SIREN weights file")

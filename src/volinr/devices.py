@@ -37,34 +37,61 @@ def describe(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _current_rss_bytes() -> int:
+def _status_bytes(field: str) -> int | None:
+    """A memory field (VmRSS, VmHWM) of /proc/self/status in bytes; None where unavailable."""
     try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * resource.getpagesize()
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
     except OSError:
-        return 0
+        pass
+    return None
 
 
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
 
 
 class MemoryMeter:
-    """Peak memory of a stretch of work.
+    """Peak memory of the training steps alone (evaluation passes excluded where possible).
 
-    GPU: ``torch.cuda.max_memory_allocated`` since the meter started (tensors only).
-    CPU: the process's peak RSS at the end minus its RSS at the start (whole process, so
-    weights, activations, optimizer state and the allocator's slack).
+    GPU: ``torch.cuda.max_memory_allocated`` over the training stretches (tensors only).
+    CPU: the process's peak RSS (VmHWM, reset at the start) minus its RSS at the start: weights,
+    activations, optimizer state and the allocator's slack; evaluation passes run in chunks no
+    larger than a training batch so that they do not set the peak.
     """
 
     def __init__(self, device: torch.device):
         self.device = device
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        self.start_rss = _current_rss_bytes()
+        self.peak_bytes = 0
+        self.start_rss = _status_bytes("VmRSS") or 0
+        self.rss_reset = device.type != "cuda" and _reset_peak_rss()
+        self.resume()
+
+    def pause(self) -> None:
+        """End a training stretch: fold its peak into the running maximum."""
+        if self.device.type == "cuda":
+            self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(self.device))
+
+    def resume(self) -> None:
+        """Start a training stretch (after an evaluation pass)."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
 
     def peak(self) -> tuple[int, str]:
+        self.pause()
         if self.device.type == "cuda":
-            return int(torch.cuda.max_memory_allocated(self.device)), "cuda_max_memory_allocated"
-        return max(0, _peak_rss_bytes() - self.start_rss), "cpu_peak_rss_increase"
+            return int(self.peak_bytes), "cuda_max_memory_allocated"
+        high = _status_bytes("VmHWM") if self.rss_reset else None
+        if high is None:  # no /proc: the whole-process high-water mark, an upper bound
+            high = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
+                1 if sys.platform == "darwin" else 1024
+            )
+        return max(0, high - self.start_rss), "cpu_peak_rss_increase"

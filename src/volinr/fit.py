@@ -157,7 +157,8 @@ def fit_siren(
         if iteration % settings.eval_every == 0 or iteration == settings.iterations:
             synchronize(device)
             train_seconds += time.perf_counter() - segment_start
-            mse = _full_grid_mse(forward, coords, values).item()
+            meter.pause()
+            mse = _full_grid_mse(forward, coords, values, chunk=batch).item()
             if not math.isfinite(mse):
                 raise FloatingPointError(
                     f"{label or 'SIREN fit'} diverged at iteration {iteration} "
@@ -176,6 +177,7 @@ def fit_siren(
                 best_psnr, best_iteration = psnr, iteration
                 best_state = copy.deepcopy(model.state_dict())
             bar.set_postfix(psnr=f"{psnr:.2f}", best=f"{best_psnr:.2f}")
+            meter.resume()
             segment_start = time.perf_counter()
     bar.close()
     peak_bytes, memory_kind = meter.peak()

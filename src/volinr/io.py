@@ -102,7 +102,7 @@ def save_array(path: str | os.PathLike, array: np.ndarray, meta: dict[str, Any])
     """Write ``array`` as .npy and ``meta`` (plus shape, dtype, sha256) as the .json sidecar."""
     array = np.ascontiguousarray(array)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"refusing to write {path}: the array holds NaN or Inf values")
+        raise FloatingPointError(f"refusing to write {path}: the array holds NaN or Inf values")
     meta = dict(meta)
     meta.update(shape=list(array.shape), dtype=str(array.dtype), sha256=sha256_array(array))
     with atomic_path(path) as tmp:

@@ -148,18 +148,36 @@ def read_frame(source: str, frame: int = 0) -> Frame:
 
 
 def correlation_with(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Pearson correlation of two images, the candidate resized onto the reference's grid.
+    """Largest Pearson correlation of the candidate with the reference, inside the reference's
+    foreground, over the eight flips and 90-degree rotations of the candidate.
 
-    A re-encoding of the same slice (lossy JPEG 2000, another bit depth) correlates near 1 even
-    though its hash differs; a different slice of another patient does not.
+    The candidate is resized onto the reference's grid. A re-encoding of the same slice (lossy
+    JPEG 2000, another rescale) correlates near 1 even though its hash differs; restricting to
+    the foreground (Otsu threshold) keeps padding and air, shared by every head CT, from
+    inflating the score of a different slice, and the flips catch a mirrored copy.
     """
+    from skimage.filters import threshold_multiotsu
+
     from volinr.resample import resize
 
     reference = np.asarray(reference, dtype=np.float64)
-    if candidate.shape != reference.shape:
-        candidate = resize(candidate, reference.shape, "bilinear")
-    candidate = np.asarray(candidate, dtype=np.float64)
-    ref = reference - reference.mean()
-    cand = candidate - candidate.mean()
-    denominator = np.sqrt((ref * ref).sum() * (cand * cand).sum())
-    return float((ref * cand).sum() / denominator) if denominator > 0 else 0.0
+    if reference.ndim != 2 or np.ptp(reference) == 0:
+        raise ValueError(f"correlation needs a non-constant 2D reference, got {reference.shape}")
+    # Three classes (padding or background, air, tissue); the mask keeps what is above the
+    # lowest class boundary that leaves out air: the body, for CT with or without padding.
+    mask = (
+        reference > threshold_multiotsu(reference, classes=3)[-1 if reference.min() < -1500 else 0]
+    )
+    best = -1.0
+    for turns in range(4):
+        for flip in (False, True):
+            view = np.rot90(candidate, turns)
+            view = view[:, ::-1] if flip else view
+            if view.shape != reference.shape:
+                view = resize(np.ascontiguousarray(view), reference.shape, "bilinear")
+            ref = reference[mask] - reference[mask].mean()
+            cand = np.asarray(view, np.float64)[mask]
+            cand = cand - cand.mean()
+            denominator = np.sqrt((ref * ref).sum() * (cand * cand).sum())
+            best = max(best, float((ref * cand).sum() / denominator) if denominator > 0 else 0.0)
+    return best

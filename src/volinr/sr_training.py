@@ -205,27 +205,27 @@ def super_resolve(
 ) -> np.ndarray:
     """x``scale`` super-resolution of a 2D image, or in-plane of every slice of a 3D volume.
 
-    Tiles of ``tile`` LR pixels with an overlap margin bound memory on large inputs.
+    Each plane is normalised by its own min..max, as the training images were. Tiles of
+    ``tile`` LR pixels, each read with a margin of the network's receptive radius, bound the
+    memory on large inputs without seams.
     """
     lr = np.asarray(lr, dtype=np.float32)
     if lr.ndim == 3:
-        lo, hi = normalization_range(lr)
-        return np.stack([_super_resolve_plane(model, p, lo, hi, device, tile) for p in lr])
+        return np.stack([_super_resolve_plane(model, plane, device, tile) for plane in lr])
     if lr.ndim != 2:
         raise ValueError(f"super-resolution takes a 2D image or a 3D volume, got shape {lr.shape}")
-    lo, hi = normalization_range(lr)
-    return _super_resolve_plane(model, lr, lo, hi, device, tile)
+    return _super_resolve_plane(model, lr, device, tile)
 
 
-def _super_resolve_plane(model, plane, lo, hi, device, tile, margin: int = 8) -> np.ndarray:
-    scale = model.scale
+def _super_resolve_plane(model: SRDenseNet, plane: np.ndarray, device, tile: int) -> np.ndarray:
+    scale, margin = model.scale, model.receptive_radius_lr
+    lo, hi = normalization_range(plane)
     normalised = (plane - lo) / (hi - lo)
     rows, cols = normalised.shape
     out = np.empty((rows * scale, cols * scale), np.float32)
     with torch.inference_mode():
         for i in range(0, rows, tile):
             for j in range(0, cols, tile):
-                # Read a margin around each tile so that seams see full receptive fields.
                 i0, j0 = max(0, i - margin), max(0, j - margin)
                 i1, j1 = min(rows, i + tile + margin), min(cols, j + tile + margin)
                 patch = torch.from_numpy(np.ascontiguousarray(normalised[i0:i1, j0:j1]))

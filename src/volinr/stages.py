@@ -153,6 +153,8 @@ def _reuse_reason(args, split: dict) -> str | None:
         return f"{path} has sha256 {seen}, the config expects {args.pretrained_sha256 or 'none'}"
     _, payload = load_sr_checkpoint(path)
     wanted = dict(args.model, scale=args.factor)
+    if "training" not in payload:
+        return f"{path} has no training record"
     if payload["config"] != wanted:
         return f"{path} holds architecture {payload['config']}, the config asks for {wanted}"
     trained_on = [r["sha256"] for r in payload["training"]["split"]["training"]]
@@ -350,6 +352,9 @@ def run_evaluate(args) -> None:
         )
     minmax = metrics.minmax_window(reference)
     tissue = metrics.tissue_window(reference, *args.tissue_window)
+    for name, (low, high) in (("min..max", minmax), ("tissue", tissue)):
+        if high <= low:
+            raise InputError(f"{args.reference}: the {name} window {low:g}..{high:g} is empty")
     voxels = int(reference.size)
     result = dict(args.label)
     result.update(
@@ -368,9 +373,16 @@ def run_evaluate(args) -> None:
     if args.lr_reference and args.lr_reconstruction:
         lr_reference, _ = load_array(args.lr_reference)
         lr_reconstruction, _ = load_array(args.lr_reconstruction)
+        if lr_reconstruction.shape != lr_reference.shape:
+            raise InputError(
+                f"{args.lr_reconstruction}: shape {lr_reconstruction.shape} differs from "
+                f"{args.lr_reference} {lr_reference.shape}"
+            )
         result["lr_psnr_8bit_minmax_db"] = metrics.psnr_8bit(
             lr_reference, lr_reconstruction, minmax
         )
+    if args.sr_model and not Path(args.sr_model).is_file():
+        raise InputError(f"{args.sr_model}: SR model not found")
     sr_bytes = Path(args.sr_model).stat().st_size if args.sr_model else 0
     result["sr_model_bytes"] = sr_bytes
     # The original as stored: 2 bytes a voxel (12/16-bit CT); the paper counts 1 byte (8-bit).
@@ -386,35 +398,44 @@ def run_evaluate(args) -> None:
             compression_rate_16bit=metrics.compression_rate(original_16bit, stored_bytes),
         )
     if args.fit_record:
-        records = [read_json(p) for p in args.fit_record]
-        weights = sum(r["weights_bytes"] for r in records)
-        fit = records[0]
-        result.update(
-            iterations=fit["settings"]["iterations"],
-            parameter_count=fit["parameter_count"],
-            weights_bytes=weights,
-            fit_best_psnr_db=fit["best_psnr_db"],
-            fit_best_iteration=fit["best_iteration"],
-            fit_final_loss=fit["final_loss"],
-            train_seconds=fit["train_seconds"],
-            seconds_per_50k_iterations_extrapolated=fit["seconds_per_50k_iterations_extrapolated"],
-            peak_memory_kb=fit["peak_memory_bytes"] / 1024,
-            memory_kind=fit["memory_kind"],
-            device=fit["device"]["name"],
-            # The paper's rate: 8-bit slice bytes / weights file bytes (SR model not counted).
-            compression_rate_paper=metrics.compression_rate(original_8bit, weights),
-            # Honest rates: 16-bit original / everything a decoder needs besides code.
-            compression_rate_16bit=metrics.compression_rate(original_16bit, weights),
-            compression_rate_16bit_with_sr=metrics.compression_rate(
-                original_16bit, weights + sr_bytes
-            ),
-            bits_per_voxel=metrics.bits_per_voxel(weights, voxels),
-            bits_per_voxel_with_sr=metrics.bits_per_voxel(weights + sr_bytes, voxels),
-        )
+        try:
+            _add_fit_metrics(result, [read_json(p) for p in args.fit_record], sr_bytes)
+        except KeyError as err:
+            raise InputError(f"{args.fit_record}: fit record lacks {err}") from None
     for key, value in result.items():
         if isinstance(value, float) and math.isnan(value):
             raise FloatingPointError(f"{args.reconstruction}: metric {key} is NaN")
     write_json(args.out, result)
+
+
+def _add_fit_metrics(result: dict, records: list[dict], sr_bytes: int) -> None:
+    """Timing, memory and sizes of the SIREN fit(s) a reconstruction comes from."""
+    from volinr import metrics
+
+    voxels, original_8bit = result["voxels"], result["original_bytes_8bit"]
+    original_16bit = result["original_bytes_16bit"]
+    weights = sum(r["weights_bytes"] for r in records)
+    fit = records[0]
+    result.update(
+        iterations=fit["settings"]["iterations"],
+        parameter_count=fit["parameter_count"],
+        weights_bytes=weights,
+        fit_best_psnr_db=fit["best_psnr_db"],
+        fit_best_iteration=fit["best_iteration"],
+        fit_final_loss=fit["final_loss"],
+        train_seconds=fit["train_seconds"],
+        seconds_per_50k_iterations_extrapolated=fit["seconds_per_50k_iterations_extrapolated"],
+        peak_memory_kb=fit["peak_memory_bytes"] / 1024,
+        memory_kind=fit["memory_kind"],
+        device=fit["device"]["name"],
+        # The paper's rate: 8-bit slice bytes / weights file bytes (SR model not counted).
+        compression_rate_paper=metrics.compression_rate(original_8bit, weights),
+        # Honest rates: 16-bit original / everything a decoder needs besides code.
+        compression_rate_16bit=metrics.compression_rate(original_16bit, weights),
+        compression_rate_16bit_with_sr=metrics.compression_rate(original_16bit, weights + sr_bytes),
+        bits_per_voxel=metrics.bits_per_voxel(weights, voxels),
+        bits_per_voxel_with_sr=metrics.bits_per_voxel(weights + sr_bytes, voxels),
+    )
 
 
 # --- aggregation ---------------------------------------------------------------------------

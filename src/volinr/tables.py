@@ -36,17 +36,31 @@ TIME_NOTE = (
     "the iterations we ran, on {device}; 'per 50k' extrapolates our steady-state time per "
     "iteration to the paper's 50,000. Memory: the paper's 'GPU memory (KB)'; ours is {memory}."
 )
+PEAK2_DB = 20 * math.log10(2.0)  # peak-to-peak 2 ([-1, 1]) against peak 1
+LR_FIT_NOTE = (
+    "LR fit (Table 4 only): PSNR of the SIREN against the LR slice during training, in the LR "
+    "slice's own min..max window (peak-to-peak 2 on the [-1, 1] scale of the MSE loss); the "
+    "paper's Figure 5/6 values satisfy PSNR = -10 log10(loss), i.e. peak 1 on the loss's scale, "
+    "so '_peak1' gives ours on that relation (6.02 dB lower). Losses: MSE on the [-1, 1] scale."
+)
 MEMORY_KINDS = {
     "cuda_max_memory_allocated": "torch.cuda.max_memory_allocated (KB)",
     "cpu_peak_rss_increase": "the process's peak RSS increase during training on CPU (KB)",
 }
 
 
+PUBLISHED_KEYS = ("siren_params", "ours", "baseline_full_res_siren", "other_methods_best_psnr_db")
+
+
 def load_published(path: str | Path) -> dict[str, Any]:
     try:
-        return yaml.safe_load(Path(path).read_text())
+        published = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise InputError(f"{path}: cannot read the published numbers ({err})") from None
+    missing = [k for k in PUBLISHED_KEYS if k not in (published or {})]
+    if missing:
+        raise InputError(f"{path}: the published numbers lack {', '.join(missing)}")
+    return published
 
 
 def mean_ci95(values: Iterable[float]) -> tuple[float, float, int]:
@@ -92,6 +106,7 @@ def _method_table(metrics: pd.DataFrame, published: dict, method: str) -> pd.Dat
             "psnr_8bit_tissue_db_ours": _mean(group, "psnr_8bit_tissue_db"),
             "psnr_native_db_ours": _mean(group, "psnr_native_db"),
             "ssim_ours": _mean(group, "ssim"),
+            "device": str(group["device"].iloc[0]),
         }
         if method == "ours":
             row.update(
@@ -99,6 +114,9 @@ def _method_table(metrics: pd.DataFrame, published: dict, method: str) -> pd.Dat
                     layers, math.nan
                 ),
                 lr_fit_best_psnr_db_ours=_mean(group, "fit_best_psnr_db"),
+                # The paper's LR-fit numbers obey PSNR = -10 log10(loss) (peak 1 on the loss's
+                # own scale); ours on that relation, with our loss on the [-1, 1] scale:
+                lr_fit_best_psnr_db_ours_peak1=_mean(group, "fit_best_psnr_db") - PEAK2_DB,
                 lr_fit_final_loss_paper=paper.get("lr_fit_final_loss", {}).get(layers, math.nan),
                 lr_fit_final_loss_ours=_mean(group, "fit_final_loss"),
             )
@@ -284,6 +302,7 @@ def notes_for(metrics: pd.DataFrame) -> list[str]:
         PSNR_NOTE.format(tissue=tissue) + f" Min..max window here: {minmax}.",
         RATE_NOTE,
         TIME_NOTE.format(device=row.get("device", "?"), memory=memory),
+        LR_FIT_NOTE,
     ]
 
 

@@ -27,12 +27,12 @@ rule aggregate_tables:
     resources:
         mem_mb=2000,
     shell:
-        "volinr tables --metrics {input.metrics} --published {input.published} "
+        "python -m volinr tables --metrics {input.metrics} --published {input.published} "
         f"--out-dir {R}/tables 2> {{log}}"
 
 
 FIGURE_SHELL = (
-    f"volinr figure --results {R} --tables-dir {R}/tables --seed {FIGURE_SEED} "
+    f"python -m volinr figure --results {R} --tables-dir {R}/tables --seed {FIGURE_SEED} "
     "--kind {params.kind} --layers {params.layers} --out {output} 2> {log}"
 )
 
@@ -196,4 +196,4 @@ rule summary:
         ENV
     threads: 1
     shell:
-        f"volinr summary --tables-dir {R}/tables --results {R} --out {{output}} 2> {{log}}"
+        f"python -m volinr summary --tables-dir {R}/tables --results {R} --out {{output}} 2> {{log}}"

@@ -29,13 +29,16 @@ rule decode_baseline:
     input:
         weights=rules.fit_siren_hr.output.weights,
     output:
-        f"{R}/recon/baseline/L{{layers}}_s{{seed}}/hr.npy",
+        array=f"{R}/recon/baseline/L{{layers}}_s{{seed}}/hr.npy",
+        meta=f"{R}/recon/baseline/L{{layers}}_s{{seed}}/hr.json",
     log:
         f"{R}/logs/decode_baseline/L{{layers}}_s{{seed}}.log",
     conda:
         ENV
     threads: config["threads"]
     resources:
+        gpu=1,
         mem_mb=4000,
     shell:
-        f"volinr decode --weights {{input.weights}} --out {{output}} {DEVICE_ARGS} 2> {{log}}"
+        "python -m volinr decode --weights {input.weights} --out {output.array} "
+        f"{DEVICE_ARGS} 2> {{log}}"

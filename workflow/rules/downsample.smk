@@ -17,4 +17,4 @@ rule downsample:
     params:
         factor=config["downsample_factor"],
     shell:
-        "volinr downsample --input {input} --factor {params.factor} --out {output.array} 2> {log}"
+        "python -m volinr downsample --input {input} --factor {params.factor} --out {output.array} 2> {log}"

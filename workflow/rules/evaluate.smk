@@ -7,8 +7,8 @@ EVAL_ARGS = "--tissue-window {params.window}"
 rule evaluate_ours:
     input:
         reference=rules.prepare_evaluation_image.output.array,
-        reconstruction=rules.super_resolve_lr_fit.output,
-        lr_reconstruction=rules.decode_lr_fit.output,
+        reconstruction=rules.super_resolve_lr_fit.output.array,
+        lr_reconstruction=rules.decode_lr_fit.output.array,
         lr=rules.downsample.output.array,
         record=rules.fit_siren_lr.output.record,
         model=rules.pretrain_sr.output.model,
@@ -25,7 +25,7 @@ rule evaluate_ours:
         label=label("ours"),
         window=tissue_window(),
     shell:
-        "volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
+        "python -m volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
         "--lr-reference {input.lr} --lr-reconstruction {input.lr_reconstruction} "
         "--label {params.label} --fit-record {input.record} --sr-model {input.model} "
         f"{EVAL_ARGS} --out {{output}} 2> {{log}}"
@@ -34,7 +34,7 @@ rule evaluate_ours:
 rule evaluate_baseline:
     input:
         reference=rules.prepare_evaluation_image.output.array,
-        reconstruction=rules.decode_baseline.output,
+        reconstruction=rules.decode_baseline.output.array,
         record=rules.fit_siren_hr.output.record,
     output:
         f"{R}/metrics/baseline/L{{layers}}_s{{seed}}.json",
@@ -49,7 +49,7 @@ rule evaluate_baseline:
         label=label("baseline"),
         window=tissue_window(),
     shell:
-        "volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
+        "python -m volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
         "--label {params.label} --fit-record {input.record} "
         f"{EVAL_ARGS} --out {{output}} 2> {{log}}"
 
@@ -57,7 +57,7 @@ rule evaluate_baseline:
 rule evaluate_reference:
     input:
         reference=rules.prepare_evaluation_image.output.array,
-        reconstruction=rules.upsample_true_lr.output,
+        reconstruction=rules.upsample_true_lr.output.array,
         lr=rules.downsample.output.array,
         model=sr_model_if_needed,
     output:
@@ -73,6 +73,6 @@ rule evaluate_reference:
         label=lambda wc: as_json({"method": f"true LR + {wc.method}"}),
         window=tissue_window(),
     shell:
-        "volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
+        "python -m volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
         "--label {params.label} --sr-model '{input.model}' --stored-array {input.lr} "
         f"{EVAL_ARGS} --out {{output}} 2> {{log}}"

@@ -3,7 +3,7 @@
 
 SIREN = config["siren"]
 FIT_SHELL = (
-    "volinr fit --target {input.target} --sine-layers {wildcards.layers} "
+    "python -m volinr fit --target {input.target} --sine-layers {wildcards.layers} "
     f"--width {SIREN['width']} --omega0 {SIREN['omega0']} "
     f"--learning-rate {SIREN['learning_rate']} --batch-size {SIREN['batch_size']} "
     f"--eval-every {SIREN['eval_every']} {'--compile' if SIREN['compile'] else ''} "

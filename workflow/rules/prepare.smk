@@ -16,7 +16,7 @@ rule prepare_evaluation_image:
         source=config["evaluation_image"]["source"],
         frame=config["evaluation_image"]["frame"],
     shell:
-        "volinr prepare --source {params.source:q} --frame {params.frame} "
+        "python -m volinr prepare --source {params.source:q} --frame {params.frame} "
         "--out {output.array} 2> {log}"
 
 
@@ -37,6 +37,6 @@ rule sr_training_set:
         sources=" ".join(f"--source {s!r}" for s in config["sr_training_sources"]),
         max_correlation=config["max_training_correlation"],
     shell:
-        "volinr sr-dataset --eval {input.evaluation} {params.sources} "
+        "python -m volinr sr-dataset --eval {input.evaluation} {params.sources} "
         "--max-correlation {params.max_correlation} --out {output.images} "
         "--split {output.split} 2> {log}"

@@ -27,7 +27,7 @@ rule pretrain_sr:
         sha256=config["sr"]["checkpoint_sha256"],
         retrain="--retrain" if config["sr"]["retrain"] else "",
     shell:
-        "volinr pretrain-sr --training {input.images} --split {input.split} "
+        "python -m volinr pretrain-sr --training {input.images} --split {input.split} "
         "--factor {params.factor} --model {params.model} --settings {params.settings} "
         "--pretrained={params.pretrained:q} --pretrained-sha256={params.sha256:q} "
         "{params.retrain} --out {output.model} --curve {output.curve} "

@@ -105,5 +105,12 @@ class SRDenseNet(nn.Module):
         return out
 
     @property
+    def receptive_radius_lr(self) -> int:
+        """How far (in LR pixels) an output pixel sees: the low-level conv and every 3x3 dense
+        layer add one pixel, the deconvolutions and the last conv less than one each."""
+        config = self.config
+        return 1 + config["blocks"] * config["layers_per_block"] + 2
+
+    @property
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
