@@ -64,3 +64,14 @@ def test_constant_image_and_bad_weights_are_refused(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="bad.pt"):
         load_siren(bad)
+
+
+def test_compile_falls_back_to_eager_when_it_fails(monkeypatch, caplog):
+    def broken_compile(model):
+        raise RuntimeError("no C compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    settings = FitSettings(sine_layers=2, iterations=4, width=8, eval_every=2, compile=True)
+    result = fit_siren(_phantom(16), settings, torch.device("cpu"), progress=False)
+    assert "fitting in eager mode" in caplog.text
+    assert result.compile_seconds == 0.0 and np.isfinite(result.loss).all()

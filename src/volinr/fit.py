@@ -79,6 +79,7 @@ class FitResult:
     final_psnr_db: float
     train_seconds: float
     first_iteration_seconds: float
+    compile_seconds: float
     peak_memory_bytes: int
     memory_kind: str
     loss: np.ndarray  # per iteration, on the [-1, 1] scale
@@ -102,6 +103,21 @@ def _full_grid_mse(model, coords, values, chunk: int = 1 << 18) -> torch.Tensor:
     return total / coords.shape[0]
 
 
+def _compiled_or_eager(model: Siren, x: torch.Tensor, y: torch.Tensor):
+    """torch.compile the model and run one forward/backward to compile it before any timing;
+    fall back to eager mode (with a warning) where compilation fails, e.g. without a compiler."""
+    start = time.perf_counter()
+    try:
+        compiled = torch.compile(model)
+        F.mse_loss(compiled(x), y).backward()
+    except Exception as err:  # inductor raises many types when the toolchain is missing
+        log.warning("torch.compile failed (%s); fitting in eager mode", str(err).splitlines()[0])
+        model.zero_grad(set_to_none=True)
+        return model, 0.0
+    model.zero_grad(set_to_none=True)  # the probe's gradients are not a training step
+    return compiled, time.perf_counter() - start
+
+
 def fit_siren(
     target: np.ndarray,
     settings: FitSettings,
@@ -116,11 +132,13 @@ def fit_siren(
         raise InputError(f"{label or 'target'}: a constant image cannot be fitted (value {lo})")
     torch.manual_seed(settings.seed)
     model = Siren(3, settings.width, settings.sine_layers, 1, settings.omega0).to(device)
-    forward = torch.compile(model) if settings.compile else model
     coords = coordinate_grid(target.shape, device)
     values = torch.from_numpy(scale_to_unit(target, lo, hi).reshape(-1, 1)).to(device)
     count = coords.shape[0]
     batch = min(settings.batch_size, count)
+    forward, compile_seconds = model, 0.0
+    if settings.compile:
+        forward, compile_seconds = _compiled_or_eager(model, coords[:batch], values[:batch])
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     losses = torch.empty(settings.iterations, device=device)
@@ -158,7 +176,8 @@ def fit_siren(
             synchronize(device)
             train_seconds += time.perf_counter() - segment_start
             meter.pause()
-            mse = _full_grid_mse(forward, coords, values, chunk=batch).item()
+            # Eager evaluation: a no-grad graph would make torch.compile compile again.
+            mse = _full_grid_mse(model, coords, values, chunk=batch).item()
             if not math.isfinite(mse):
                 raise FloatingPointError(
                     f"{label or 'SIREN fit'} diverged at iteration {iteration} "
@@ -199,6 +218,7 @@ def fit_siren(
         final_psnr_db=evaluations[-1]["psnr_db"],
         train_seconds=train_seconds,
         first_iteration_seconds=first_seconds,
+        compile_seconds=compile_seconds,
         peak_memory_bytes=peak_bytes,
         memory_kind=memory_kind,
         loss=loss_curve,
