@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pydicom
 import pytest
@@ -83,3 +85,10 @@ def test_arrays_round_trip_with_sidecar_and_refuse_nan(tmp_path):
     assert not (tmp_path / "b.npy").exists()
     with pytest.raises(InputError, match="missing.npy"):
         load_array(tmp_path / "missing.npy")
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    save_array(tmp_path / "a.npy", np.zeros(3, np.float32), {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.npy").stat().st_mode & 0o777 == 0o666 & ~mask
