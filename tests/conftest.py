@@ -1,6 +1,14 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +20,33 @@ def _few_threads():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def workflow_env():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    command = SNAKEMAKE + [
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(ROOT / "config/tiny.yaml"),
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, env=workflow_env(), timeout=900)
+    if run.returncode != 0:
+        logs = "\n".join(
+            p.read_text()[-2000:]
+            for p in (workdir / "results/logs").rglob("*.log")
+            if "Error" in p.read_text()
+        )
+        pytest.fail(f"workflow failed:\n{run.stderr[-4000:]}\n{logs}")
+    return workdir / "results"

@@ -11,38 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    command = SNAKEMAKE + [
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(ROOT / "config/tiny.yaml"),
-        "--cores",
-        "2",
-        "--resources",
-        "gpu=1",
-    ]
-    run = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=900)
-    if run.returncode != 0:
-        logs = "\n".join(
-            p.read_text()[-2000:]
-            for p in (workdir / "results/logs").rglob("*.log")
-            if "Error" in p.read_text()
-        )
-        pytest.fail(f"workflow failed:\n{run.stderr[-4000:]}\n{logs}")
-    return workdir / "results"
+from conftest import ROOT, SNAKEMAKE, workflow_env
 
 
 @pytest.mark.slow
@@ -106,7 +75,7 @@ def test_the_report_builds(tiny_run):
         "--report",
         "report.html",
     ]
-    run = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+    run = subprocess.run(command, capture_output=True, text=True, env=workflow_env(), timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (workdir / "report.html").stat().st_size > 100_000
 
@@ -118,7 +87,7 @@ def test_the_default_and_paper_configs_build_their_dags(tmp_path):
             + ["--directory", str(tmp_path), "-n", "--cores", "4", "--resources", "gpu=1", *extra],
             capture_output=True,
             text=True,
-            env=_env(),
+            env=workflow_env(),
             timeout=300,
         )
         assert run.returncode == 0, run.stderr[-3000:]
@@ -132,7 +101,7 @@ def test_a_bad_config_stops_before_any_job(tmp_path):
         SNAKEMAKE + ["--directory", str(tmp_path), "-n", "--cores", "1", "--configfile", str(bad)],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=workflow_env(),
         timeout=300,
     )
     assert run.returncode != 0 and "iterations" in run.stdout + run.stderr
@@ -147,7 +116,12 @@ SNAKEFMT = shutil.which(
 @pytest.mark.skipif(SNAKEFMT is None, reason="snakefmt not installed (pip install -e .[test])")
 def test_workflow_is_linted_and_formatted():
     lint = subprocess.run(
-        SNAKEMAKE + ["--lint"], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300
+        SNAKEMAKE + ["--lint"],
+        capture_output=True,
+        text=True,
+        env=workflow_env(),
+        cwd=ROOT,
+        timeout=300,
     )
     assert "Lints for" not in lint.stdout + lint.stderr, lint.stdout[-3000:]
     fmt = subprocess.run(

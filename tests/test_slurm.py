@@ -1,0 +1,111 @@
+"""The tiny workflow through profiles/slurm on a real single-node SLURM cluster.
+
+Skipped, with the reason, where SLURM cannot run (not installed, not root, or a SLURM of the
+machine's own at /etc/slurm). `.ci/run` installs it from Debian's packages.
+"""
+
+import json
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, SNAKEMAKE, workflow_env
+from slurm_cluster import job_records, slurm_cluster, unavailable_reason
+
+REASON = unavailable_reason()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(REASON is not None, reason=f"no test SLURM cluster: {REASON}"),
+]
+# Without slurmdbd the plugin must poll squeue (sacct would hang) and submit without an
+# account; short polling intervals keep the test quick.
+TEST_CLUSTER_ARGS = [
+    "--seconds-between-status-checks",
+    "3",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+]
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("slurm")
+    workdir, cluster = base / "work", base / "cluster"
+    workdir.mkdir()
+    cluster.mkdir()
+    with slurm_cluster(cluster) as env:
+        env = {
+            **workflow_env(),
+            **env,
+            "VOLINR_SLURM_CPU_PARTITION": "cpu",
+            "VOLINR_SLURM_GPU_PARTITION": "gpu",
+            "VOLINR_SLURM_ACCOUNT": "",
+        }
+        command = [
+            "timeout",
+            "-s",
+            "INT",
+            "1500",
+            *SNAKEMAKE,
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(ROOT / "config/tiny.yaml"),
+            "--profile",
+            str(ROOT / "profiles/slurm"),
+            *TEST_CLUSTER_ARGS,
+        ]
+        run = subprocess.run(command, capture_output=True, text=True, env=env)
+        assert run.returncode == 0, run.stderr[-4000:]
+        gpu_jobs = [r["JobId"] for r in job_records(cluster) if r.get("Partition") == "gpu"]
+        shown = {
+            job: subprocess.run(
+                ["scontrol", "show", "job", job], env=env, capture_output=True, text=True
+            ).stdout
+            for job in gpu_jobs
+        }
+    steps = re.findall(r"(\d+) of \1 steps \(100%\) done", run.stderr)
+    return workdir / "results", job_records(cluster), shown, int(steps[-1])
+
+
+def test_every_job_went_through_slurm_and_completed(slurm_run):
+    _, records, _, steps = slurm_run
+    # Every job but the local `all` target is a SLURM job with a completion record.
+    assert len(records) == steps - 1
+    assert {r["JobState"] for r in records} == {"COMPLETED"}
+    partitions = {r["Partition"] for r in records}
+    assert partitions == {"cpu", "gpu"}
+
+
+def test_gpu_requests_reach_slurm(slurm_run):
+    _, records, shown, _ = slurm_run
+    assert len(shown) >= 4  # pretraining, fits, decodes, super-resolution
+    for job, text in shown.items():
+        assert "TresPerJob=gres:gpu:1" in text, f"job {job} did not ask for a GPU:\n{text}"
+
+
+def _state(path):
+    payload = torch.load(path, weights_only=True)
+    return payload["state_dict"]
+
+
+def test_outputs_equal_those_of_a_local_run(slurm_run, tiny_run):
+    remote, *_ = slurm_run
+    for name in ("data/eval.json", "data/lr.json", "data/split.json"):
+        local_json = json.loads((tiny_run / name).read_text())
+        remote_json = json.loads((remote / name).read_text())
+        assert local_json == remote_json, name
+    for weights in sorted(tiny_run.glob("fits/*/*/siren.pt")) + [tiny_run / "sr/srdensenet.pt"]:
+        other = remote / weights.relative_to(tiny_run)
+        for (key, a), b in zip(_state(weights).items(), _state(other).values(), strict=True):
+            assert torch.equal(a, b), f"{weights.relative_to(tiny_run)}: {key} differs"
+    for metrics in sorted(tiny_run.glob("metrics/**/*.json")):
+        local_m = json.loads(metrics.read_text())
+        remote_m = json.loads((remote / metrics.relative_to(tiny_run)).read_text())
+        for key in ("psnr_8bit_minmax_db", "psnr_8bit_tissue_db", "psnr_native_db", "ssim"):
+            assert np.isclose(local_m[key], remote_m[key], rtol=0, atol=1e-9), (metrics, key)
