@@ -342,16 +342,22 @@ def run_upsample(args) -> None:
 # --- evaluation ----------------------------------------------------------------------------
 
 
+def _matching_pair(reference_path: str, reconstruction_path: str):
+    """A reference and a reconstruction of the same shape (else an error naming both files)."""
+    reference, meta = load_array(reference_path)
+    reconstruction, _ = load_array(reconstruction_path)
+    if reconstruction.shape != reference.shape:
+        raise InputError(
+            f"{reconstruction_path}: shape {reconstruction.shape} differs from the "
+            f"reference {reference_path} {reference.shape}"
+        )
+    return reference, reconstruction, meta
+
+
 def run_evaluate(args) -> None:
     from volinr import metrics
 
-    reference, ref_meta = load_array(args.reference)
-    reconstruction, _ = load_array(args.reconstruction)
-    if reconstruction.shape != reference.shape:
-        raise InputError(
-            f"{args.reconstruction}: shape {reconstruction.shape} differs from the "
-            f"reference {args.reference} {reference.shape}"
-        )
+    reference, reconstruction, ref_meta = _matching_pair(args.reference, args.reconstruction)
     minmax = metrics.minmax_window(reference)
     tissue = metrics.tissue_window(reference, *args.tissue_window)
     for name, (low, high) in (("min..max", minmax), ("tissue", tissue)):
@@ -373,13 +379,9 @@ def run_evaluate(args) -> None:
         padding_fraction=float(np.mean(reference < tissue[0])),
     )
     if args.lr_reference and args.lr_reconstruction:
-        lr_reference, _ = load_array(args.lr_reference)
-        lr_reconstruction, _ = load_array(args.lr_reconstruction)
-        if lr_reconstruction.shape != lr_reference.shape:
-            raise InputError(
-                f"{args.lr_reconstruction}: shape {lr_reconstruction.shape} differs from "
-                f"{args.lr_reference} {lr_reference.shape}"
-            )
+        lr_reference, lr_reconstruction, _ = _matching_pair(
+            args.lr_reference, args.lr_reconstruction
+        )
         result["lr_psnr_8bit_minmax_db"] = metrics.psnr_8bit(
             lr_reference, lr_reconstruction, minmax
         )
