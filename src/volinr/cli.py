@@ -156,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", default="", help="README.md whose generated section to replace")
     p.set_defaults(run="run_summary")
 
+    p = sub.add_parser("bench", help="SIREN fitting speed: ours vs a reference loop, roofline")
+    p.add_argument("--layers", type=_positive_int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--iterations", type=_positive_int, default=30)
+    p.add_argument("--compile", action="store_true", help="torch.compile our loop")
+    p.add_argument("--smoke", action="store_true", help="one tiny configuration (for CI)")
+    p.add_argument("--out-dir", default="results/benchmarks")
+    p.add_argument("--stem", default="fit_speed", help="output file name stem")
+    _add_common(p)
+    p.set_defaults(run="run_bench")
+
     p = sub.add_parser("publish-sr", help="copy a trained SR checkpoint with its log and sha256")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--curve", required=True)

@@ -483,3 +483,21 @@ def run_summary(args) -> None:
         tmp.write_text(text)
     if args.readme:
         summary.splice_into_readme(Path(args.readme), text)
+
+
+# --- benchmarks ----------------------------------------------------------------------------
+
+
+def run_bench(args) -> None:
+    from volinr import bench
+
+    device = _device(args)
+    targets = bench.SMOKE_TARGETS if args.smoke else bench.TARGETS
+    table = bench.run_benchmark(targets, args.layers, args.iterations, args.compile, device)
+    command = (
+        f"volinr bench --layers {' '.join(map(str, args.layers))} --iterations {args.iterations}"
+        f"{' --compile' if args.compile else ''}{' --smoke' if args.smoke else ''}"
+        f" --threads {args.threads} --device {args.device}"
+    )
+    meta = bench.benchmark_meta(device, args.iterations, command)
+    bench.write_results(table, meta, Path(args.out_dir), args.stem)
