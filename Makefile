@@ -8,7 +8,7 @@ SNAKEMAKE := $(BIN)/snakemake
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup run test lint format report readme pretrain-sr publish-sr clean
+.PHONY: setup run test lint format report readme bench pretrain-sr publish-sr clean
 
 setup: $(VENV)/.installed
 
@@ -43,7 +43,11 @@ report: setup
 
 # Put the last run's summary into README.md (between the results markers).
 readme: setup
-	$(BIN)/volinr summary --tables-dir results/tables --results results --out results/summary.md --readme README.md
+	$(BIN)/volinr summary --tables-dir results/tables --results results --out results/summary.md --readme README.md --benchmark benchmarks/results/cpu.md
+
+# The CPU speed benchmark committed under benchmarks/results/ (about 10 minutes on 2 cores).
+bench: setup
+	$(BIN)/volinr bench --layers 2 3 4 --iterations 30 --compile --threads 2 --out-dir benchmarks/results --stem cpu
 
 # Retrain the committed SR checkpoint with the workflow's own rule, then publish it.
 pretrain-sr: setup

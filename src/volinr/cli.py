@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, help="results folder (logs, benchmarks)")
     p.add_argument("--out", required=True)
     p.add_argument("--readme", default="", help="README.md whose generated section to replace")
+    p.add_argument("--benchmark", default="", help="a benchmark Markdown for the README too")
     p.set_defaults(run="run_summary")
 
     p = sub.add_parser("bench", help="SIREN fitting speed: ours vs a reference loop, roofline")

@@ -107,6 +107,9 @@ def _compiled_or_eager(model: Siren, x: torch.Tensor, y: torch.Tensor):
     """torch.compile the model and run one forward/backward to compile it before any timing;
     fall back to eager mode (with a warning) where compilation fails, e.g. without a compiler."""
     start = time.perf_counter()
+    # A fresh compile cache: several models compiled in one process (the benchmark) would
+    # otherwise exhaust Dynamo's recompile limit and silently run eagerly.
+    torch._dynamo.reset()
     try:
         compiled = torch.compile(model)
         F.mse_loss(compiled(x), y).backward()

@@ -483,6 +483,9 @@ def run_summary(args) -> None:
         tmp.write_text(text)
     if args.readme:
         summary.splice_into_readme(Path(args.readme), text)
+        if args.benchmark:
+            bench_text = Path(args.benchmark).read_text()
+            summary.splice_into_readme(Path(args.readme), bench_text, "performance")
 
 
 # --- benchmarks ----------------------------------------------------------------------------
