@@ -78,7 +78,7 @@ def matmul_flops_per_iteration(batch: int, width: int, sine_layers: int) -> floa
     return 3.0 * forward
 
 
-def device_matmul_flops(batch: int, width: int, device: torch.device, repeats: int = 5) -> float:
+def device_matmul_flops(batch: int, width: int, device: torch.device, repeats: int = 20) -> float:
     """Measured FLOP/s of the dominant product of a SIREN step: (batch x width) @ (width x
     width), forward-shaped and the two backward-shaped products, same dtype (float32)."""
     a = torch.randn(batch, width, device=device)
@@ -210,7 +210,10 @@ def write_results(table: pd.DataFrame, meta: dict, out_dir: Path, stem: str) -> 
         "every step, same index batches) over ours. Roofline ratio: our matmul FLOP/s "
         "(forward + backward) over the device's measured float32 matmul FLOP/s for the same "
         "(batch x width) @ (width x width) shapes. PSNR difference: ours minus the reference "
-        "loop's final full-image PSNR (same seed, data and order).",
+        "loop's final full-image PSNR (same seed, data and order). Memory: on a GPU "
+        "torch.cuda.max_memory_allocated; on a CPU the peak-RSS increase of our loop within "
+        "this one long process, so memory the allocator already holds from an earlier "
+        "configuration does not count again (it can read 0).",
         "",
         table[columns].to_markdown(index=False, floatfmt=".4g"),
     ]
