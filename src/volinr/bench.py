@@ -13,6 +13,7 @@ Results are JSON and Markdown; timings are never asserted in tests.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from volinr.devices import describe, synchronize
-from volinr.fit import FitSettings, coordinate_grid, fit_siren, scale_to_unit
+from volinr.fit import FitSettings, coordinate_grid, fit_siren, index_batches, scale_to_unit
 from volinr.io import atomic_path, write_json
 from volinr.models.siren import Siren
 
@@ -95,22 +96,6 @@ def device_matmul_flops(batch: int, width: int, device: torch.device, repeats: i
     return 3 * 2.0 * batch * width * width / seconds
 
 
-def _index_batches(count: int, batch: int, iterations: int, seed: int, device) -> list:
-    """The index batches fit_siren draws for this seed (same generator, same permutations)."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    batches, permutation, cursor = [], None, count
-    for _ in range(iterations):
-        if batch >= count:
-            batches.append(None)
-            continue
-        if cursor + batch > count:
-            permutation = torch.randperm(count, device=device, generator=generator)
-            cursor = 0
-        batches.append(permutation[cursor : cursor + batch].cpu())
-        cursor += batch
-    return batches
-
-
 def reference_fit(target: np.ndarray, settings: FitSettings, device: torch.device):
     """The straightforward loop: DataLoader, eager, a host sync (.item()) every step."""
     torch.manual_seed(settings.seed)
@@ -120,8 +105,11 @@ def reference_fit(target: np.ndarray, settings: FitSettings, device: torch.devic
     values = torch.from_numpy(scale_to_unit(target, lo, hi).reshape(-1, 1))
     count = coords.shape[0]
     batch = min(settings.batch_size, count)
-    index_batches = _index_batches(count, batch, settings.iterations, settings.seed, device)
-    sampler = [b.tolist() if b is not None else list(range(count)) for b in index_batches]
+    # The very batches fit_siren draws for this seed, so both loops see the same data order.
+    drawn = itertools.islice(
+        index_batches(count, batch, settings.seed, device), settings.iterations
+    )
+    sampler = [list(range(count)) if b is None else b.cpu().tolist() for b in drawn]
     loader = DataLoader(TensorDataset(coords, values), batch_sampler=sampler)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     times = []

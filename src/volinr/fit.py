@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,23 @@ def _full_grid_mse(model, coords, values, chunk: int = 1 << 18) -> torch.Tensor:
     return total / coords.shape[0]
 
 
+def index_batches(count: int, batch: int, seed: int, device) -> Iterator[torch.Tensor | None]:
+    """Endless voxel-index batches: a fresh permutation every epoch, cut into batches, so each
+    voxel is drawn once per epoch (None: the batch is the whole grid). Drawn on the device,
+    without a DataLoader; the benchmark's reference loop replays the same sequence."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    permutation, cursor = None, count
+    while True:
+        if batch >= count:
+            yield None
+            continue
+        if cursor + batch > count:
+            permutation = torch.randperm(count, device=device, generator=generator)
+            cursor = 0
+        yield permutation[cursor : cursor + batch]
+        cursor += batch
+
+
 def _compiled_or_eager(model: Siren, x: torch.Tensor, y: torch.Tensor):
     """torch.compile the model and run one forward/backward to compile it before any timing;
     fall back to eager mode (with a warning) where compilation fails, e.g. without a compiler."""
@@ -143,11 +161,10 @@ def fit_siren(
     if settings.compile:
         forward, compile_seconds = _compiled_or_eager(model, coords[:batch], values[:batch])
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    batches = index_batches(count, batch, settings.seed, device)
     losses = torch.empty(settings.iterations, device=device)
     evaluations: list[dict[str, float]] = []
     best_psnr, best_iteration, best_state = -math.inf, 0, None
-    permutation, cursor = None, count
 
     meter = MemoryMeter(device)
     train_seconds, first_seconds = 0.0, 0.0
@@ -157,16 +174,8 @@ def fit_siren(
     synchronize(device)
     segment_start = time.perf_counter()
     for iteration in bar:
-        if batch == count:
-            x, y = coords, values
-        else:
-            # Sampling without replacement within an epoch, on the device, no DataLoader.
-            if cursor + batch > count:
-                permutation = torch.randperm(count, device=device, generator=generator)
-                cursor = 0
-            index = permutation[cursor : cursor + batch]
-            cursor += batch
-            x, y = coords[index], values[index]
+        index = next(batches)
+        x, y = (coords, values) if index is None else (coords[index], values[index])
         loss = F.mse_loss(forward(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
