@@ -1,7 +1,9 @@
-"""volinr: regenerate Sheibanifard & Yu (2023)'s slice experiment and its comparison tables.
+"""volinr: regenerate Sheibanifard & Yu (2023)'s slice experiment and its comparison tables,
+and run the same method on whole volumes (dataset.kind: dicom_series, nifti, phantom, download).
 
 snakemake --cores 4 --resources gpu=1            # embedded default (config/config.yaml)
 snakemake --cores 4 --resources gpu=1 --configfile config/paper.yaml   # the paper's settings
+snakemake --cores 4 --resources gpu=1 --configfile config/volume_demo.yaml  # 3D, CPU minutes
 """
 
 from pathlib import Path
@@ -33,8 +35,10 @@ wildcard_constraints:
     layers=r"\d+",
     seed=r"\d+",
     method="sr|lanczos|bicubic",
+    kind="ours|baseline",
 
 
+include: "workflow/rules/download.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/downsample.smk"
 include: "workflow/rules/pretrain_sr.smk"
@@ -43,6 +47,7 @@ include: "workflow/rules/baseline.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:
@@ -51,3 +56,4 @@ rule all:
         rules.aggregate_tables.output,
         FIGURES,
         rules.summary.output,
+        EXPORTS,

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from loopback_server import server  # noqa: F401  (a fixture: a local HTTP server)
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
@@ -28,18 +30,18 @@ def workflow_env():
     return env
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
+def run_workflow(workdir: Path, configfile: str, *extra: str) -> Path:
+    """The whole DAG of a config in ``workdir``, as a user would run it; its results folder."""
     command = SNAKEMAKE + [
         "--directory",
         str(workdir),
         "--configfile",
-        str(ROOT / "config/tiny.yaml"),
+        str(ROOT / configfile),
         "--cores",
         "2",
         "--resources",
         "gpu=1",
+        *extra,
     ]
     run = subprocess.run(command, capture_output=True, text=True, env=workflow_env(), timeout=900)
     if run.returncode != 0:
@@ -50,3 +52,13 @@ def tiny_run(tmp_path_factory):
         )
         pytest.fail(f"workflow failed:\n{run.stderr[-4000:]}\n{logs}")
     return workdir / "results"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    return run_workflow(tmp_path_factory.mktemp("tiny"), "config/tiny.yaml")
+
+
+@pytest.fixture(scope="session")
+def volume_run(tmp_path_factory):
+    return run_workflow(tmp_path_factory.mktemp("volume"), "config/volume_tiny.yaml")

@@ -15,12 +15,36 @@ def _load(name):
     return yaml.safe_load((ROOT / "config" / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "tiny.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "config.yaml",
+        "paper.yaml",
+        "tiny.yaml",
+        "volume_demo.yaml",
+        "volume_tiny.yaml",
+        "visible_human.yaml",
+    ],
+)
 def test_shipped_configs_validate(name):
     config = _load(name)
     validate(config, SCHEMA, set_default=True)
     assert config["siren"]["width"] == 128  # filled in from the schema's defaults
     assert config["evaluation_image"]["source"] == "pydicom-data:693_UNCR.dcm"
+    assert config["dataset"]["kind"] in ("slice", "phantom", "download")
+
+
+def test_volume_source_settings_are_checked_by_the_schema():
+    for bad in (
+        {"dataset": {"kind": "dicom"}},
+        {"dataset": {"kind": "phantom", "phantom": {"shape": [4, 64, 64]}}},
+        {"dataset": {"download": {"urls": ["ftp://example.org/a.zip"]}}},
+        {"dataset": {"download": {"sha256": ["not-a-hash"]}}},
+        {"volume": {"z_restore": "cubic"}},
+        {"volume": {"evaluation_slices": [3]}},
+    ):
+        with pytest.raises(WorkflowError):
+            validate(copy.deepcopy(bad), SCHEMA, set_default=True)
 
 
 def test_paper_config_has_the_papers_settings():

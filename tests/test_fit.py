@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from volinr.fit import FitSettings, coordinate_grid, decode_siren, fit_siren, load_siren, save_siren
+from volinr.fit import (
+    FitSettings,
+    coordinate_grid,
+    decode_siren,
+    fit_siren,
+    grid_coordinates,
+    grid_extent,
+    load_siren,
+    save_siren,
+)
 from volinr.io import InputError
 
 
@@ -10,10 +19,31 @@ def test_coordinate_grid_2d_and_3d():
     grid = coordinate_grid((4, 6))
     assert grid.shape == (24, 3)
     assert torch.all(grid[:, 2] == 0)  # z = 0 for a slice
-    assert grid[:, 0].min() == -1 and grid[:, 0].max() == 1
+    # voxel centres: the longest axis (6 columns) spans (-1, 1) less half a voxel each side
+    assert grid[:, 0].min() == pytest.approx(-5 / 6) and grid[:, 0].max() == pytest.approx(5 / 6)
+    assert grid[:, 1].max() == pytest.approx(0.5)  # 4 rows: true proportions kept
     assert grid[1, 0] > grid[0, 0] and grid[1, 1] == grid[0, 1]  # x runs along columns
     volume = coordinate_grid((3, 4, 5))
     assert volume.shape == (60, 3) and volume[:, 2].unique().numel() == 3
+
+
+def test_coordinates_are_physical_and_shared_by_lr_and_hr_grids():
+    # anisotropic volume: 2 mm slices, 1 mm pixels; extent (8, 8, 8) mm is isotropic
+    hr_extent = grid_extent((4, 8, 8), (2.0, 1.0, 1.0))
+    assert hr_extent == [8.0, 8.0, 8.0]
+    hr = coordinate_grid((4, 8, 8), extent=hr_extent)
+    assert float(hr[:, 2].max()) == pytest.approx(0.75) and float(hr[:, 0].max()) == pytest.approx(
+        0.875
+    )
+    # the x2 LR grid's voxel centres are the means of the HR centres they cover
+    lr = coordinate_grid((2, 4, 4), extent=hr_extent).reshape(2, 4, 4, 3)
+    hr = hr.reshape(4, 8, 8, 3)
+    pooled = hr.reshape(2, 2, 4, 2, 4, 2, 3).mean(dim=(1, 3, 5))
+    assert torch.allclose(lr, pooled, atol=1e-6)
+    # any chunk of the grid equals the same rows of the whole grid
+    assert torch.equal(
+        grid_coordinates((4, 8, 8), hr_extent, "cpu", 37, 101), hr.reshape(-1, 3)[37:101]
+    )
 
 
 def _phantom(size=32):
@@ -33,7 +63,7 @@ def test_a_short_fit_reduces_the_loss_and_keeps_the_best_snapshot(tmp_path):
     path = tmp_path / "siren.pt"
     assert save_siren(path, result) == path.stat().st_size
     model, payload = load_siren(path)
-    decoded = decode_siren(model, target.shape, tuple(payload["value_range"]))
+    decoded = decode_siren(model, target.shape, tuple(payload["value_range"]), chunk=100)
     lo, hi = target.min(), target.max()
     mse = np.mean(((decoded - target) / (hi - lo) * 2) ** 2)
     assert 10 * np.log10(4 / mse) == pytest.approx(result.best_psnr_db, abs=0.01)

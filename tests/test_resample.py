@@ -44,3 +44,11 @@ def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="too small"):
         downsampled_shape((5, 512), 4)
     assert downsampled_shape((512, 512, 463), 4) == (128, 128, 116)
+
+
+def test_slab_wise_resize_equals_one_pass_and_takes_int16(rng):
+    volume = (rng.normal(0, 300, (13, 20, 24))).astype(np.int16)
+    whole = resize(volume.astype(np.float32), (4, 5, 6), "lanczos", slab_voxels=1 << 30)
+    slabs = resize(volume, (4, 5, 6), "lanczos", slab_voxels=50)  # several slabs per axis
+    np.testing.assert_array_equal(whole, slabs)
+    assert slabs.dtype == np.float32

@@ -14,6 +14,7 @@ from volinr.sr_training import (
     load_sr_checkpoint,
     save_sr_checkpoint,
     super_resolve,
+    super_resolve_volume,
     train_srdensenet,
 )
 from volinr.stages import _reuse_reason
@@ -106,3 +107,18 @@ def test_a_foreign_file_is_not_a_checkpoint(tmp_path):
     path.write_text(json.dumps({"a": 1}))
     with pytest.raises(InputError, match="x.pt"):
         load_sr_checkpoint(path)
+
+
+@pytest.mark.parametrize("z_restore", ["lanczos", "sr-coronal"])
+def test_volume_super_resolution_restores_every_axis(z_restore, rng):
+    torch.manual_seed(0)
+    model = SRDenseNet(**TINY).eval()
+    lr = rng.normal(0, 1, (3, 5, 6)).astype(np.float32)
+    high = super_resolve_volume(model, lr, (11, 20, 24), z_restore=z_restore, progress=False)
+    assert high.shape == (11, 20, 24) and np.isfinite(high).all()
+    # in-plane SR of each axial slice; with sr-coronal the slice axis differs from Lanczos
+    other = "lanczos" if z_restore == "sr-coronal" else "sr-coronal"
+    again = super_resolve_volume(model, lr, (11, 20, 24), z_restore=other, progress=False)
+    assert not np.allclose(high, again)
+    with pytest.raises(ValueError, match="z_restore"):
+        super_resolve_volume(model, lr, (11, 20, 24), z_restore="cubic")

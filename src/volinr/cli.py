@@ -44,9 +44,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npy (sidecar .json beside it)")
     p.set_defaults(run="run_prepare")
 
+    p = sub.add_parser(
+        "prepare-volume", help="read a volume (DICOM series, NIfTI, phantom) and its evaluated slab"
+    )
+    p.add_argument("--spec", type=_json_arg, required=True, help="the dataset config (JSON)")
+    p.add_argument(
+        "--evaluation-slices", type=int, nargs=2, default=None, metavar=("START", "STOP")
+    )
+    p.add_argument(
+        "--factor", type=_positive_int, default=4, help="checked: the slab must allow it"
+    )
+    p.add_argument("--volume-out", required=True, help="the whole volume (.npy + .json)")
+    p.add_argument("--out", default="", help="the evaluated slab (.npy + .json)")
+    p.set_defaults(run="run_prepare_volume")
+
+    p = sub.add_parser("download", help="fetch, verify and safely extract a dataset's archives")
+    p.add_argument("--url", action="append", required=True)
+    p.add_argument("--sha256", action="append", default=[], help="one per URL, in order")
+    p.add_argument("--out-dir", required=True, help="the extracted dataset folder")
+    p.add_argument("--downloads-dir", required=True, help="downloaded files (kept for resuming)")
+    p.add_argument("--max-member-bytes", type=_positive_int, default=4 << 30)
+    p.add_argument("--manifest", required=True, help="output JSON: files, sizes, checksums")
+    p.set_defaults(run="run_download")
+
+    p = sub.add_parser("export", help="write a reconstructed volume as NIfTI and a DICOM series")
+    p.add_argument("--reconstruction", required=True)
+    p.add_argument("--geometry", required=True, help="the original's sidecar JSON")
+    p.add_argument("--description", required=True, help="SeriesDescription of the new series")
+    p.add_argument("--nifti", required=True)
+    p.add_argument("--dicom", required=True, help="output folder of the DICOM series")
+    p.set_defaults(run="run_export")
+
     p = sub.add_parser("sr-dataset", help="collect SR training images, excluding the eval image")
     p.add_argument("--eval", required=True, help="the prepared evaluation array (.npy)")
-    p.add_argument("--source", action="append", required=True, help="a training source")
+    p.add_argument("--source", action="append", default=[], help="a DICOM training source")
+    p.add_argument("--volume", default="", help="a volume whose axial slices train SR")
+    p.add_argument(
+        "--exclude-slices",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("START", "STOP"),
+        help="the evaluated slab of --volume: never trained on, nor --margin slices around it",
+    )
+    p.add_argument("--margin", type=int, default=0)
     p.add_argument("--max-correlation", type=float, default=0.5)
     p.add_argument("--out", required=True, help="output .npz of training images")
     p.add_argument("--split", required=True, help="output JSON recording the split")
@@ -93,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help="evaluate a fitted SIREN on its grid (or another shape)")
     p.add_argument("--weights", required=True)
-    p.add_argument("--shape", type=int, nargs="+", default=None)
+    p.add_argument("--shape", type=int, nargs="+", default=None, help="default: the fit's grid")
+    p.add_argument("--like", default="", help="a sidecar JSON whose geometry the output keeps")
+    p.add_argument("--chunk-voxels", type=_positive_int, default=1 << 18, help="bounds memory")
     p.add_argument("--out", required=True)
     _add_common(p)
     p.set_defaults(run="run_decode")
@@ -103,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["sr", "lanczos", "bicubic"], required=True)
     p.add_argument("--sr-model", default="", help="SRDenseNet checkpoint (method sr)")
     p.add_argument("--reference", required=True, help="the full-resolution array (for its grid)")
+    p.add_argument(
+        "--z-restore",
+        choices=["lanczos", "sr-coronal"],
+        default="lanczos",
+        help="volumes, method sr: how the slice axis is restored after in-plane SR",
+    )
     p.add_argument("--out", required=True)
     _add_common(p)
     p.set_defaults(run="run_upsample")
@@ -127,12 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=[-1024.0, float("nan")],
         help="low and high of the second 8-bit window (nan high: the image max)",
     )
+    p.add_argument("--per-slice", default="", help="volumes: a CSV of per-slice PSNR and SSIM")
     p.add_argument("--out", required=True)
     p.set_defaults(run="run_evaluate")
 
     p = sub.add_parser("tables", help="paper-vs-ours tables (CSV + Markdown)")
     p.add_argument("--metrics", nargs="+", required=True, help="evaluate JSON files")
     p.add_argument("--published", required=True, help="the paper's numbers (YAML)")
+    p.add_argument(
+        "--mode",
+        choices=["slice", "volume"],
+        default="slice",
+        help="volume: the paper's slice numbers do not apply and print as n/a",
+    )
     p.add_argument("--out-dir", required=True)
     p.set_defaults(run="run_tables")
 
@@ -140,7 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kind",
         required=True,
-        choices=["lr-fit", "pipeline", "baseline", "bars", "comparison", "sr-training"],
+        choices=[
+            "lr-fit",
+            "pipeline",
+            "baseline",
+            "bars",
+            "comparison",
+            "sr-training",
+            "per-slice",
+            "orthogonal",
+        ],
     )
     p.add_argument("--results", required=True, help="results folder")
     p.add_argument("--tables-dir", required=True)

@@ -63,7 +63,7 @@ class FigureInputs:
 
     def __init__(self, results: Path, tables_dir: Path, seed: int):
         self.results, self.seed = results, seed
-        self.hr, _ = load_array(results / "data/eval.npy")
+        self.hr, self.hr_meta = load_array(results / "data/eval.npy")
         self.lr, _ = load_array(results / "data/lr.npy")
         self.ours_table = pd.read_csv(tables_dir / "table4_ours.csv").set_index("layers")
         self.base_table = pd.read_csv(tables_dir / "table5_baseline.csv").set_index("layers")
@@ -232,4 +232,68 @@ def _sr_training(curve_path: Path, path: Path) -> None:
     ax.set_ylabel("PSNR (dB, normalised scale)")
     ax.set_title("SR pretraining: fixed monitoring patches from the training images", fontsize=9)
     ax.legend()
+    _save(fig, path)
+
+
+def per_slice_figure(inputs: FigureInputs, layers: list[int], path: Path) -> None:
+    """Volumes: PSNR and SSIM of every axial slice, for each method."""
+    files = [
+        inputs.results / f"metrics/{kind}/{inputs.run(n)}.slices.csv"
+        for n in layers
+        for kind in ("ours", "baseline")
+    ]
+    files += sorted((inputs.results / "metrics/reference").glob("*.slices.csv"))
+    frames = []
+    for file in files:
+        frame = pd.read_csv(file)
+        layer = frame["layers"].iloc[0] if "layers" in frame else None
+        name = str(frame["method"].iloc[0])
+        frame["curve"] = f"{name}, {int(layer)} layers" if pd.notna(layer) else name
+        frames.append(frame)
+    data = pd.concat(frames, ignore_index=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    for ax, column, label in (
+        (axes[0], "psnr_8bit_db", "PSNR (dB, 8-bit, volume min..max window)"),
+        (axes[1], "ssim", "SSIM (HU, volume data range)"),
+    ):
+        sns.lineplot(data=data, x="slice", y=column, hue="curve", ax=ax, lw=1)
+        ax.set_xlabel("axial slice of the evaluated volume")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    axes[0].set_title("Per-slice quality: where along the volume each method loses", fontsize=9)
+    _save(fig, path)
+
+
+def _orthogonal_planes(volume: np.ndarray) -> list[np.ndarray]:
+    slices, rows, cols = volume.shape
+    return [volume[slices // 2], volume[:, rows // 2, :], volume[:, :, cols // 2]]
+
+
+def orthogonal_figure(inputs: FigureInputs, layers: list[int], path: Path) -> None:
+    """Volumes: axial, coronal and sagittal middle planes of the original and reconstructions,
+    drawn with the voxels' physical aspect ratio."""
+    spacing = inputs.hr_meta.get("spacing_mm") or [1.0, 1.0, 1.0]
+    dz, dy, dx = (float(s) for s in spacing)
+    rows = [("original", inputs.hr)]
+    for n in layers:
+        rows.append((f"ours, {n} layers", inputs.array(f"recon/ours/{inputs.run(n)}/hr.npy")))
+        rows.append(
+            (f"SIREN on HR, {n} layers", inputs.array(f"recon/baseline/{inputs.run(n)}/hr.npy"))
+        )
+    fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.2 * len(rows)), squeeze=False)
+    for r, (name, volume) in enumerate(rows):
+        for c, (plane, aspect, view) in enumerate(
+            zip(
+                _orthogonal_planes(volume),
+                (dy / dx, dz / dx, dz / dy),
+                ("axial", "coronal", "sagittal"),
+                strict=True,
+            )
+        ):
+            ax = axes[r, c]
+            ax.imshow(
+                plane, cmap="gray", vmin=inputs.window[0], vmax=inputs.window[1], aspect=aspect
+            )
+            ax.set_title(f"{name}: {view}", fontsize=9)
+            ax.set_axis_off()
     _save(fig, path)

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,21 +32,58 @@ log = logging.getLogger(__name__)
 WEIGHTS_FORMAT = "volinr-siren-1"
 
 
-def coordinate_grid(shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
-    """(N, 3) coordinates (x, y, z) in [-1, 1] of every voxel of a (rows, cols) slice or a
-    (slices, rows, cols) volume, in C order; z = 0 for a slice."""
+def grid_extent(shape: Sequence[int], spacing_mm: Sequence[float] | None = None) -> list[float]:
+    """Physical extent (voxels x spacing) of each axis; unit spacing when none is known.
+
+    A spacing that does not have one entry per axis (e.g. a slice's PixelSpacing given for a
+    volume) is ignored rather than guessed.
+    """
+    if spacing_mm is None or len(spacing_mm) != len(shape) or min(spacing_mm) <= 0:
+        spacing_mm = [1.0] * len(shape)
+    return [float(n) * float(s) for n, s in zip(shape, spacing_mm, strict=True)]
+
+
+def grid_coordinates(
+    shape: Sequence[int],
+    extent: Sequence[float] | None = None,
+    device: torch.device | str = "cpu",
+    start: int = 0,
+    stop: int | None = None,
+) -> torch.Tensor:
+    """(N, 3) SIREN inputs (x, y, z) of the voxels ``start..stop`` (C order) of a (rows, cols)
+    slice or a (slices, rows, cols) volume; z = 0 for a slice.
+
+    Coordinates are voxel centres in physical space, centred on the grid and divided by half
+    the longest extent: the longest axis spans (-1, 1) and shorter or anisotropic axes keep
+    their true proportions. A grid of another shape over the same extent (the LR grid, or a
+    decode at full resolution) therefore lands on the same physical positions.
+    """
+    shape = tuple(int(n) for n in shape)
     if len(shape) not in (2, 3):
         raise ValueError(f"a SIREN grid is 2D or 3D, got shape {shape}")
-    axes = [
-        torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else torch.zeros(1, device=device)
-        for n in shape
-    ]
-    mesh = torch.meshgrid(*axes, indexing="ij")
+    extent = grid_extent(shape) if extent is None else [float(e) for e in extent]
+    count = math.prod(shape)
+    stop = count if stop is None else min(stop, count)
+    flat = torch.arange(start, stop, device=device)
+    half_longest = max(extent) / 2
+    axes = []
+    for n, length in zip(reversed(shape), reversed(extent), strict=True):
+        index = flat % n
+        flat = flat // n
+        # centre of voxel i at (i + 0.5) * length / n, measured from the grid's centre
+        axes.append(((index.to(torch.float32) + 0.5) * (length / n) - length / 2) / half_longest)
     if len(shape) == 2:
-        rows, cols = mesh
-        return torch.stack([cols, rows, torch.zeros_like(rows)], dim=-1).reshape(-1, 3)
-    slices, rows, cols = mesh
-    return torch.stack([cols, rows, slices], dim=-1).reshape(-1, 3)
+        axes.append(torch.zeros_like(axes[0]))
+    return torch.stack(axes, dim=-1)  # (x, y, z): columns, rows, slices
+
+
+def coordinate_grid(
+    shape: Sequence[int],
+    device: torch.device | str = "cpu",
+    extent: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """(N, 3) coordinates of every voxel of a grid, in C order (see ``grid_coordinates``)."""
+    return grid_coordinates(shape, extent, device)
 
 
 def scale_to_unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -75,6 +112,7 @@ class FitResult:
     model: Siren  # the best snapshot
     value_range: tuple[float, float]
     grid_shape: tuple[int, ...]
+    grid_extent: list[float]
     best_psnr_db: float
     best_iteration: int
     final_psnr_db: float
@@ -145,15 +183,20 @@ def fit_siren(
     device: torch.device,
     progress: bool | None = None,
     label: str = "",
+    spacing_mm: Sequence[float] | None = None,
 ) -> FitResult:
-    """Adam on MSE over the voxels of ``target``; keeps the snapshot with the best PSNR."""
+    """Adam on MSE over the voxels of ``target``; keeps the snapshot with the best PSNR.
+
+    ``spacing_mm`` (one entry per axis) scales the coordinates by physical extent.
+    """
     target = np.asarray(target, dtype=np.float32)
     lo, hi = float(target.min()), float(target.max())
     if hi <= lo:
         raise InputError(f"{label or 'target'}: a constant image cannot be fitted (value {lo})")
     torch.manual_seed(settings.seed)
     model = Siren(3, settings.width, settings.sine_layers, 1, settings.omega0).to(device)
-    coords = coordinate_grid(target.shape, device)
+    extent = grid_extent(target.shape, spacing_mm)
+    coords = coordinate_grid(target.shape, device, extent)
     values = torch.from_numpy(scale_to_unit(target, lo, hi).reshape(-1, 1)).to(device)
     count = coords.shape[0]
     batch = min(settings.batch_size, count)
@@ -225,6 +268,7 @@ def fit_siren(
         model=model.eval(),
         value_range=(lo, hi),
         grid_shape=tuple(target.shape),
+        grid_extent=extent,
         best_psnr_db=best_psnr,
         best_iteration=best_iteration,
         final_psnr_db=evaluations[-1]["psnr_db"],
@@ -246,6 +290,7 @@ def save_siren(path: str | os.PathLike, result: FitResult) -> int:
         result.model,
         value_range=list(result.value_range),
         grid_shape=list(result.grid_shape),
+        grid_extent=list(result.grid_extent),
     )
 
 
@@ -257,15 +302,33 @@ def load_siren(
 
 def decode_siren(
     model: Siren,
-    shape: tuple[int, ...],
+    shape: Sequence[int],
     value_range: tuple[float, float],
     device: torch.device | str = "cpu",
+    extent: Sequence[float] | None = None,
     chunk: int = 1 << 18,
+    progress: bool | None = None,
 ) -> np.ndarray:
-    """Evaluate the SIREN on every voxel of a grid of ``shape``, in chunks of voxels."""
-    coords = coordinate_grid(tuple(shape), device)
-    out = np.empty(coords.shape[0], np.float32)
+    """Evaluate the SIREN on every voxel of a grid of ``shape`` spanning ``extent`` (the fit's
+    physical extent; default: the grid's own, unit spacing).
+
+    Coordinates are made chunk by chunk, so the memory is the output plus one chunk: a
+    512x512x463 volume decodes without its 1.4 GB coordinate array.
+    """
+    shape = tuple(int(n) for n in shape)
+    extent = grid_extent(shape) if extent is None else extent
+    count = math.prod(shape)
+    out = np.empty(count, np.float32)
+    if progress is None:
+        progress = os.isatty(2)
+    starts = range(0, count, chunk)
     with torch.inference_mode():
-        for start in range(0, coords.shape[0], chunk):
-            out[start : start + chunk] = model(coords[start : start + chunk])[:, 0].cpu().numpy()
-    return unscale(out, *value_range).reshape(shape).astype(np.float32)
+        for start in tqdm(starts, desc="decode", unit="chunk", disable=not progress):
+            coords = grid_coordinates(shape, extent, device, start, start + chunk)
+            out[start : start + chunk] = model(coords)[:, 0].float().cpu().numpy()
+    lo, hi = value_range
+    # in place (unscale() would allocate two more volumes)
+    out += 1.0
+    out *= (hi - lo) / 2.0
+    out += lo
+    return out.reshape(shape)

@@ -95,8 +95,9 @@ def sha256_file(path: str | os.PathLike) -> str:
 def sha256_array(array: np.ndarray) -> str:
     """sha256 of the array's values (C order) with its dtype and shape, not of a file."""
     array = np.ascontiguousarray(array)
-    header = f"{array.dtype.str}{array.shape}".encode()
-    return sha256_bytes(header + array.tobytes())
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.reshape(-1).view(np.uint8).data)  # no copy of a whole volume
+    return digest.hexdigest()
 
 
 # --- arrays with sidecars ------------------------------------------------------------------

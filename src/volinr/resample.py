@@ -21,33 +21,64 @@ _FILTERS = {
 }
 
 
-def _resize_axis(array: np.ndarray, axis: int, length: int, method: str) -> np.ndarray:
-    """Resize one axis of a float32 array with Pillow, leaving the other axes untouched."""
-    if array.shape[axis] == length:
-        return array
-    moved = np.moveaxis(array, axis, -1)
-    lead_shape = moved.shape[:-1]
-    # Each row along the resized axis becomes a 1 x n image: Pillow resizes only its width.
-    rows = moved.reshape(-1, moved.shape[-1])
+def _resize_rows(rows: np.ndarray, length: int, method: str) -> np.ndarray:
+    """Resize the last axis of a 2D (n, m) block: each row becomes a 1 x m Pillow image."""
     out = np.empty((rows.shape[0], length), dtype=np.float32)
-    # Pillow images are limited in height; stacking rows as one tall image keeps this fast.
+    # Stacking rows as one tall image is fast; Pillow limits an image's height, hence chunks.
     chunk = 16384
     for start in range(0, rows.shape[0], chunk):
         block = np.ascontiguousarray(rows[start : start + chunk], dtype=np.float32)
         image = Image.fromarray(block, mode="F")
         resized = image.resize((length, block.shape[0]), _FILTERS[method])
         out[start : start + chunk] = np.asarray(resized, dtype=np.float32)
-    return np.moveaxis(out.reshape(*lead_shape, length), -1, axis)
+    return out
 
 
-def resize(array: np.ndarray, shape: Sequence[int], method: str = "lanczos") -> np.ndarray:
+def _resize_axis(
+    array: np.ndarray, axis: int, length: int, method: str, slab_voxels: int
+) -> np.ndarray:
+    """Resize one axis with Pillow, leaving the other axes untouched.
+
+    The work goes in slabs along another axis, converted to float32 one slab at a time, so the
+    memory beyond input and output is one slab (a 512x512x463 int16 volume needs no float32
+    copy of itself).
+    """
+    if array.shape[axis] == length:
+        return array
+    shape = list(array.shape)
+    shape[axis] = length
+    out = np.empty(shape, dtype=np.float32)
+    others = [a for a in range(array.ndim) if a != axis]
+    if not others:
+        return _resize_rows(array[None], length, method)[0]
+    slab_axis = others[0]
+    per_index = max(1, array.size // array.shape[slab_axis])
+    step = max(1, slab_voxels // per_index)
+    for start in range(0, array.shape[slab_axis], step):
+        index = [slice(None)] * array.ndim
+        index[slab_axis] = slice(start, start + step)
+        slab = np.moveaxis(array[tuple(index)], axis, -1)
+        resized = _resize_rows(slab.reshape(-1, slab.shape[-1]), length, method)
+        out[tuple(index)] = np.moveaxis(resized.reshape(*slab.shape[:-1], length), -1, axis)
+    return out
+
+
+def resize(
+    array: np.ndarray,
+    shape: Sequence[int],
+    method: str = "lanczos",
+    slab_voxels: int = 1 << 24,
+) -> np.ndarray:
     """Resize a 2D or 3D array to ``shape``, separably, with a Pillow filter.
 
-    float32 in, float32 out, no clipping (Lanczos overshoots at edges; that is kept).
+    Any numeric dtype in (converted slab by slab), float32 out, no clipping (Lanczos
+    overshoots at edges; that is kept). ``slab_voxels`` bounds the working memory per step.
     """
     if method not in _FILTERS:
         raise ValueError(f"unknown resampling method {method!r}; choose from {sorted(_FILTERS)}")
-    array = np.asarray(array, dtype=np.float32)
+    array = np.asarray(array)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"cannot resize an array of dtype {array.dtype}")
     shape = tuple(int(s) for s in shape)
     if len(shape) != array.ndim:
         raise ValueError(f"target shape {shape} has {len(shape)} axes, the array has {array.ndim}")
@@ -57,7 +88,7 @@ def resize(array: np.ndarray, shape: Sequence[int], method: str = "lanczos") -> 
     # Shrinking axes first keeps the intermediate arrays small.
     order = sorted(range(array.ndim), key=lambda axis: shape[axis] / array.shape[axis])
     for axis in order:
-        out = _resize_axis(out, axis, shape[axis], method)
+        out = _resize_axis(out, axis, shape[axis], method, slab_voxels)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 

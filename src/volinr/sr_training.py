@@ -22,7 +22,7 @@ from tqdm import tqdm
 from volinr.checkpoints import load_checkpoint, save_checkpoint
 from volinr.io import InputError
 from volinr.models.srdensenet import SRDenseNet
-from volinr.resample import lanczos_resize
+from volinr.resample import lanczos_resize, resize
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,42 @@ def super_resolve(
     if lr.ndim != 2:
         raise ValueError(f"super-resolution takes a 2D image or a 3D volume, got shape {lr.shape}")
     return _super_resolve_plane(model, lr, device, tile)
+
+
+Z_RESTORE_METHODS = ("lanczos", "sr-coronal")
+
+
+def super_resolve_volume(
+    model: SRDenseNet,
+    lr: np.ndarray,
+    shape: tuple[int, int, int],
+    device: torch.device | str = "cpu",
+    z_restore: str = "lanczos",
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Restore a (slices, rows, cols) volume to ``shape``: SRDenseNet in-plane on every axial
+    slice, then the slice axis by Lanczos (default) or by SRDenseNet on coronal planes.
+
+    The network is 2D and x``scale`` on both axes of a plane. For 'sr-coronal' each coronal
+    plane (LR slices x full-resolution columns) is super-resolved, which also enlarges the
+    columns a second time; those are brought back with antialiased Lanczos, so only the
+    slice axis keeps the network's output. Any size left over (an odd full-resolution size)
+    is matched by Lanczos.
+    """
+    if z_restore not in Z_RESTORE_METHODS:
+        raise ValueError(f"z_restore must be one of {Z_RESTORE_METHODS}, got {z_restore!r}")
+    if progress is None:
+        progress = os.isatty(2)
+    planes = tqdm(lr, desc="SR axial", unit="slice", disable=not progress)
+    axial = np.stack([_super_resolve_plane(model, plane, device, 128) for plane in planes])
+    if z_restore == "sr-coronal":
+        columns = axial.shape[2]
+        coronal = []
+        for row in tqdm(range(axial.shape[1]), desc="SR coronal", disable=not progress):
+            plane = _super_resolve_plane(model, axial[:, row, :], device, 128)
+            coronal.append(resize(plane, (plane.shape[0], columns), "lanczos"))
+        axial = np.stack(coronal, axis=1)
+    return resize(axial, shape, "lanczos")
 
 
 def _super_resolve_plane(model: SRDenseNet, plane: np.ndarray, device, tile: int) -> np.ndarray:

@@ -62,45 +62,131 @@ def run_sr_dataset(args) -> None:
     from volinr.sources import correlation_with, read_dicom_frames
 
     evaluation, eval_meta = load_array(args.eval)
-    eval_sha = sha256_array(evaluation.astype(np.float32))
+    evaluation = evaluation.astype(np.float32)
+    eval_planes = evaluation[None] if evaluation.ndim == 2 else evaluation
+    eval_hashes = {sha256_array(plane) for plane in eval_planes}
+    # The correlation check compares against the slice itself, or slices spread through a volume.
+    probe_index = np.unique(np.linspace(0, len(eval_planes) - 1, min(5, len(eval_planes))).round())
+    probes = [eval_planes[int(i)] for i in probe_index]
     images, records = {}, []
+
+    def add(pixels: np.ndarray, record: dict, check_correlation: bool) -> None:
+        where = f"{record['source']} {'frame' if 'frame' in record else 'slice'} "
+        where += str(record.get("frame", record.get("slice")))
+        record["sha256"] = sha256_array(pixels)
+        if record["sha256"] in eval_hashes:
+            raise InputError(f"{where}: SR training image equals an evaluated slice")
+        if check_correlation:
+            correlation = max(correlation_with(probe, pixels) for probe in probes)
+            record["correlation_with_eval"] = round(correlation, 6)
+            # A training image may be neither the evaluation image nor a re-encoding of it.
+            if abs(correlation) > args.max_correlation:
+                raise InputError(
+                    f"{where}: SR training image matches the evaluation image "
+                    f"{eval_meta.get('source', args.eval)} (correlation {correlation:.4f} > "
+                    f"{args.max_correlation}); remove it from the training sources"
+                )
+        images[f"image_{len(records)}"] = pixels
+        records.append(record)
+
     for source in args.source:
         for frame in read_dicom_frames(source):
-            correlation = correlation_with(evaluation, frame.pixels)
-            record = {
-                "source": source,
-                "frame": frame.frame,
-                "shape": list(frame.pixels.shape),
-                "modality": frame.meta["modality"],
-                "sha256": frame.sha256,
-                "correlation_with_eval": round(correlation, 6),
-            }
-            # A training image may be neither the evaluation image nor a re-encoding of it.
-            if frame.sha256 == eval_sha or abs(correlation) > args.max_correlation:
-                raise InputError(
-                    f"{source} frame {frame.frame}: SR training image matches the evaluation "
-                    f"image {eval_meta.get('source', args.eval)} (correlation {correlation:.4f} "
-                    f"> {args.max_correlation}); remove it from the training sources"
-                )
-            images[f"image_{len(records)}"] = frame.pixels
-            records.append(record)
+            record = {"source": source, "frame": frame.frame, "shape": list(frame.pixels.shape)}
+            add(frame.pixels, record | {"modality": frame.meta["modality"]}, True)
+    excluded: list[int] = []
+    if args.volume:
+        volume, volume_meta = load_array(args.volume)
+        if volume.ndim != 3:
+            raise InputError(f"{args.volume}: SR training slices need a volume, got {volume.shape}")
+        if args.exclude_slices:
+            # the evaluated slab and `margin` neighbours each side never train the network
+            start, stop = args.exclude_slices
+            excluded = list(
+                range(max(0, start - args.margin), min(len(volume), stop + args.margin))
+            )
+        for index in sorted(set(range(len(volume))) - set(excluded)):
+            record = {"source": volume_meta.get("source", args.volume), "slice": index}
+            add(
+                volume[index].astype(np.float32),
+                record | {"shape": list(volume[index].shape)},
+                False,
+            )
+    if not records:
+        raise InputError(
+            f"{args.volume or args.eval}: no SR training images are left (sources: "
+            f"{args.source or 'none'}; excluded slices {excluded[:1]}..{excluded[-1:]})"
+        )
     split = {
         "evaluation": {
             "source": eval_meta.get("source"),
             "frame": eval_meta.get("frame"),
+            "slices": eval_meta.get("evaluation_slices"),
             "shape": list(evaluation.shape),
-            "sha256": eval_sha,
+            "sha256": sha256_array(evaluation),
         },
         "training": records,
         "max_correlation": args.max_correlation,
-        "rule": "no training frame equals the evaluation frame (sha256) or correlates with it "
-        "above max_correlation after resizing onto its grid",
+        "excluded_slices": excluded,
+        "margin_slices": args.margin if args.volume else None,
+        "rule": "no training image equals an evaluated slice (sha256); DICOM frames correlating "
+        "with the evaluation image above max_correlation after resizing are refused; slices of "
+        "the evaluated volume train only outside the evaluated slab and its margin",
     }
     with atomic_path(args.out) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **images)
     write_json(args.split, split)
-    log.info("SR training set: %d frames from %d sources", len(records), len(args.source))
+    log.info("SR training set: %d images (%d slices excluded)", len(records), len(excluded))
+
+
+def run_download(args) -> None:
+    from volinr.download import fetch_dataset
+
+    sha256s = list(args.sha256) + [""] * (len(args.url) - len(args.sha256))
+    if len(sha256s) != len(args.url):
+        raise InputError(f"{len(args.sha256)} checksums given for {len(args.url)} URLs")
+    manifest = fetch_dataset(
+        args.url,
+        sha256s,
+        args.out_dir,
+        args.downloads_dir,
+        max_member_bytes=args.max_member_bytes,
+    )
+    write_json(args.manifest, manifest)
+
+
+def _nifti_in(folder: Path) -> Path:
+    """The one NIfTI file of a (downloaded) folder."""
+    found = sorted(p for p in folder.rglob("*") if p.name.endswith((".nii", ".nii.gz")))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise InputError(f"{folder}: expected exactly one .nii or .nii.gz file, found {names}")
+    return found[0]
+
+
+def run_prepare_volume(args) -> None:
+    from volinr.resample import downsampled_shape
+    from volinr.volumes import crop_slices, read_volume
+
+    spec = dict(args.spec)
+    if spec.get("kind") == "nifti" and Path(spec.get("path", "")).is_dir():
+        spec["path"] = str(_nifti_in(Path(spec["path"])))
+    volume = read_volume(spec)
+    source = volume.meta.get("source") or spec.get("path") or spec.get("kind")
+    slices = len(volume.voxels)
+    start, stop = args.evaluation_slices or (0, slices)
+    if not 0 <= start < stop <= slices:
+        raise InputError(f"{source}: evaluation slices {start}..{stop} outside 0..{slices}")
+    evaluated = crop_slices(volume, start, stop)
+    try:
+        downsampled_shape(evaluated.voxels.shape, args.factor)
+    except ValueError as err:
+        raise InputError(f"{source}: {err}") from None
+    save_array(args.volume_out, volume.voxels, volume.meta)
+    if args.out:
+        meta = evaluated.meta | {"evaluation_slices": [start, stop], "slab_of": args.volume_out}
+        save_array(args.out, evaluated.voxels, meta)
+    log.info("%s: volume %s, evaluated slices %d..%d", source, volume.voxels.shape, start, stop)
 
 
 def run_downsample(args) -> None:
@@ -108,8 +194,10 @@ def run_downsample(args) -> None:
 
     array, meta = load_array(args.input)
     shape = downsampled_shape(array.shape, args.factor)
-    small = lanczos_resize(array.astype(np.float32), shape)
-    meta = {k: v for k, v in meta.items() if k not in ("shape", "dtype", "sha256")}
+    small = lanczos_resize(array, shape)  # converted to float32 slab by slab
+    # Per-slice positions and file lists describe the full-resolution grid only.
+    dropped = ("shape", "dtype", "sha256", "slice_positions_mm", "origin_mm", "slice_files")
+    meta = {k: v for k, v in meta.items() if k not in dropped}
     if meta.get("spacing_mm"):
         n = len(meta["spacing_mm"])
         meta["spacing_mm"] = [
@@ -253,7 +341,8 @@ def run_fit(args) -> None:
         compile=args.compile,
     )
     label = f"SIREN {args.sine_layers} layers, seed {args.seed}, on {Path(args.target).name}"
-    result = fit_siren(target, settings, device, label=label)
+    spacing = meta.get("spacing_mm")
+    result = fit_siren(target, settings, device, label=label, spacing_mm=spacing)
     weights_bytes = save_siren(args.weights, result)
     evaluations = {e["iteration"]: e for e in result.evaluations}
     rows = []
@@ -274,6 +363,8 @@ def run_fit(args) -> None:
             "target": str(args.target),
             "target_source": meta.get("source"),
             "target_shape": list(target.shape),
+            "grid_extent": result.grid_extent,
+            "coordinates": "voxel centres scaled by physical extent; longest axis spans (-1, 1)",
             "settings": vars(settings),
             "parameter_count": result.model.parameter_count,
             "weights_file": str(args.weights),
@@ -306,37 +397,76 @@ def run_decode(args) -> None:
     device = _device(args)
     model, payload = load_siren(args.weights, device)
     shape = tuple(args.shape) if args.shape else tuple(payload["grid_shape"])
-    decoded = decode_siren(model, shape, tuple(payload["value_range"]), device)
-    save_array(args.out, decoded, {"decoded_from": str(args.weights), "grid": list(shape)})
+    if len(shape) != len(payload["grid_shape"]):
+        raise InputError(
+            f"{args.weights}: fitted on a {len(payload['grid_shape'])}D grid, cannot decode "
+            f"onto shape {shape}"
+        )
+    extent = payload.get("grid_extent") or [float(n) for n in payload["grid_shape"]]
+    meta = {"decoded_from": str(args.weights), "grid": list(shape), "extent_mm": extent}
+    if args.like:
+        like = read_json(args.like)
+        meta = {k: v for k, v in like.items() if k not in ("shape", "dtype", "sha256")} | meta
+    if shape != tuple(payload["grid_shape"]):
+        meta["spacing_mm"] = [e / n for e, n in zip(extent, shape, strict=True)]
+    decoded = decode_siren(
+        model, shape, tuple(payload["value_range"]), device, extent, args.chunk_voxels
+    )
+    save_array(args.out, decoded, meta)
 
 
 def run_upsample(args) -> None:
     from volinr.resample import resize
 
     low, meta = load_array(args.input)
-    reference, _ = load_array(args.reference)
+    reference, reference_meta = load_array(args.reference)
+    if low.ndim != reference.ndim:
+        raise InputError(f"{args.input}: {low.ndim}D, the reference {args.reference} is not")
     if args.method == "sr":
-        from volinr.sr_training import load_sr_checkpoint, super_resolve
+        from volinr.sr_training import load_sr_checkpoint, super_resolve, super_resolve_volume
 
         if not args.sr_model:
             raise InputError("upsample --method sr needs --sr-model")
         device = _device(args)
         model, _ = load_sr_checkpoint(args.sr_model, device)
-        high = super_resolve(model, low, device)
+        if low.ndim == 3:
+            high = super_resolve_volume(model, low, reference.shape, device, args.z_restore)
+        else:
+            high = super_resolve(model, low, device)
         if high.shape != reference.shape:
             # SR gives scale x the LR grid; odd HR sizes are matched by a small resize.
             high = resize(high, reference.shape, "lanczos")
     else:
         high = resize(low, reference.shape, args.method)
+    geometry = {k: v for k, v in reference_meta.items() if k not in ("shape", "dtype", "sha256")}
     save_array(
         args.out,
         high,
-        {
+        geometry
+        | {
             "upsampled_from": str(args.input),
             "method": args.method,
+            "z_restore": args.z_restore if args.method == "sr" and low.ndim == 3 else None,
             "sr_model": args.sr_model or None,
         },
     )
+
+
+def run_export(args) -> None:
+    from volinr.volumes import write_dicom_series, write_nifti
+
+    reconstruction, _ = load_array(args.reconstruction)
+    geometry = read_json(args.geometry)
+    if reconstruction.ndim != 3 or list(reconstruction.shape) != geometry.get("shape"):
+        raise InputError(
+            f"{args.reconstruction}: shape {reconstruction.shape} does not match the original's "
+            f"{geometry.get('shape')} ({args.geometry})"
+        )
+    write_nifti(args.nifti, reconstruction, geometry)
+    written = write_dicom_series(
+        args.dicom, reconstruction, geometry, args.description, derived_from=args.reconstruction
+    )
+    log.info("exported %s: %s and %d DICOM files", args.reconstruction, args.nifti, len(written))
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -409,6 +539,9 @@ def run_evaluate(args) -> None:
     for key, value in result.items():
         if isinstance(value, float) and math.isnan(value):
             raise FloatingPointError(f"{args.reconstruction}: metric {key} is NaN")
+    if args.per_slice:
+        rows = metrics.per_slice_metrics(reference, reconstruction, minmax)
+        write_csv(args.per_slice, [dict(args.label) | row for row in rows])
     write_json(args.out, result)
 
 
@@ -450,8 +583,11 @@ def run_tables(args) -> None:
     from volinr import tables
 
     metrics = tables.load_metrics(args.metrics)
-    built = tables.build_tables(metrics, tables.load_published(args.published))
-    tables.write_tables(built, tables.notes_for(metrics), args.out_dir)
+    published = tables.load_published(args.published)
+    if args.mode == "volume":
+        published = tables.published_for_volume(published)
+    built = tables.build_tables(metrics, published)
+    tables.write_tables(built, tables.notes_for(metrics), args.out_dir, args.mode)
 
 
 def run_figure(args) -> None:
@@ -466,6 +602,10 @@ def run_figure(args) -> None:
         figures.bars_figure(inputs, out)
     elif args.kind == "comparison":
         figures.comparison_figure(inputs, args.layers, out)
+    elif args.kind == "per-slice":
+        figures.per_slice_figure(inputs, args.layers, out)
+    elif args.kind == "orthogonal":
+        figures.orthogonal_figure(inputs, args.layers, out)
     else:
         draw = {
             "lr-fit": figures.lr_fit_figure,

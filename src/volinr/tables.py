@@ -21,15 +21,16 @@ log = logging.getLogger(__name__)
 
 PSNR_NOTE = (
     "PSNR (dB): the paper's definition, 8-bit images (peak 255) after the min..max window of "
-    "the original slice, rounded to integers; 'tissue' uses the window {tissue}; 'native' is "
-    "PSNR on HU with peak = the slice's max - min; SSIM on HU (scikit-image, data_range = "
-    "max - min). With several seeds: mean, and the 95% confidence interval half-width (t)."
+    "the original image, rounded to integers; 'tissue' uses the window {tissue}; 'native' is "
+    "PSNR on HU with peak = the original's max - min; SSIM on HU (scikit-image, data_range = "
+    "max - min; a volume's SSIM is the mean over its axial slices). With several seeds: "
+    "mean, and the 95% confidence interval half-width (t)."
 )
 RATE_NOTE = (
-    "Compression rate, paper convention: 512x512 bytes of an 8-bit slice / bytes of the saved "
-    "SIREN weights file (SR model not counted). 16-bit: 2 bytes a voxel of the original / the "
-    "weights file; 'with SR' adds the SRDenseNet checkpoint's bytes. Bits per voxel: 8 x the "
-    "weights file's bytes / voxels of the full-resolution slice."
+    "Compression rate, paper convention: bytes of the 8-bit original (1 byte a voxel) / bytes "
+    "of the saved SIREN weights file (SR model not counted). 16-bit: 2 bytes a voxel of the "
+    "original / the weights file; 'with SR' adds the SRDenseNet checkpoint's bytes. Bits per "
+    "voxel: 8 x the weights file's bytes / voxels of the full-resolution original."
 )
 TIME_NOTE = (
     "Time: wall-clock seconds of the training steps alone (evaluation passes excluded) for "
@@ -62,6 +63,17 @@ def load_published(path: str | Path) -> dict[str, Any]:
     if missing:
         raise InputError(f"{path}: the published numbers lack {', '.join(missing)}")
     return published
+
+
+def published_for_volume(published: dict[str, Any]) -> dict[str, Any]:
+    """The paper reports one 2D slice: for a volume every published quality, time, memory and
+    rate is 'n/a'; only the SIREN parameter counts (architecture) still apply."""
+    return {
+        "siren_params": published["siren_params"],
+        "ours": {key: {} for key in published["ours"]},
+        "baseline_full_res_siren": {key: {} for key in published["baseline_full_res_siren"]},
+        "other_methods_best_psnr_db": {},
+    }
 
 
 def mean_ci95(values: Iterable[float]) -> tuple[float, float, int]:
@@ -308,12 +320,17 @@ def notes_for(metrics: pd.DataFrame) -> list[str]:
     ]
 
 
-def write_tables(tables: dict[str, pd.DataFrame], notes: list[str], out_dir: str | Path) -> None:
+def write_tables(
+    tables: dict[str, pd.DataFrame], notes: list[str], out_dir: str | Path, mode: str = "slice"
+) -> None:
+    """CSV (empty cells where a value does not exist) and Markdown ('n/a' there)."""
     out_dir = Path(out_dir)
     for name, table in tables.items():
         with atomic_path(out_dir / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
-        text = [f"## {TITLES[name]}", ""] + [f"> {n}" for n in notes] + [""]
-        text.append(table.to_markdown(index=False, floatfmt=".4g"))
+        title = TITLES[name] if mode == "slice" else TITLES[name].replace("slice", "volume")
+        text = [f"## {title}", ""] + [f"> {n}" for n in notes] + [""]
+        shown = table.astype(object).where(table.notna(), None)
+        text.append(shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a"))
         with atomic_path(out_dir / f"{name}.md") as tmp:
             tmp.write_text("\n".join(text) + "\n")

@@ -28,7 +28,7 @@ rule aggregate_tables:
         mem_mb=2000,
     shell:
         "python -m volinr tables --metrics {input.metrics} --published {input.published} "
-        f"--out-dir {R}/tables 2> {{log}}"
+        f"--mode {MODE} --out-dir {R}/tables 2> {{log}}"
 
 
 FIGURE_SHELL = (
@@ -174,6 +174,57 @@ rule figure_sr_training:
         FIGURE_SHELL
 
 
+rule figure_per_slice:
+    input:
+        tables=rules.aggregate_tables.output.csv,
+        per_slice=[m.replace(".json", ".slices.csv") for m in all_metrics()],
+    output:
+        report(
+            f"{R}/figures/volume_per_slice.png",
+            caption="../report/fig_per_slice.rst",
+            category="Figures",
+            subcategory="Volume mode",
+        ),
+    log:
+        f"{R}/logs/figures/per_slice.log",
+    conda:
+        ENV
+    threads: 1
+    params:
+        kind="per-slice",
+        layers=" ".join(str(n) for n in LAYERS),
+    shell:
+        FIGURE_SHELL
+
+
+rule figure_orthogonal:
+    input:
+        tables=rules.aggregate_tables.output.csv,
+        ours=[run_outputs("recon", "ours", "hr.npy", n) for n in LAYERS],
+        baseline=[run_outputs("recon", "baseline", "hr.npy", n) for n in LAYERS],
+    output:
+        report(
+            f"{R}/figures/volume_orthogonal.png",
+            caption="../report/fig_orthogonal.rst",
+            category="Figures",
+            subcategory="Volume mode",
+        ),
+    log:
+        f"{R}/logs/figures/orthogonal.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+    params:
+        kind="orthogonal",
+        layers=" ".join(str(n) for n in LAYERS),
+    shell:
+        FIGURE_SHELL
+
+
+VOLUME_FIGURES = rules.figure_per_slice.output + rules.figure_orthogonal.output
+
 FIGURES = (
     expand(rules.figure_lr_fit.output, layers=LAYERS)
     + expand(rules.figure_pipeline.output, layers=LAYERS)
@@ -181,6 +232,7 @@ FIGURES = (
     + rules.figure_bars.output
     + rules.figure_comparison.output
     + rules.figure_sr_training.output
+    + (VOLUME_FIGURES if VOLUME_MODE else [])
 )
 
 

@@ -4,7 +4,7 @@
 
 rule fit_siren_hr:
     input:
-        target=rules.prepare_evaluation_image.output.array,
+        target=EVAL,
     output:
         weights=f"{fit_dir('hr')}/siren.pt",
         record=f"{fit_dir('hr')}/fit.json",
@@ -18,7 +18,7 @@ rule fit_siren_hr:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=mem_mb(8000),
     params:
         iterations=SIREN["baseline_iterations"],
     shell:
@@ -38,7 +38,7 @@ rule decode_baseline:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=4000,
+        mem_mb=mem_mb(4000),
     shell:
         "python -m volinr decode --weights {input.weights} --out {output.array} "
-        f"{DEVICE_ARGS} 2> {{log}}"
+        f"--like {R}/data/eval.json {DECODE_ARGS} {DEVICE_ARGS} 2> {{log}}"

@@ -16,11 +16,60 @@ def from_repo(path):
 
 
 config["published"] = from_repo(config["published"])
+
+# Slice mode is the paper's 2D experiment; any other dataset kind runs it on a whole volume.
+DATASET = config["dataset"]
+VOLUME = config["volume"]
+VOLUME_MODE = DATASET["kind"] != "slice"
+MODE = "volume" if VOLUME_MODE else "slice"
+EVAL = f"{R}/data/eval.npy"
+
+
+def check_source(source, key):
+    """Stop before any job when a volume source lacks what its kind needs."""
+    kind = source["kind"]
+    if kind == "download" and not source["download"]["urls"]:
+        raise ValueError(f"{key}.kind is download but {key}.download.urls is empty")
+    if kind in ("dicom_series", "nifti") and not source["path"]:
+        raise ValueError(f"{key}.kind is {kind} but {key}.path is empty")
+
+
+check_source(DATASET, "dataset")
+if VOLUME_MODE and VOLUME["sr_training"] == "other_volume":
+    check_source(VOLUME["sr_dataset"], "volume.sr_dataset")
+if (
+    VOLUME_MODE
+    and VOLUME["sr_training"] == "same_volume"
+    and not VOLUME["evaluation_slices"]
+):
+    raise ValueError(
+        "volume.sr_training same_volume needs volume.evaluation_slices: the SR network trains "
+        "on the slices outside them"
+    )
+DOWNLOAD_DIR = f"{R}/data/download"
 config["sr"]["checkpoint"] = from_repo(config["sr"]["checkpoint"])
 
 
 ENV = "../../envs/volinr.yaml"
 DEVICE_ARGS = f"--device {config['device']} --threads {{threads}}"
+DECODE_ARGS = f"--chunk-voxels {VOLUME['decode_chunk_voxels']}"
+
+
+def mem_mb(slice_mb):
+    """Memory for a job: volume-mode jobs hold whole volumes."""
+    return max(slice_mb, VOLUME["mem_mb"]) if VOLUME_MODE else slice_mb
+
+
+def volume_spec(source, downloaded=None):
+    """The reader's settings for a dataset entry; a download is read from its folder."""
+    spec = {k: v for k, v in source.items() if k != "download"}
+    spec.update(shape=source["phantom"]["shape"], seed=source["phantom"]["seed"])
+    spec["spacing_mm"] = source["phantom"]["spacing_mm"]
+    if source["kind"] == "download":
+        spec.update(kind=source["download"]["format"], path=downloaded)
+    else:
+        spec["path"] = from_repo(source["path"])
+    return spec
 
 
 def fit_dir(target):
@@ -63,3 +112,25 @@ def table_output(name, extension):
 
 def run_outputs(kind, target, name, layers="{layers}"):
     return f"{R}/{kind}/{target}/L{layers}_s{FIGURE_SEED}/{name}"
+
+
+def sr_training_inputs(wildcards):
+    """The volume whose slices train SR, when they come from a volume."""
+    if VOLUME_MODE and VOLUME["sr_training"] == "same_volume":
+        return {"volume": f"{R}/data/volume.npy"}
+    if VOLUME_MODE and VOLUME["sr_training"] == "other_volume":
+        return {"volume": f"{R}/data/sr_volume.npy"}
+    return {}
+
+
+def sr_training_args(wildcards, input):
+    if "volume" not in input.keys():
+        sources = " ".join(
+            f"--source {shlex.quote(s)}" for s in config["sr_training_sources"]
+        )
+        return f"{sources} --max-correlation {config['max_training_correlation']}"
+    args = f"--volume {input.volume}"
+    if VOLUME["sr_training"] == "same_volume":
+        start, stop = VOLUME["evaluation_slices"] or (0, 1 << 30)
+        args += f" --exclude-slices {start} {stop} --margin {VOLUME['margin_slices']}"
+    return args

@@ -3,7 +3,7 @@
 
 rule downsample:
     input:
-        rules.prepare_evaluation_image.output.array,
+        EVAL,
     output:
         array=f"{R}/data/lr.npy",
         meta=f"{R}/data/lr.json",
@@ -13,7 +13,7 @@ rule downsample:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb(4000),
     params:
         factor=config["downsample_factor"],
     shell:

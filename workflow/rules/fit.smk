@@ -29,7 +29,7 @@ rule fit_siren_lr:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=4000,
+        mem_mb=mem_mb(4000),
     params:
         iterations=SIREN["iterations"],
     shell:

@@ -1,28 +1,82 @@
-# Stage 1, data: the evaluation image and the SR training set (never containing it).
+# Stage 1, data: the evaluation image or volume, and the SR training set (never containing it).
 
+if VOLUME_MODE:
 
-rule prepare_evaluation_image:
-    output:
-        array=f"{R}/data/eval.npy",
-        meta=f"{R}/data/eval.json",
-    log:
-        f"{R}/logs/prepare_evaluation_image.log",
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-    params:
-        source=config["evaluation_image"]["source"],
-        frame=config["evaluation_image"]["frame"],
-    shell:
-        "python -m volinr prepare --source {params.source:q} --frame {params.frame} "
-        "--out {output.array} 2> {log}"
+    rule prepare_volume:
+        input:
+            downloaded=(
+                rules.download_dataset.output.files
+                if DATASET["kind"] == "download"
+                else []
+            ),
+        output:
+            volume=f"{R}/data/volume.npy",
+            volume_meta=f"{R}/data/volume.json",
+            array=EVAL,
+            meta=f"{R}/data/eval.json",
+        log:
+            f"{R}/logs/prepare_volume.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=mem_mb(4000),
+        params:
+            spec=lambda wc, input: as_json(
+                volume_spec(DATASET, input.downloaded or None)
+            ),
+            slices=(
+                "--evaluation-slices {} {}".format(*VOLUME["evaluation_slices"])
+                if VOLUME["evaluation_slices"]
+                else ""
+            ),
+            factor=config["downsample_factor"],
+        shell:
+            "python -m volinr prepare-volume --spec {params.spec} {params.slices} "
+            "--factor {params.factor} --volume-out {output.volume} --out {output.array} 2> {log}"
+
+    rule prepare_sr_volume:
+        output:
+            volume=f"{R}/data/sr_volume.npy",
+            volume_meta=f"{R}/data/sr_volume.json",
+        log:
+            f"{R}/logs/prepare_sr_volume.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=mem_mb(4000),
+        params:
+            spec=as_json(volume_spec(VOLUME["sr_dataset"])),
+        shell:
+            "python -m volinr prepare-volume --spec {params.spec} --volume-out {output.volume} "
+            "2> {log}"
+
+else:
+
+    rule prepare_evaluation_image:
+        output:
+            array=EVAL,
+            meta=f"{R}/data/eval.json",
+        log:
+            f"{R}/logs/prepare_evaluation_image.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=2000,
+        params:
+            source=config["evaluation_image"]["source"],
+            frame=config["evaluation_image"]["frame"],
+        shell:
+            "python -m volinr prepare --source {params.source:q} --frame {params.frame} "
+            "--out {output.array} 2> {log}"
 
 
 rule sr_training_set:
     input:
-        evaluation=rules.prepare_evaluation_image.output.array,
+        unpack(sr_training_inputs),
+        evaluation=EVAL,
     output:
         images=f"{R}/data/sr_training.npz",
         split=f"{R}/data/split.json",
@@ -32,11 +86,9 @@ rule sr_training_set:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=mem_mb(4000),
     params:
-        sources=" ".join(f"--source {s!r}" for s in config["sr_training_sources"]),
-        max_correlation=config["max_training_correlation"],
+        args=sr_training_args,
     shell:
-        "python -m volinr sr-dataset --eval {input.evaluation} {params.sources} "
-        "--max-correlation {params.max_correlation} --out {output.images} "
-        "--split {output.split} 2> {log}"
+        "python -m volinr sr-dataset --eval {input.evaluation} {params.args} "
+        "--out {output.images} --split {output.split} 2> {log}"

@@ -17,17 +17,17 @@ rule decode_lr_fit:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=2000,
+        mem_mb=mem_mb(2000),
     shell:
         "python -m volinr decode --weights {input.weights} --out {output.array} "
-        f"{DEVICE_ARGS} 2> {{log}}"
+        f"{DECODE_ARGS} {DEVICE_ARGS} 2> {{log}}"
 
 
 rule super_resolve_lr_fit:
     input:
         lr=rules.decode_lr_fit.output.array,
         model=rules.pretrain_sr.output.model,
-        reference=rules.prepare_evaluation_image.output.array,
+        reference=EVAL,
     output:
         array=f"{R}/recon/ours/L{{layers}}_s{{seed}}/hr.npy",
         meta=f"{R}/recon/ours/L{{layers}}_s{{seed}}/hr.json",
@@ -38,17 +38,18 @@ rule super_resolve_lr_fit:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=4000,
+        mem_mb=mem_mb(4000),
     shell:
         "python -m volinr upsample --input {input.lr} --method sr --sr-model {input.model} "
-        f"--reference {{input.reference}} --out {{output.array}} {DEVICE_ARGS} 2> {{log}}"
+        f"--reference {{input.reference}} --z-restore {VOLUME['z_restore']} "
+        f"--out {{output.array}} {DEVICE_ARGS} 2> {{log}}"
 
 
 rule upsample_true_lr:
     input:
         lr=rules.downsample.output.array,
         model=sr_model_if_needed,
-        reference=rules.prepare_evaluation_image.output.array,
+        reference=EVAL,
     output:
         array=f"{R}/recon/reference/{{method}}.npy",
         meta=f"{R}/recon/reference/{{method}}.json",
@@ -59,8 +60,8 @@ rule upsample_true_lr:
     threads: config["threads"]
     resources:
         gpu=1,
-        mem_mb=4000,
+        mem_mb=mem_mb(4000),
     shell:
         "python -m volinr upsample --input {input.lr} --method {wildcards.method} "
         "--sr-model '{input.model}' --reference {input.reference} --out {output.array} "
-        f"{DEVICE_ARGS} 2> {{log}}"
+        f"--z-restore {VOLUME['z_restore']} {DEVICE_ARGS} 2> {{log}}"

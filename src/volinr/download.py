@@ -1,0 +1,505 @@
+"""Downloading the dataset: fetch each configured URL, verify it and unpack it safely.
+
+The benchmark's CT series are published as archives (zip or tar) or bare files on web servers.
+This stage fetches every configured URL into a downloads folder, checks the sha256 of what came
+back against the configured one, and unpacks everything into one dataset folder. The dataset
+folder appears only when every URL succeeded, so no later stage ever reads half a dataset, and a
+rerun after an interruption resumes the download instead of starting again.
+
+Downloads (http, https and file URLs; stdlib ``urllib``, no extra dependency):
+
+- each URL is saved as ``downloads_dir/<last part of the URL path>`` through a ``.part`` file;
+  an existing ``.part`` is resumed with an HTTP ``Range: bytes=N-`` request (206 answers are
+  appended, a 200 answer from a server that ignores ranges restarts from zero), and the
+  ``.part`` is renamed into place only when complete (checked against Content-Length);
+- a file already downloaded whose sha256 matches the configured one is not fetched again;
+- a configured sha256 that does not match deletes the file and raises ``InputError``; with none
+  configured a warning says so and the manifest records the sha256 seen, so it can be pinned.
+
+Archives come from the internet, so extraction trusts nothing in them. ``.zip``, ``.tar``,
+``.tar.gz``/``.tgz``, ``.tar.bz2`` and ``.tar.xz`` files are unpacked by hand, member by member
+(``tarfile``'s ``filter="data"`` check runs too, where Python has it, but is not relied on);
+any other file (``.dcm``, ``.nii``, ``.nii.gz``, a DICOM file without extension) is copied as
+is. A member is refused, with an ``InputError`` naming the archive and the member, when:
+
+- its name is absolute, starts with a drive letter, holds a backslash, a NUL or a ``..``
+  component, or its resolved path would fall outside the target folder;
+- it is a symbolic or hard link, a device file, a FIFO or a socket (so nothing written later
+  can be redirected through a link), or it is encrypted;
+- its declared size, or the bytes it actually decompresses to (counted while writing, so a
+  lying header gains nothing), exceed ``max_member_bytes``, or the dataset's total exceeds
+  ``max_total_bytes``;
+- it would overwrite a file already extracted (files are created with ``O_EXCL``).
+
+Everything is extracted into a temporary folder beside ``out_dir`` that is renamed to
+``out_dir`` at the end; on any error it is removed and ``out_dir`` is left as it was.
+
+The tests need no network: they serve archives from a local HTTP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import lzma
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, NoReturn
+
+from tqdm import tqdm
+
+from volinr.io import InputError, sha256_file
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("http", "https", "file")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+CHUNK = 1 << 20
+USER_AGENT = "volinr-download/0.1 (Python urllib)"
+
+
+def fetch_dataset(
+    urls: list[str],
+    sha256s: list[str],
+    out_dir: str | os.PathLike,
+    downloads_dir: str | os.PathLike,
+    max_member_bytes: int = 4 << 30,
+    max_total_bytes: int = 64 << 30,
+    timeout_seconds: float = 60.0,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Download ``urls`` into ``downloads_dir``, verify them, and unpack them into ``out_dir``.
+
+    ``sha256s`` holds one checksum per URL ("" when none is configured). Returns the manifest:
+    ``{"files": [{"url", "file", "bytes", "sha256_seen", "sha256_configured", "members"}],
+    "out_dir", "extracted_files"}``. Raises ``InputError`` (naming the URL or the archive and
+    member) for anything wrong with the inputs, the download or the archives; ``out_dir`` is
+    then left as it was.
+    """
+    out_dir = Path(out_dir)
+    downloads_dir = Path(downloads_dir)
+    if progress is None:
+        progress = os.isatty(2)
+    plan = _plan(urls, sha256s)
+    _check_folders(out_dir, downloads_dir)
+
+    downloads_dir.mkdir(parents=True, exist_ok=True)
+    entries: list[dict[str, Any]] = []
+    for url, name, configured in plan:
+        path = downloads_dir / name
+        seen = _obtain(url, path, configured, timeout_seconds, progress)
+        entries.append(
+            {
+                "url": url,
+                "file": str(path),
+                "bytes": path.stat().st_size,
+                "sha256_seen": seen,
+                "sha256_configured": configured,
+                "members": [],
+            }
+        )
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        extractor = _Extractor(staging, max_member_bytes, max_total_bytes)
+        for entry in entries:
+            entry["members"] = extractor.unpack(Path(entry["file"]), progress)
+        os.chmod(staging, 0o777 & ~_umask())
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    count = sum(len(entry["members"]) for entry in entries)
+    log.info("%s: %d files (%d bytes) from %d URLs", out_dir, count, extractor.total, len(urls))
+    return {"files": entries, "out_dir": str(out_dir), "extracted_files": count}
+
+
+# --- checking the configuration ------------------------------------------------------------
+
+
+def _plan(urls: list[str], sha256s: list[str]) -> list[tuple[str, str, str | None]]:
+    """(url, file name, configured sha256 or None) per URL, all checked before any download."""
+    if not urls:
+        raise InputError("no dataset URLs configured")
+    if len(urls) != len(sha256s):
+        raise InputError(
+            f"{len(urls)} dataset URLs but {len(sha256s)} sha256 checksums: give one checksum "
+            "(or an empty string) per URL"
+        )
+    plan = []
+    names: dict[str, str] = {}
+    for url, sha in zip(urls, sha256s, strict=True):
+        name = _file_name(url)
+        if name in names:
+            raise InputError(f"{url}: would be saved as {name!r}, like {names[name]}")
+        names[name] = url
+        plan.append((url, name, _configured_sha(url, sha)))
+    return plan
+
+
+def _file_name(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        shown = repr(scheme) if scheme else "no scheme"
+        raise InputError(f"{url}: unsupported URL scheme ({shown}); use http, https or file")
+    name = PurePosixPath(urllib.parse.unquote(parts.path)).name
+    if name in ("", ".", "..") or "\\" in name or "\0" in name or name.endswith(".part"):
+        raise InputError(f"{url}: the URL path does not end in a usable file name")
+    return name
+
+
+def _configured_sha(url: str, sha: str | None) -> str | None:
+    sha = (sha or "").strip().lower()
+    if not sha:
+        return None
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise InputError(f"{url}: the configured sha256 {sha!r} is not 64 hexadecimal digits")
+    return sha
+
+
+def _check_folders(out_dir: Path, downloads_dir: Path) -> None:
+    if out_dir.name in ("", ".", "..") or not out_dir.resolve().name:
+        raise InputError(f"{out_dir}: the dataset folder must be given by its own name")
+    out, downloads = out_dir.resolve(), downloads_dir.resolve()
+    if downloads == out or downloads.is_relative_to(out):
+        # Replacing out_dir would delete the downloads.
+        raise InputError(f"{downloads_dir}: the downloads folder must not be inside {out_dir}")
+
+
+# --- downloading ---------------------------------------------------------------------------
+
+
+def _obtain(url: str, path: Path, configured: str | None, timeout: float, progress: bool) -> str:
+    """Make sure ``path`` holds the file at ``url``; return its sha256."""
+    if path.exists() and configured:
+        seen = sha256_file(path)
+        if seen == configured:
+            log.info("%s: %s is already downloaded and its sha256 matches", url, path)
+            return seen
+        log.warning(
+            "%s: %s exists but its sha256 is %s, not %s; downloading it again",
+            url,
+            path,
+            seen,
+            configured,
+        )
+        path.unlink()
+    elif path.exists():
+        log.info("%s: no sha256 configured to check %s against; downloading it again", url, path)
+
+    _download(url, path, timeout, progress)
+    seen = sha256_file(path)
+    if configured is None:
+        log.warning(
+            "%s: no sha256 configured, so the download cannot be verified; its sha256 is %s "
+            "(add it to the config to pin it)",
+            url,
+            seen,
+        )
+    elif seen != configured:
+        path.unlink()
+        raise InputError(
+            f"{url}: sha256 mismatch: expected {configured}, downloaded {seen} "
+            f"(the file was deleted)"
+        )
+    return seen
+
+
+class _Restart(Exception):
+    """The partial download cannot be resumed; it was deleted and must start from zero."""
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http and https URLs (never to file: or ftp:)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise InputError(f"{req.full_url}: redirected to {newurl}, which is not http(s)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _download(url: str, path: Path, timeout: float, progress: bool) -> None:
+    """Download ``url`` to ``path`` through ``path.part``, resuming a ``.part`` left before."""
+    part = path.with_name(path.name + ".part")
+    opener = urllib.request.build_opener(_HttpOnlyRedirects)
+    for _ in range(2):
+        offset = part.stat().st_size if part.exists() else 0
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            log.info("%s: resuming %s at byte %d", url, part, offset)
+        else:
+            log.info("%s: downloading to %s", url, path)
+        try:
+            response = opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+        except urllib.error.HTTPError as err:
+            err.close()
+            if err.code == 416 and offset:
+                log.warning("%s: the server cannot resume at byte %d; starting again", url, offset)
+                part.unlink()
+                continue
+            raise InputError(f"{url}: HTTP error {err.code} ({err.reason})") from None
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
+            reason = getattr(err, "reason", err)
+            raise InputError(f"{url}: cannot download ({reason})") from None
+        try:
+            with response:
+                _receive(url, response, part, offset, progress)
+        except _Restart:
+            continue
+        os.replace(part, path)
+        return
+    raise InputError(f"{url}: the server answered range requests inconsistently")
+
+
+def _receive(url: str, response: Any, part: Path, offset: int, progress: bool) -> None:
+    status = getattr(response, "status", None)  # None for file: URLs
+    length = _int_header(response.headers.get("Content-Length"))
+    if status == 206 and offset:
+        match = re.fullmatch(
+            r"bytes\s+(\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip()
+        )
+        if not match or int(match[1]) != offset:
+            log.warning("%s: unexpected Content-Range; starting the download again", url)
+            part.unlink()
+            raise _Restart
+        mode = "ab"
+        if match[3] != "*":
+            expected: int | None = int(match[3])
+        else:
+            expected = None if length is None else offset + length
+    elif status in (None, 200):
+        if offset:
+            log.warning("%s: the server ignored the range request; starting from zero", url)
+        mode, offset, expected = "wb", 0, length
+    else:
+        raise InputError(f"{url}: unexpected HTTP status {status}")
+
+    bar = tqdm(
+        total=expected,
+        initial=offset,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=part.name.removesuffix(".part"),
+        disable=not progress,
+    )
+    with bar, open(part, mode) as handle:
+        try:
+            while block := response.read(CHUNK):
+                handle.write(block)
+                bar.update(len(block))
+        except (OSError, http.client.HTTPException) as err:
+            raise InputError(
+                f"{url}: download interrupted after {handle.tell()} bytes ({err}); "
+                "run again to resume it"
+            ) from None
+    size = part.stat().st_size
+    if expected is not None and size != expected:
+        if size > expected:
+            part.unlink()
+        raise InputError(
+            f"{url}: download incomplete: received {size} of {expected} bytes"
+            + ("; run again to resume it" if size < expected else "")
+        )
+
+
+def _int_header(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+# --- extracting ----------------------------------------------------------------------------
+
+
+class _Extractor:
+    """Writes files into ``root`` only, within the size limits, and lists what it wrote."""
+
+    def __init__(self, root: Path, max_member_bytes: int, max_total_bytes: int) -> None:
+        self.root = root
+        self.real_root = os.path.realpath(root)
+        self.max_member = max_member_bytes
+        self.max_total = max_total_bytes
+        self.total = 0
+        self.archive = root
+        self.members: list[str] = []
+
+    def unpack(self, path: Path, progress: bool) -> list[str]:
+        """Extract the archive at ``path`` (or copy a plain file); the relative paths written."""
+        self.archive, self.members = path, []
+        lower = path.name.lower()
+        bar = tqdm(desc=f"unpacking {path.name}", unit=" files", disable=not progress)
+        with bar:
+            if lower.endswith(".zip"):
+                self._zip(bar)
+            elif lower.endswith(TAR_SUFFIXES):
+                self._tar(bar)
+            else:
+                with open(path, "rb") as source:
+                    self._file(path.name, path.stat().st_size, source, is_member=False)
+                bar.update()
+        log.info("%s: %d files written", path, len(self.members))
+        return self.members
+
+    def _zip(self, bar: tqdm) -> None:
+        try:
+            with zipfile.ZipFile(self.archive) as archive:
+                for info in archive.infolist():
+                    name = info.filename
+                    self._target(name)
+                    kind = stat.S_IFMT(info.external_attr >> 16)
+                    if info.flag_bits & 0x1:
+                        self._refuse(name, "is encrypted")
+                    if kind == stat.S_IFLNK:
+                        self._refuse(name, "is a symbolic link")
+                    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                        self._refuse(name, "is a device file, FIFO or socket")
+                    if info.is_dir():
+                        self._directory(name)
+                        continue
+                    with archive.open(info) as source:
+                        self._file(name, info.file_size, source)
+                    bar.update()
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as err:
+            raise InputError(f"{self.archive}: not a readable zip archive ({err})") from None
+        except OSError as err:
+            raise InputError(f"{self.archive}: cannot read the zip archive ({err})") from None
+
+    def _tar(self, bar: tqdm) -> None:
+        data_filter = getattr(tarfile, "data_filter", None)  # Python >= 3.11.4
+        try:
+            with tarfile.open(self.archive, "r:*") as archive:
+                for member in archive:
+                    name = member.name
+                    self._target(name)
+                    if member.issym():
+                        self._refuse(name, f"is a symbolic link (to {member.linkname!r})")
+                    if member.islnk():
+                        self._refuse(name, f"is a hard link (to {member.linkname!r})")
+                    if member.ischr() or member.isblk() or member.isfifo():
+                        self._refuse(name, "is a device file or FIFO")
+                    if not (member.isdir() or member.isfile()):
+                        self._refuse(name, f"has an unsupported type ({member.type!r})")
+                    if data_filter is not None:
+                        try:
+                            data_filter(member, self.real_root)
+                        except tarfile.FilterError as err:
+                            self._refuse(name, f"is refused by tarfile's data filter ({err})")
+                    if member.isdir():
+                        self._directory(name)
+                        continue
+                    source = archive.extractfile(member)
+                    if source is None:
+                        self._refuse(name, "has no data")
+                    with source:
+                        self._file(name, member.size, source)
+                    bar.update()
+        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as err:
+            raise InputError(f"{self.archive}: not a readable tar archive ({err})") from None
+        except OSError as err:
+            raise InputError(f"{self.archive}: cannot read the tar archive ({err})") from None
+
+    def _refuse(self, name: str, problem: str) -> NoReturn:
+        raise InputError(f"{self.archive}: refusing member {name!r}: it {problem}")
+
+    def _target(self, name: str) -> Path | None:
+        """Where member ``name`` goes inside the root (None for the root itself), or refuse it."""
+        if not name or "\0" in name:
+            self._refuse(name, "has an empty name or a NUL character")
+        if "\\" in name:
+            self._refuse(name, "contains a backslash")
+        if name.startswith("/"):
+            self._refuse(name, "is an absolute path")
+        if re.match(r"[A-Za-z]:", name):
+            self._refuse(name, "starts with a drive letter")
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            self._refuse(name, "has a '..' component")
+        if not parts:
+            return None
+        target = self.root.joinpath(*parts)
+        real = os.path.realpath(target)
+        if os.path.commonpath([self.real_root, real]) != self.real_root or real == self.real_root:
+            self._refuse(name, "would be written outside the target folder")
+        return target
+
+    def _directory(self, name: str) -> None:
+        target = self._target(name)
+        if target is None:
+            return
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self._refuse(name, f"cannot be created as a folder ({err})")
+
+    def _file(self, name: str, declared: int, source: IO[bytes], is_member: bool = True) -> None:
+        target = self._target(name)
+        if target is None:
+            self._refuse(name, "is a file named like the target folder itself")
+        if is_member and declared > self.max_member:
+            self._refuse(name, f"is {declared} bytes, over the {self.max_member}-byte limit")
+        if self.total + declared > self.max_total:
+            self._refuse(name, f"takes the dataset over the {self.max_total}-byte limit")
+        written = 0
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "xb") as out:  # O_EXCL: never follows or overwrites anything
+                while block := source.read(CHUNK):
+                    written += len(block)
+                    if is_member and written > self.max_member:
+                        self._refuse(
+                            name,
+                            f"holds more than {self.max_member} bytes (its header said "
+                            f"{declared}), over the limit",
+                        )
+                    if self.total + written > self.max_total:
+                        self._refuse(
+                            name, f"takes the dataset over the {self.max_total}-byte limit"
+                        )
+                    out.write(block)
+        except FileExistsError:
+            self._refuse(name, "would overwrite a file already extracted")
+        except OSError as err:
+            self._refuse(name, f"cannot be written ({err})")
+        self.total += written
+        self.members.append(target.relative_to(self.root).as_posix())
+
+
+# --- replacing the dataset folder ----------------------------------------------------------
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Rename ``new`` to ``target``, replacing whatever ``target`` is (folder, file or link)."""
+    if not target.exists() and not target.is_symlink():
+        os.rename(new, target)
+        return
+    holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    old = holder / target.name
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old, target)
+        shutil.rmtree(holder, ignore_errors=True)
+        raise
+    shutil.rmtree(holder, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
