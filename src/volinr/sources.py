@@ -70,6 +70,16 @@ def _decoder_hint(dataset: pydicom.Dataset) -> str:
     return f" (transfer syntax {name})"
 
 
+def decode_pixels(dataset: pydicom.Dataset, path: str | Path) -> np.ndarray:
+    """The stored pixel values, or a clear error naming the file and the decoder to install."""
+    try:
+        return dataset.pixel_array
+    except Exception as err:  # pydicom raises many types when a decoder is missing or fails
+        raise InputError(
+            f"{path}: pixel data cannot be decoded ({err}){_decoder_hint(dataset)}"
+        ) from None
+
+
 def read_dicom_frames(source: str, allow_modalities: set[str] = IMAGE_MODALITIES) -> list[Frame]:
     """Read every frame of a single-file DICOM image, rescaled to real-world units (HU for CT)."""
     path = resolve_source(source)
@@ -86,12 +96,7 @@ def read_dicom_frames(source: str, allow_modalities: set[str] = IMAGE_MODALITIES
         )
     if int(getattr(dataset, "SamplesPerPixel", 1)) != 1:
         raise InputError(f"{path}: colour image ({dataset.SamplesPerPixel} samples per pixel)")
-    try:
-        stored = dataset.pixel_array
-    except Exception as err:  # pydicom raises many types when a decoder is missing or fails
-        raise InputError(
-            f"{path}: pixel data cannot be decoded ({err}){_decoder_hint(dataset)}"
-        ) from None
+    stored = decode_pixels(dataset, path)
     frames = stored if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1 else stored[None]
     slope, intercept = _rescale(dataset)
     spacing = _pixel_spacing(dataset)

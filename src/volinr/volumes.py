@@ -45,8 +45,8 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
-from volinr.io import InputError, atomic_path
-from volinr.sources import IMAGE_MODALITIES, _decoder_hint, _rescale
+from volinr.io import InputError, atomic_path, current_umask
+from volinr.sources import IMAGE_MODALITIES, _rescale, decode_pixels
 
 log = logging.getLogger(__name__)
 
@@ -382,12 +382,7 @@ def _decode(item: _Slice) -> tuple[np.ndarray, float, float, str, str]:
         raise InputError(f"{path}: not a readable DICOM file ({err})") from None
     if "PixelData" not in dataset:
         raise InputError(f"{path}: no pixel data (a truncated file, or not an image object)")
-    try:
-        stored = dataset.pixel_array
-    except Exception as err:  # pydicom raises many types when a decoder is missing or fails
-        raise InputError(
-            f"{path}: pixel data cannot be decoded ({err}){_decoder_hint(dataset)}"
-        ) from None
+    stored = decode_pixels(dataset, path)
     expected = (int(dataset.Rows), int(dataset.Columns))
     if stored.shape != expected:
         raise InputError(f"{path}: decoded pixels of shape {stored.shape}, expected {expected}")
@@ -599,6 +594,15 @@ def read_nifti(path: str | os.PathLike, source: str = "") -> Volume:
     return Volume(voxels, meta)
 
 
+def _writable_volume(target: Path, voxels: np.ndarray) -> np.ndarray:
+    voxels = np.asarray(voxels)
+    if voxels.ndim != 3:
+        raise ValueError(f"{target}: expected a 3D array, got shape {voxels.shape}")
+    if not np.all(np.isfinite(voxels)):
+        raise FloatingPointError(f"refusing to write {target}: the volume holds NaN or Inf")
+    return voxels
+
+
 def write_nifti(path: str | os.PathLike, voxels: np.ndarray, meta: dict[str, Any]) -> None:
     """Write ``voxels`` (slices, rows, cols) as NIfTI with the affine of ``meta``'s geometry.
 
@@ -611,11 +615,7 @@ def write_nifti(path: str | os.PathLike, voxels: np.ndarray, meta: dict[str, Any
     import nibabel as nib
 
     path = Path(path)
-    voxels = np.asarray(voxels)
-    if voxels.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D array, got shape {voxels.shape}")
-    if not np.all(np.isfinite(voxels)):
-        raise FloatingPointError(f"refusing to write {path}: the volume holds NaN or Inf")
+    voxels = _writable_volume(path, voxels)
     info = np.iinfo(np.int16)
     integral = (
         (voxels.dtype.kind in "iu" or bool(np.all(voxels == np.rint(voxels))))
@@ -699,11 +699,7 @@ def write_dicom_series(
     are written; an existing non-empty ``folder`` is refused. Returns the paths, slice order.
     """
     folder = Path(folder)
-    voxels = np.asarray(voxels)
-    if voxels.ndim != 3:
-        raise ValueError(f"{folder}: expected a 3D array, got shape {voxels.shape}")
-    if not np.all(np.isfinite(voxels)):
-        raise FloatingPointError(f"refusing to write {folder}: the volume holds NaN or Inf")
+    voxels = _writable_volume(folder, voxels)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder}: already exists and is not an empty folder")
     positions = _slice_positions(meta, len(voxels))
@@ -775,22 +771,13 @@ def write_dicom_series(
             file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
             dataset.file_meta = file_meta
             dataset.save_as(staging / name, enforce_file_format=True)
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private
         os.replace(staging, folder)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote %d DICOM files to %s (series %s)", len(names), folder, common.SeriesInstanceUID)
     return [folder / name for name in names]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# --- phantom -------------------------------------------------------------------------------
 
 
 def synthetic_head_phantom(
