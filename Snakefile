@@ -36,6 +36,7 @@ wildcard_constraints:
     seed=r"\d+",
     method="sr|lanczos|bicubic",
     kind="ours|baseline",
+    quant=r"float32|float16|q\d+",
 
 
 include: "workflow/rules/download.smk"
@@ -46,6 +47,7 @@ include: "workflow/rules/fit.smk"
 include: "workflow/rules/baseline.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/compress.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/export.smk"
 

@@ -53,7 +53,16 @@ def test_every_figure_and_the_records_exist(tiny_run):
     expected = {
         f"fig{k}_L{n}.png" for k in ("4-6_lr_fit", "7-9_pipeline", "10-12_baseline") for n in (2, 3)
     }
-    assert expected | {"fig13_bars.png", "fig14_comparison.png", "fig_sr_training.png"} == figures
+    assert (
+        expected
+        | {
+            "fig13_bars.png",
+            "fig14_comparison.png",
+            "fig_sr_training.png",
+            "fig_rate_distortion.png",
+        }
+        == figures
+    )
     split = json.loads((tiny_run / "data/split.json").read_text())
     assert split["evaluation"]["source"] == "pydicom-data:693_UNCR.dcm"
     assert all(r["correlation_with_eval"] < 0.5 for r in split["training"])
@@ -62,6 +71,30 @@ def test_every_figure_and_the_records_exist(tiny_run):
     assert "Table 6" in (tiny_run / "summary.md").read_text()
     # No temporary files left behind by the atomic writes.
     assert not [p for p in tiny_run.rglob(".*.tmp")]
+
+
+@pytest.mark.slow
+def test_rates_come_from_real_files_that_decompress_to_the_pipelines_image(tiny_run):
+    for kind in ("ours", "baseline"):
+        container = tiny_run / f"containers/{kind}/L2_s0_float32.volinr"
+        metrics = json.loads(
+            (tiny_run / f"metrics/containers/{kind}/L2_s0_float32.json").read_text()
+        )
+        size = container.stat().st_size
+        assert metrics["container_bytes"] == size
+        assert metrics["bits_per_voxel"] == pytest.approx(8 * size / metrics["voxels"], rel=1e-12)
+        # `volinr decompress` rebuilt the image from the file alone (and the SR model it names)
+        decompressed = np.load(tiny_run / f"recon/containers/{kind}/L2_s0_float32.npy")
+        pipeline = np.load(tiny_run / f"recon/{kind}/L2_s0/hr.npy")
+        np.testing.assert_array_equal(decompressed, pipeline)
+    q8 = tiny_run / "containers/ours/L2_s0_q8.volinr"
+    assert q8.stat().st_size < (tiny_run / "containers/ours/L2_s0_float32.volinr").stat().st_size
+    table = pd.read_csv(tiny_run / "tables/table_rate_distortion.csv")
+    assert {"siren", "lr + upsampling", "codec", "published"} == set(table["family"])
+    assert {"jpeg2000", "zstd"} <= set(table["method"])
+    versus = pd.read_csv(tiny_run / "tables/table_vs_jpeg2000.csv")
+    assert len(versus) == len(table[table["family"].isin(["siren", "lr + upsampling"])])
+    assert "Against JPEG 2000" in (tiny_run / "summary.md").read_text()
 
 
 @pytest.mark.slow

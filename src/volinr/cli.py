@@ -67,6 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True, help="output JSON: files, sizes, checksums")
     p.set_defaults(run="run_download")
 
+    p = sub.add_parser("compress", help="write a fitted SIREN as one compressed container file")
+    p.add_argument("--weights", required=True, help="a SIREN weights file from `volinr fit`")
+    p.add_argument("--quantization", default="float32", help="float32, float16 or qK (K bits)")
+    p.add_argument("--coder", choices=["zstd", "lzma", "none"], default="zstd")
+    p.add_argument(
+        "--upsample",
+        choices=["none", "sr", "lanczos", "bicubic"],
+        default="none",
+        help="what the decoder does after the SIREN: none (the SIREN's grid is the output)",
+    )
+    p.add_argument("--reference", default="", help="the full-resolution array (its grid)")
+    p.add_argument("--z-restore", choices=["lanczos", "sr-coronal"], default="lanczos")
+    p.add_argument("--sr-model", default="", help="the SR model the decoder needs (its sha256)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run="run_compress")
+
+    p = sub.add_parser("decompress", help="rebuild the image or volume from a container file")
+    p.add_argument("--container", required=True)
+    p.add_argument("--sr-model", default="", help="the SR model the container names")
+    p.add_argument("--chunk-voxels", type=_positive_int, default=1 << 18)
+    p.add_argument("--out", required=True)
+    _add_common(p)
+    p.set_defaults(run="run_decompress")
+
     p = sub.add_parser("export", help="write a reconstructed volume as NIfTI and a DICOM series")
     p.add_argument("--reconstruction", required=True)
     p.add_argument("--geometry", required=True, help="the original's sidecar JSON")
@@ -176,7 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[-1024.0, float("nan")],
         help="low and high of the second 8-bit window (nan high: the image max)",
     )
-    p.add_argument("--per-slice", default="", help="volumes: a CSV of per-slice PSNR and SSIM")
+    p.add_argument("--per-slice", default="", help="a CSV of per-slice PSNR and SSIM")
+    p.add_argument("--container", default="", help="the container file the image came from")
+    p.add_argument(
+        "--sr-amortize-over",
+        type=_positive_int,
+        default=100,
+        help="volumes sharing the SR model, for the amortized rate",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(run="run_evaluate")
 
@@ -191,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out-dir", required=True)
     p.set_defaults(run="run_tables")
+
+    p = sub.add_parser("rate-distortion", help="rate-distortion table and figure, all methods")
+    p.add_argument("--metrics", nargs="+", required=True, help="container and reference JSONs")
+    p.add_argument("--codecs", default="", help="the codec sweep CSV (volinr codecs)")
+    p.add_argument("--published", required=True, help="the paper's numbers (YAML)")
+    p.add_argument("--mode", choices=["slice", "volume"], default="slice")
+    p.add_argument("--sr-amortize-over", type=_positive_int, default=100)
+    p.add_argument("--out-dir", required=True, help="tables folder")
+    p.add_argument("--figure", required=True, help="output PNG")
+    p.set_defaults(run="run_rate_distortion")
+
+    p = sub.add_parser("codecs", help="sweep classical codecs over rates on an image or volume")
+    p.add_argument("--input", required=True, help="the full-resolution array (.npy)")
+    p.add_argument("--out", required=True, help="output CSV, one row per codec setting")
+    p.set_defaults(run="run_codecs")
 
     p = sub.add_parser("figure", help="one of the paper's figures from the pipeline's outputs")
     p.add_argument(

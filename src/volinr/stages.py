@@ -9,6 +9,7 @@ import csv
 import logging
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from volinr.io import (
     read_json,
     save_array,
     sha256_file,
+    sidecar_path,
     write_json,
 )
 
@@ -415,29 +417,44 @@ def run_decode(args) -> None:
     save_array(args.out, decoded, meta)
 
 
-def run_upsample(args) -> None:
+def upsample_array(
+    low: np.ndarray,
+    shape: tuple[int, ...],
+    method: str,
+    sr_model: str = "",
+    device=None,
+    z_restore: str = "lanczos",
+) -> np.ndarray:
+    """Restore full resolution: SRDenseNet (in-plane, then the slice axis of a volume as
+    ``z_restore`` says) or a Pillow filter. The pipeline and ``volinr decompress`` share it,
+    so a decompressed file equals the pipeline's reconstruction."""
     from volinr.resample import resize
 
-    low, meta = load_array(args.input)
-    reference, reference_meta = load_array(args.reference)
-    if low.ndim != reference.ndim:
-        raise InputError(f"{args.input}: {low.ndim}D, the reference {args.reference} is not")
-    if args.method == "sr":
-        from volinr.sr_training import load_sr_checkpoint, super_resolve, super_resolve_volume
+    shape = tuple(int(n) for n in shape)
+    if low.ndim != len(shape):
+        raise InputError(f"a {low.ndim}D image cannot be upsampled to shape {shape}")
+    if method != "sr":
+        return resize(low, shape, method)
+    from volinr.sr_training import load_sr_checkpoint, super_resolve, super_resolve_volume
 
-        if not args.sr_model:
-            raise InputError("upsample --method sr needs --sr-model")
-        device = _device(args)
-        model, _ = load_sr_checkpoint(args.sr_model, device)
-        if low.ndim == 3:
-            high = super_resolve_volume(model, low, reference.shape, device, args.z_restore)
-        else:
-            high = super_resolve(model, low, device)
-        if high.shape != reference.shape:
-            # SR gives scale x the LR grid; odd HR sizes are matched by a small resize.
-            high = resize(high, reference.shape, "lanczos")
+    if not sr_model:
+        raise InputError("upsampling by SR needs an SR model (--sr-model)")
+    model, _ = load_sr_checkpoint(sr_model, device)
+    if low.ndim == 3:
+        high = super_resolve_volume(model, low, shape, device, z_restore)
     else:
-        high = resize(low, reference.shape, args.method)
+        high = super_resolve(model, low, device)
+    # SR gives scale x the LR grid; odd full-resolution sizes are matched by a small resize.
+    return high if high.shape == shape else resize(high, shape, "lanczos")
+
+
+def run_upsample(args) -> None:
+    low, _ = load_array(args.input)
+    reference, reference_meta = load_array(args.reference)
+    device = _device(args) if args.method == "sr" else None
+    start = time.perf_counter()
+    high = upsample_array(low, reference.shape, args.method, args.sr_model, device, args.z_restore)
+    seconds = time.perf_counter() - start
     geometry = {k: v for k, v in reference_meta.items() if k not in ("shape", "dtype", "sha256")}
     save_array(
         args.out,
@@ -448,8 +465,88 @@ def run_upsample(args) -> None:
             "method": args.method,
             "z_restore": args.z_restore if args.method == "sr" and low.ndim == 3 else None,
             "sr_model": args.sr_model or None,
+            "decode_seconds": seconds,
         },
     )
+
+
+def run_compress(args) -> None:
+    from volinr.container import encode_container, write_container
+    from volinr.fit import load_siren
+
+    model, payload = load_siren(args.weights)
+    # The recipe a decoder follows after evaluating the SIREN on its own grid.
+    extra = {"upsample": args.upsample}
+    if args.upsample != "none":
+        if not args.reference:
+            raise InputError(f"compress --upsample {args.upsample} needs --reference (its grid)")
+        reference, _ = load_array(args.reference)
+        extra.update(target_shape=list(reference.shape), z_restore=args.z_restore)
+    if args.upsample == "sr":
+        if not args.sr_model:
+            raise InputError("compress --upsample sr needs --sr-model (its sha256 is stored)")
+        extra["sr_model_sha256"] = sha256_file(args.sr_model)
+    data = encode_container(
+        model.state_dict(),
+        model.config,
+        payload["grid_shape"],
+        payload.get("grid_extent") or [float(n) for n in payload["grid_shape"]],
+        payload["value_range"],
+        args.quantization,
+        args.coder,
+        extra,
+    )
+    size = write_container(args.out, data)
+    log.info(
+        "%s -> %s: %d bytes (%s, %s)", args.weights, args.out, size, args.quantization, args.coder
+    )
+
+
+def run_decompress(args) -> None:
+    """Rebuild the image from a container alone (plus the shared SR model it names)."""
+    from volinr.container import siren_from_container
+    from volinr.devices import synchronize
+    from volinr.fit import decode_siren
+
+    device = _device(args)
+    start = time.perf_counter()
+    model, header = siren_from_container(args.container, device)
+    extra = header.get("extra", {})
+    low = decode_siren(
+        model,
+        header["grid_shape"],
+        tuple(header["value_range"]),
+        device,
+        header["grid_extent"],
+        args.chunk_voxels,
+    )
+    method = extra.get("upsample", "none")
+    if method != "none":
+        expected = extra.get("sr_model_sha256")
+        if method == "sr" and (not args.sr_model or sha256_file(args.sr_model) != expected):
+            raise InputError(
+                f"{args.container}: needs the SR model with sha256 {expected}; "
+                f"{args.sr_model or 'none'} was given"
+            )
+        low = upsample_array(
+            low,
+            extra["target_shape"],
+            method,
+            args.sr_model,
+            device,
+            extra.get("z_restore", "lanczos"),
+        )
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    meta = {
+        "decompressed_from": str(args.container),
+        "container_bytes": Path(args.container).stat().st_size,
+        "quantization": header["quantization"],
+        "upsample": method,
+        "decode_seconds": seconds,
+        "device": provenance.device_info(device),
+    }
+    save_array(args.out, low, meta)
 
 
 def run_export(args) -> None:
@@ -536,6 +633,11 @@ def run_evaluate(args) -> None:
             _add_fit_metrics(result, [read_json(p) for p in args.fit_record], sr_bytes)
         except KeyError as err:
             raise InputError(f"{args.fit_record}: fit record lacks {err}") from None
+    if args.container:
+        _add_container_metrics(result, args, sr_bytes)
+    recon_meta = read_json(sidecar_path(args.reconstruction))
+    if "decode_seconds" in recon_meta:
+        result["decode_seconds"] = recon_meta["decode_seconds"]
     for key, value in result.items():
         if isinstance(value, float) and math.isnan(value):
             raise FloatingPointError(f"{args.reconstruction}: metric {key} is NaN")
@@ -543,6 +645,30 @@ def run_evaluate(args) -> None:
         rows = metrics.per_slice_metrics(reference, reconstruction, minmax)
         write_csv(args.per_slice, [dict(args.label) | row for row in rows])
     write_json(args.out, result)
+
+
+def _add_container_metrics(result: dict, args, sr_bytes: int) -> None:
+    """Sizes from the container file's bytes: everything the decoder needs besides code and
+    the shared SR model, which is counted in full, amortized over N volumes, and not at all."""
+    from volinr import metrics
+
+    size = Path(args.container).stat().st_size
+    voxels = result["voxels"]
+    amortized = sr_bytes / args.sr_amortize_over
+    result.update(
+        container=str(args.container),
+        container_bytes=size,
+        weights_bytes=size,
+        bits_per_voxel=metrics.bits_per_voxel(size, voxels),
+        bits_per_voxel_with_sr=metrics.bits_per_voxel(size + sr_bytes, voxels),
+        bits_per_voxel_with_sr_amortized=metrics.bits_per_voxel(size + amortized, voxels),
+        sr_amortized_over=args.sr_amortize_over,
+        compression_rate_paper=metrics.compression_rate(result["original_bytes_8bit"], size),
+        compression_rate_16bit=metrics.compression_rate(result["original_bytes_16bit"], size),
+        compression_rate_16bit_with_sr=metrics.compression_rate(
+            result["original_bytes_16bit"], size + sr_bytes
+        ),
+    )
 
 
 def _add_fit_metrics(result: dict, records: list[dict], sr_bytes: int) -> None:
@@ -588,6 +714,42 @@ def run_tables(args) -> None:
         published = tables.published_for_volume(published)
     built = tables.build_tables(metrics, published)
     tables.write_tables(built, tables.notes_for(metrics), args.out_dir, args.mode)
+
+
+def run_codecs(args) -> None:
+    from volinr import codecs
+
+    volume, _ = load_array(args.input)
+    rows = codecs.run_sweep(volume, codecs.default_sweep(volume.ndim))
+    if not rows:
+        raise InputError(f"{args.input}: no codec setting could encode this image")
+    write_csv(args.out, rows)
+
+
+def run_rate_distortion(args) -> None:
+    import pandas as pd
+
+    from volinr import figures, tables
+
+    metrics = tables.load_metrics(args.metrics)
+    containers = metrics[metrics["method"].str.endswith(" container")]
+    references = metrics[metrics["method"].str.startswith("true LR + ")]
+    if containers.empty:
+        raise InputError(f"{args.metrics[0]}...: no container metrics among the inputs")
+    codecs = None
+    if args.codecs:
+        try:
+            codecs = pd.read_csv(args.codecs)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{args.codecs}: unreadable codec sweep ({err})") from None
+    published = None if args.mode == "volume" else tables.load_published(args.published)
+    table = tables.rate_distortion_table(containers, references, codecs, published)
+    built = {"table_rate_distortion": table}
+    if codecs is not None:
+        built["table_vs_jpeg2000"] = tables.versus_codec(table, "jpeg2000")
+    notes = [tables.RD_NOTE, tables.PSNR_NOTE.format(tissue="(see Table 4)")]
+    tables.write_tables(built, notes, args.out_dir, args.mode)
+    figures.rate_distortion_figure(table, args.sr_amortize_over, Path(args.figure))
 
 
 def run_figure(args) -> None:

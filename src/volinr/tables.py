@@ -189,7 +189,12 @@ def side_by_side(ours: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
 
 def _better(table: pd.DataFrame, ours: str, baseline: str) -> pd.Series:
     higher_is_better = table["quantity"].str.contains("PSNR")
-    return np.where(higher_is_better, table[ours] > table[baseline], table[ours] < table[baseline])
+    better = np.where(
+        higher_is_better, table[ours] > table[baseline], table[ours] < table[baseline]
+    )
+    # no verdict where a number does not exist (the paper's, in volume mode)
+    missing = table[ours].isna() | table[baseline].isna()
+    return pd.Series(better, index=table.index, dtype=object).where(~missing, None)
 
 
 def other_methods(ours: pd.DataFrame, baseline: pd.DataFrame, published: dict) -> pd.DataFrame:
@@ -304,6 +309,10 @@ TITLES = {
     "table7_other_methods": "Table 7: best PSNR against the other methods the paper quotes",
     "table_sr_check": "SR check: the true LR slice upsampled by SRDenseNet, Lanczos, bicubic",
     "table_ablation": "Ablation: where the quality of the paper's pipeline comes from",
+    "table_rate_distortion": "Rate-distortion: every method's bits per voxel and quality, "
+    "from real files",
+    "table_vs_jpeg2000": "The stored-image methods against JPEG 2000 at the same rate and at "
+    "the same PSNR",
 }
 
 
@@ -334,3 +343,128 @@ def write_tables(
         text.append(shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a"))
         with atomic_path(out_dir / f"{name}.md") as tmp:
             tmp.write_text("\n".join(text) + "\n")
+
+
+# --- rate-distortion -------------------------------------------------------------------------
+
+RD_NOTE = (
+    "Rate-distortion: bits per voxel = 8 x bytes / voxels of the full-resolution original, "
+    "bytes taken from real files: the volinr container (SIREN weights quantized and "
+    "entropy-coded, with architecture, grid, intensity scaling and the decoding recipe), the "
+    "codec's own output stream, or the LR image coded losslessly. 'with SR' adds the whole "
+    "SRDenseNet checkpoint; 'SR amortized' adds it divided by the number of volumes sharing it "
+    "(rate_distortion.sr_amortize_over). Published points: the paper's compression rate read as "
+    "8-bit bytes / weights bytes, i.e. 8 / rate bits per voxel. Decode seconds: rebuilding the "
+    "full-resolution image from the stored bytes (SIREN evaluation + SR, or the codec's decoder)."
+)
+INR_LABELS = {"ours container": "SIREN on LR + SR (paper)", "baseline container": "SIREN on HR"}
+
+
+def _rd_row(method: str, setting: str, group: pd.DataFrame, family: str) -> dict[str, Any]:
+    psnr, ci, seeds = mean_ci95(group["psnr_8bit_minmax_db"])
+    return {
+        "method": method,
+        "setting": setting,
+        "family": family,
+        "bits_per_voxel": _mean(group, "bits_per_voxel"),
+        "bits_per_voxel_with_sr_amortized": _mean(group, "bits_per_voxel_with_sr_amortized"),
+        "bits_per_voxel_with_sr": _mean(group, "bits_per_voxel_with_sr"),
+        "psnr_8bit_minmax_db": psnr,
+        "psnr_ci95_db": ci,
+        "psnr_native_db": _mean(group, "psnr_native_db"),
+        "ssim": _mean(group, "ssim"),
+        "max_abs_error_hu": _mean(group, "max_abs_error_hu"),
+        "decode_seconds": _mean(group, "decode_seconds"),
+        "seeds": seeds,
+    }
+
+
+def rate_distortion_table(
+    containers: pd.DataFrame,
+    references: pd.DataFrame,
+    codecs: pd.DataFrame | None,
+    published: dict[str, Any] | None,
+) -> pd.DataFrame:
+    """Every method's rate and quality on the same image, SIREN points averaged over seeds."""
+    rows = []
+    for (method, layers, quantization), group in containers.groupby(
+        ["method", "layers", "quantization"]
+    ):
+        label = f"{INR_LABELS.get(method, method)}, {int(layers)} layers"
+        rows.append(_rd_row(label, str(quantization), group, "siren"))
+    for _, row in references.iterrows():
+        method = f"{row['method']} (LR coded losslessly)"
+        rows.append(_rd_row(method, "", row.to_frame().T, "lr + upsampling"))
+    if codecs is not None:
+        for _, row in codecs.iterrows():
+            setting = "lossless" if row["lossless"] else f"{float(row['parameter']):g}"
+            rows.append(_rd_row(str(row["codec"]), setting, row.to_frame().T, "codec"))
+    if published is not None:
+        for key, label in (
+            ("ours", "SIREN on LR + SR (paper)"),
+            ("baseline_full_res_siren", "SIREN on HR"),
+        ):
+            paper = published[key]
+            for layers, rate in paper["compression_rate"].items():
+                rows.append(
+                    {
+                        "method": f"{label}, {layers} layers",
+                        "setting": "published",
+                        "family": "published",
+                        "bits_per_voxel": 8.0 / rate,
+                        "psnr_8bit_minmax_db": paper["best_psnr_db"][layers],
+                    }
+                )
+    table = pd.DataFrame(rows)
+    return table.sort_values(["family", "method", "bits_per_voxel"], ignore_index=True)
+
+
+def _monotone_curve(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A codec's (log bits per voxel, PSNR) with PSNR made non-decreasing in rate, so that it
+    can be inverted; the sweep's points are sorted by rate."""
+    curve = curve.sort_values("bits_per_voxel")
+    log_rate = np.log(curve["bits_per_voxel"].to_numpy(float))
+    psnr = np.maximum.accumulate(curve["psnr_8bit_minmax_db"].to_numpy(float))
+    return log_rate, psnr
+
+
+def versus_codec(table: pd.DataFrame, codec: str = "jpeg2000") -> pd.DataFrame:
+    """Each stored-image method against a codec at the same rate and at the same quality,
+    interpolated on the codec's sweep in log rate; outside the sweep: empty."""
+    curve = table[
+        (table["method"] == codec) & (table["setting"] != "lossless") & table["ssim"].notna()
+    ]
+    if len(curve) < 2:
+        raise InputError(f"the codec sweep has fewer than two lossy {codec} points")
+    log_rate, psnr = _monotone_curve(curve)
+
+    def codec_psnr(bits: float) -> float:
+        if not np.isfinite(bits) or not log_rate[0] <= math.log(bits) <= log_rate[-1]:
+            return math.nan
+        return float(np.interp(math.log(bits), log_rate, psnr))
+
+    def codec_rate(target_db: float) -> float:
+        if not psnr[0] <= target_db <= psnr[-1]:
+            return math.nan
+        # first rate at which the (monotone) curve reaches the target
+        return float(np.exp(np.interp(target_db, psnr, log_rate)))
+
+    rows = []
+    for _, row in table[table["family"].isin(["siren", "lr + upsampling"])].iterrows():
+        same_rate = codec_psnr(row["bits_per_voxel"])
+        same_rate_sr = codec_psnr(row.get("bits_per_voxel_with_sr_amortized", math.nan))
+        needed = codec_rate(row["psnr_8bit_minmax_db"])
+        rows.append(
+            {
+                "method": row["method"],
+                "setting": row["setting"],
+                "bits_per_voxel": row["bits_per_voxel"],
+                "psnr_8bit_minmax_db": row["psnr_8bit_minmax_db"],
+                f"{codec}_psnr_at_same_rate_db": same_rate,
+                f"gain_over_{codec}_db": row["psnr_8bit_minmax_db"] - same_rate,
+                f"gain_over_{codec}_sr_amortized_db": row["psnr_8bit_minmax_db"] - same_rate_sr,
+                f"{codec}_bits_per_voxel_at_same_psnr": needed,
+                f"size_vs_{codec}_at_same_psnr": row["bits_per_voxel"] / needed,
+            }
+        )
+    return pd.DataFrame(rows)

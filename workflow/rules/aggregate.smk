@@ -10,6 +10,7 @@ TABLES = [
     "table_ablation",
 ]
 FIGURE_SEED = config["figures"]["seed"]
+RD_TABLES = ["table_rate_distortion"] + (["table_vs_jpeg2000"] if RD["codecs"] else [])
 
 
 rule aggregate_tables:
@@ -29,6 +30,39 @@ rule aggregate_tables:
     shell:
         "python -m volinr tables --metrics {input.metrics} --published {input.published} "
         f"--mode {MODE} --out-dir {R}/tables 2> {{log}}"
+
+
+rule rate_distortion:
+    input:
+        metrics=CONTAINER_METRICS,
+        references=[
+            f"{R}/metrics/reference/{method}.json" for method in REFERENCE_METHODS
+        ],
+        codecs=CODEC_SWEEP,
+        published=config["published"],
+    output:
+        csv=[table_output(n, "csv") for n in RD_TABLES],
+        md=[table_output(n, "md") for n in RD_TABLES],
+        figure=report(
+            f"{R}/figures/fig_rate_distortion.png",
+            caption="../report/fig_rate_distortion.rst",
+            category="Figures",
+        ),
+    log:
+        f"{R}/logs/rate_distortion.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        codecs=lambda wc, input: f"--codecs {input.codecs}" if input.codecs else "",
+        amortize=RD["sr_amortize_over"],
+    shell:
+        "python -m volinr rate-distortion --metrics {input.metrics} {input.references} "
+        "{params.codecs} --published {input.published} --mode "
+        f"{MODE} --sr-amortize-over {{params.amortize}} --out-dir {R}/tables "
+        "--figure {output.figure} 2> {log}"
 
 
 FIGURE_SHELL = (
@@ -233,12 +267,14 @@ FIGURES = (
     + rules.figure_comparison.output
     + rules.figure_sr_training.output
     + (VOLUME_FIGURES if VOLUME_MODE else [])
+    + [rules.rate_distortion.output.figure]
 )
 
 
 rule summary:
     input:
         tables=rules.aggregate_tables.output.md,
+        rate_distortion=rules.rate_distortion.output.md,
         figures=FIGURES,
     output:
         report(f"{R}/summary.md", caption="../report/summary.rst", category="Summary"),

@@ -90,6 +90,13 @@ def as_json(value):
     return shlex.quote(json.dumps(value))
 
 
+FIT_TARGET = {"ours": "lr", "baseline": "hr"}
+
+
+def sr_model_for_kind(wildcards):
+    return f"{R}/sr/srdensenet.pt" if wildcards.kind == "ours" else []
+
+
 def sr_model_if_needed(wildcards):
     return rules.pretrain_sr.output.model if wildcards.method == "sr" else []
 
