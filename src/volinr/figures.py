@@ -339,6 +339,17 @@ def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) 
                 lossless = group[group["setting"] == "lossless"]
                 ax.plot(lossless["bits_per_voxel"], lossless[column], "x", color=color, ms=7)
                 continue
+            if family == "published":
+                ax.plot(
+                    group["bits_per_voxel"],
+                    group[column],
+                    "*",
+                    ms=12,
+                    color=color,
+                    mec="black",
+                    label=method,
+                )
+                continue
             error = group["psnr_ci95_db"] if column == "psnr_8bit_minmax_db" else None
             ax.errorbar(
                 group["bits_per_voxel"],

@@ -408,7 +408,7 @@ def rate_distortion_table(
             for layers, rate in paper["compression_rate"].items():
                 rows.append(
                     {
-                        "method": f"{label}, {layers} layers",
+                        "method": f"published: {label}, {layers} layers",
                         "setting": "published",
                         "family": "published",
                         "bits_per_voxel": 8.0 / rate,
@@ -430,15 +430,20 @@ def _monotone_curve(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def versus_codec(table: pd.DataFrame, codec: str = "jpeg2000") -> pd.DataFrame:
     """Each stored-image method against a codec at the same rate and at the same quality,
-    interpolated on the codec's sweep in log rate; outside the sweep: empty."""
+    interpolated on the codec's sweep in log rate; outside the sweep: empty; at or above the
+    codec's lossless rate: inf (the codec stores the image exactly)."""
     curve = table[
         (table["method"] == codec) & (table["setting"] != "lossless") & table["ssim"].notna()
     ]
     if len(curve) < 2:
         raise InputError(f"the codec sweep has fewer than two lossy {codec} points")
     log_rate, psnr = _monotone_curve(curve)
+    lossless = table[(table["method"] == codec) & (table["setting"] == "lossless")]
+    lossless_bits = float(lossless["bits_per_voxel"].min()) if len(lossless) else math.inf
 
     def codec_psnr(bits: float) -> float:
+        if np.isfinite(bits) and bits >= lossless_bits:
+            return math.inf  # at this rate the codec stores the image losslessly
         if not np.isfinite(bits) or not log_rate[0] <= math.log(bits) <= log_rate[-1]:
             return math.nan
         return float(np.interp(math.log(bits), log_rate, psnr))

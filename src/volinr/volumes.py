@@ -853,7 +853,8 @@ def synthetic_head_phantom(
         "frame_of_reference_uid": generate_uid(entropy_srcs=[f"volinr phantom frame {described}"]),
         "phantom": {"shape": list(shape), "seed": int(seed), "spacing_mm": spacing},
     }
-    return Volume(hu, meta)
+    # Integer HU, as a scanner stores them.
+    return Volume(np.rint(hu).astype(np.float32), meta)
 
 
 # --- dispatch ------------------------------------------------------------------------------
