@@ -86,3 +86,37 @@ def test_mean_ci95():
     assert mean_ci95([1.0])[0] == 1.0 and math.isnan(mean_ci95([1.0])[1])
     mean, half, n = mean_ci95([1.0, 2.0, 3.0])
     assert (mean, n) == (2.0, 3) and half == pytest.approx(4.303 * 1 / 3**0.5, rel=1e-3)
+
+
+def test_versus_codec_interpolates_in_log_rate_and_knows_lossless():
+    from volinr.tables import versus_codec
+
+    def row(method, setting, family, bits, psnr):
+        return {
+            "method": method,
+            "setting": setting,
+            "family": family,
+            "bits_per_voxel": bits,
+            "bits_per_voxel_with_sr_amortized": bits * 1.5,
+            "psnr_8bit_minmax_db": psnr,
+            "ssim": 0.9,
+        }
+
+    table = pd.DataFrame(
+        [
+            row("jpeg2000", "40", "codec", 0.01, 20.0),
+            row("jpeg2000", "60", "codec", 0.1, 40.0),
+            row("jpeg2000", "80", "codec", 1.0, 60.0),
+            row("jpeg2000", "lossless", "codec", 3.0, math.inf),
+            row("SIREN", "q8", "siren", math.sqrt(0.01 * 0.1), 35.0),  # halfway in log rate
+            row("SIREN", "float32", "siren", 4.0, 50.0),
+            row("published: SIREN", "published", "published", 0.5, 30.0),
+        ]
+    )
+    versus = versus_codec(table).set_index("setting")
+    assert set(versus.index) == {"q8", "float32"}  # codecs and published rows are not compared
+    assert versus.loc["q8", "jpeg2000_psnr_at_same_rate_db"] == pytest.approx(30.0)
+    assert versus.loc["q8", "gain_over_jpeg2000_db"] == pytest.approx(5.0)
+    # 35 dB is three quarters of the way from 0.01 to 0.1 in log rate: 10 ** -1.25
+    assert versus.loc["q8", "jpeg2000_bits_per_voxel_at_same_psnr"] == pytest.approx(0.1**1.25)
+    assert versus.loc["float32", "jpeg2000_psnr_at_same_rate_db"] == math.inf  # above lossless

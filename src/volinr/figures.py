@@ -370,7 +370,8 @@ def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) 
         ax.set_xlabel("bits per voxel (log)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=6, ncol=1, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(
         "Rate-distortion from real files. Hollow: the SR model's bytes amortized over "
         f"{amortize_over} volumes; x: lossless; stars: the paper's published points",

@@ -60,6 +60,7 @@ def _versus_jpeg2000_lines(versus: pd.DataFrame) -> list[str]:
         "gain_over_jpeg2000_db",
         "jpeg2000_bits_per_voxel_at_same_psnr",
     ]
+    shown = versus[columns].assign(setting=versus["setting"].fillna(""))
     wins = versus[versus["gain_over_jpeg2000_db"] > 0]
     verdict = (
         "none of the stored-image methods beats JPEG 2000 at its own rate"
@@ -69,7 +70,9 @@ def _versus_jpeg2000_lines(versus: pd.DataFrame) -> list[str]:
     return [
         f"**Against JPEG 2000** (rates from real files; SR model not counted): {verdict}.",
         "",
-        versus[columns].to_markdown(index=False, floatfmt=".4g"),
+        shown.astype(object)
+        .where(shown.notna(), None)
+        .to_markdown(index=False, floatfmt=".4g", missingval="n/a"),
         "",
     ]
 
