@@ -105,3 +105,14 @@ def test_compile_falls_back_to_eager_when_it_fails(monkeypatch, caplog):
     result = fit_siren(_phantom(16), settings, torch.device("cpu"), progress=False)
     assert "fitting in eager mode" in caplog.text
     assert result.compile_seconds == 0.0 and np.isfinite(result.loss).all()
+
+
+def test_a_fixed_seed_gives_bitwise_identical_weights_on_cpu():
+    target = _phantom(24)
+    settings = FitSettings(sine_layers=2, iterations=20, width=16, eval_every=5, seed=3)
+    first = fit_siren(target, settings, torch.device("cpu"), progress=False)
+    second = fit_siren(target, settings, torch.device("cpu"), progress=False)
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name
+    other = fit_siren(target, FitSettings(**{**vars(settings), "seed": 4}), torch.device("cpu"))
+    assert not torch.equal(other.model.output.weight, first.model.output.weight)
