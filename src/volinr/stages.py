@@ -22,7 +22,6 @@ from volinr.io import (
     read_json,
     save_array,
     sha256_file,
-    sidecar_path,
     write_json,
 )
 
@@ -578,19 +577,21 @@ def run_export(args) -> None:
 def _matching_pair(reference_path: str, reconstruction_path: str):
     """A reference and a reconstruction of the same shape (else an error naming both files)."""
     reference, meta = load_array(reference_path)
-    reconstruction, _ = load_array(reconstruction_path)
+    reconstruction, recon_meta = load_array(reconstruction_path)
     if reconstruction.shape != reference.shape:
         raise InputError(
             f"{reconstruction_path}: shape {reconstruction.shape} differs from the "
             f"reference {reference_path} {reference.shape}"
         )
-    return reference, reconstruction, meta
+    return reference, reconstruction, meta, recon_meta
 
 
 def run_evaluate(args) -> None:
     from volinr import metrics
 
-    reference, reconstruction, ref_meta = _matching_pair(args.reference, args.reconstruction)
+    reference, reconstruction, ref_meta, recon_meta = _matching_pair(
+        args.reference, args.reconstruction
+    )
     minmax = metrics.minmax_window(reference)
     tissue = metrics.tissue_window(reference, *args.tissue_window)
     for name, (low, high) in (("min..max", minmax), ("tissue", tissue)):
@@ -612,7 +613,7 @@ def run_evaluate(args) -> None:
         padding_fraction=float(np.mean(reference < tissue[0])),
     )
     if args.lr_reference and args.lr_reconstruction:
-        lr_reference, lr_reconstruction, _ = _matching_pair(
+        lr_reference, lr_reconstruction, _, _ = _matching_pair(
             args.lr_reference, args.lr_reconstruction
         )
         result["lr_psnr_8bit_minmax_db"] = metrics.psnr_8bit(
@@ -643,7 +644,6 @@ def run_evaluate(args) -> None:
             raise InputError(f"{args.fit_record}: fit record lacks {err}") from None
     if args.container:
         _add_container_metrics(result, args, sr_bytes)
-    recon_meta = read_json(sidecar_path(args.reconstruction))
     if "decode_seconds" in recon_meta:
         result["decode_seconds"] = recon_meta["decode_seconds"]
     for key, value in result.items():
