@@ -10,9 +10,12 @@ from volinr.fit import (
     grid_coordinates,
     grid_extent,
     load_siren,
+    resolve_step,
     save_siren,
 )
 from volinr.io import InputError
+from volinr.models.siren import Siren
+from volinr.siren_grad import BlockedSirenStep
 
 
 def test_coordinate_grid_2d_and_3d():
@@ -69,16 +72,6 @@ def test_a_short_fit_reduces_the_loss_and_keeps_the_best_snapshot(tmp_path):
     assert 10 * np.log10(4 / mse) == pytest.approx(result.best_psnr_db, abs=0.01)
 
 
-def test_same_seed_same_weights_on_cpu():
-    target = _phantom(16)
-    settings = FitSettings(sine_layers=2, iterations=5, width=16, eval_every=5, seed=3)
-    first = fit_siren(target, settings, torch.device("cpu"), progress=False)
-    second = fit_siren(target, settings, torch.device("cpu"), progress=False)
-    pairs = zip(first.model.state_dict().values(), second.model.state_dict().values(), strict=True)
-    for a, b in pairs:
-        assert torch.equal(a, b)
-
-
 def test_minibatches_cover_every_voxel_once_per_epoch():
     target = _phantom(16)  # 256 voxels, batch 64: four batches an epoch
     settings = FitSettings(sine_layers=2, iterations=8, width=8, batch_size=64, eval_every=8)
@@ -101,7 +94,9 @@ def test_compile_falls_back_to_eager_when_it_fails(monkeypatch, caplog):
         raise RuntimeError("no C compiler found")
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    settings = FitSettings(sine_layers=2, iterations=4, width=8, eval_every=2, compile=True)
+    settings = FitSettings(
+        sine_layers=2, iterations=4, width=8, eval_every=2, compile=True, step="autograd"
+    )
     result = fit_siren(_phantom(16), settings, torch.device("cpu"), progress=False)
     assert "fitting in eager mode" in caplog.text
     assert result.compile_seconds == 0.0 and np.isfinite(result.loss).all()
@@ -116,3 +111,92 @@ def test_a_fixed_seed_gives_bitwise_identical_weights_on_cpu():
         assert torch.equal(tensor, second.model.state_dict()[name]), name
     other = fit_siren(target, FitSettings(**{**vars(settings), "seed": 4}), torch.device("cpu"))
     assert not torch.equal(other.model.output.weight, first.model.output.weight)
+
+
+@pytest.mark.parametrize("sine_layers", [1, 2, 4])
+def test_blocked_step_gives_autograd_gradient(sine_layers):
+    torch.manual_seed(0)
+    model = Siren(3, 32, sine_layers, 1, 30.0)
+    x, y = torch.rand(1000, 3) * 2 - 1, torch.rand(1000, 1) * 2 - 1
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    blocked = BlockedSirenStep(model, block_rows=96)  # 1000 rows: a short last block
+    assert float(blocked(x, y)) == pytest.approx(loss.item(), rel=1e-5)
+    for name, p in model.named_parameters():
+        scale = expected[name].abs().max()
+        assert (p.grad - expected[name]).abs().max() <= 1e-4 * scale, name
+
+
+def test_blocked_and_autograd_fits_agree():
+    target = _phantom(32)
+    settings = FitSettings(sine_layers=2, iterations=60, width=32, eval_every=20, batch_size=256)
+    blocked = fit_siren(target, settings, torch.device("cpu"), progress=False)
+    autograd = fit_siren(
+        target, FitSettings(**{**vars(settings), "step": "autograd"}), torch.device("cpu")
+    )
+    assert blocked.step == "blocked" and autograd.step == "autograd"
+    assert blocked.final_psnr_db == pytest.approx(autograd.final_psnr_db, abs=0.1)
+
+
+def test_precision_options_are_checked():
+    cpu = torch.device("cpu")
+    with pytest.raises(InputError, match="tf32 needs a CUDA"):
+        resolve_step(FitSettings(sine_layers=2, iterations=1, precision="tf32"), cpu)
+    with pytest.raises(InputError, match="blocked step runs in float32"):
+        resolve_step(
+            FitSettings(sine_layers=2, iterations=1, precision="bfloat16", step="blocked"), cpu
+        )
+    settings = FitSettings(
+        sine_layers=2, iterations=4, width=16, eval_every=2, precision="bfloat16"
+    )
+    result = fit_siren(_phantom(16), settings, cpu, progress=False)
+    assert result.step == "autograd" and np.isfinite(result.loss).all()
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_an_interrupted_fit_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    target = _phantom(24)
+    settings = FitSettings(
+        sine_layers=2, iterations=30, width=16, eval_every=5, batch_size=128, checkpoint_every=10
+    )
+    cpu = torch.device("cpu")
+    whole = fit_siren(target, settings, cpu, progress=False)
+    resume = tmp_path / "fit.resume.pt"
+    calls = {"n": 0}
+    real_call = BlockedSirenStep.__call__
+
+    def dies_at_step_23(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 23:
+            raise _Killed
+        return real_call(self, x, y)
+
+    monkeypatch.setattr(BlockedSirenStep, "__call__", dies_at_step_23)
+    with pytest.raises(_Killed):
+        fit_siren(target, settings, cpu, progress=False, resume_path=resume)
+    assert resume.exists()  # written at iteration 20
+    monkeypatch.setattr(BlockedSirenStep, "__call__", real_call)
+    resumed = fit_siren(target, settings, cpu, progress=False, resume_path=resume)
+    assert resumed.resumed_from_iteration == 20 and not resume.exists()
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+    assert np.array_equal(whole.loss, resumed.loss)
+    assert [e["psnr_db"] for e in whole.evaluations] == [e["psnr_db"] for e in resumed.evaluations]
+
+
+def test_a_resume_file_from_another_fit_is_ignored(tmp_path, caplog):
+    target = _phantom(16)
+    cpu = torch.device("cpu")
+    resume = tmp_path / "fit.resume.pt"
+    first = FitSettings(sine_layers=2, iterations=10, width=8, eval_every=5, checkpoint_every=5)
+    torch.save({"format": "volinr-siren-resume-1", "fingerprint": "another"}, resume)
+    result = fit_siren(target, first, cpu, progress=False, resume_path=resume)
+    assert "made by another fit" in caplog.text and result.resumed_from_iteration == 0
+    resume.write_bytes(b"cut short")
+    result = fit_siren(target, first, cpu, progress=False, resume_path=resume)
+    assert "unreadable resume checkpoint" in caplog.text and len(result.loss) == 10

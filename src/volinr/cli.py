@@ -150,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=_positive_int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--step", choices=("auto", "blocked", "autograd"), default="auto", help="training step kind"
+    )
+    p.add_argument("--precision", choices=("float32", "tf32", "bfloat16"), default="float32")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=0, help="iterations between resume checkpoints"
+    )
+    p.add_argument(
+        "--resume", default="", help="resume checkpoint file (default: WEIGHTS.resume.pt)"
+    )
+    p.add_argument("--divergence-retries", type=int, default=0)
+    p.add_argument("--divergence-lr-factor", type=float, default=0.5)
     p.add_argument("--weights", required=True, help="output SIREN weights file")
     p.add_argument("--record", required=True, help="output JSON of the fit")
     p.add_argument("--curve", required=True, help="output CSV of loss and PSNR curves")
@@ -271,8 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="SIREN fitting speed: ours vs a reference loop, roofline")
     p.add_argument("--layers", type=_positive_int, nargs="+", default=[2, 3, 4])
     p.add_argument("--iterations", type=_positive_int, default=30)
-    p.add_argument("--compile", action="store_true", help="torch.compile our loop")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=("default", "compiled", "bfloat16", "tf32"),
+        default=["default"],
+        help="our loop's variants (tf32: CUDA only)",
+    )
     p.add_argument("--smoke", action="store_true", help="one tiny configuration (for CI)")
+    p.add_argument(
+        "--targets", nargs="+", default=[], help="a subset of the configurations (default: all)"
+    )
     p.add_argument("--out-dir", default="results/benchmarks")
     p.add_argument("--stem", default="fit_speed", help="output file name stem")
     _add_common(p)

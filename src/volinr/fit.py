@@ -8,13 +8,17 @@ PSNR in the training curves is therefore the 8-bit PSNR in the target's own min.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
+import json
 import logging
 import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +28,9 @@ from tqdm import tqdm
 
 from volinr.checkpoints import load_checkpoint, save_checkpoint
 from volinr.devices import MemoryMeter, synchronize
-from volinr.io import InputError
+from volinr.io import InputError, atomic_path
 from volinr.models.siren import Siren
+from volinr.siren_grad import BlockedSirenStep
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,11 @@ def unscale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (values + 1.0) / 2.0 * (hi - lo) + lo
 
 
+STEP_KINDS = ("auto", "blocked", "autograd")
+PRECISIONS = ("float32", "tf32", "bfloat16")
+RESUME_FORMAT = "volinr-siren-resume-1"
+
+
 @dataclass
 class FitSettings:
     sine_layers: int
@@ -105,6 +115,14 @@ class FitSettings:
     eval_every: int = 25
     seed: int = 0
     compile: bool = False
+    # "blocked": the hand-written gradient of volinr.siren_grad (fast on a CPU); "autograd":
+    # autograd, optionally torch.compile'd; "auto": blocked on a CPU in float32, else autograd.
+    step: str = "auto"
+    # "tf32": TF32 matmuls (CUDA only); "bfloat16": autocast to bfloat16 (autograd step).
+    precision: str = "float32"
+    checkpoint_every: int = 0  # iterations between resume checkpoints (0: none)
+    divergence_retries: int = 0  # restarts at a lower learning rate after a NaN/Inf loss
+    divergence_lr_factor: float = 0.5
 
 
 @dataclass
@@ -123,6 +141,10 @@ class FitResult:
     memory_kind: str
     loss: np.ndarray  # per iteration, on the [-1, 1] scale
     evaluations: list[dict[str, float]] = field(default_factory=list)
+    step: str = "autograd"
+    learning_rate: float = 0.0  # the rate that produced the result (after any retries)
+    divergence_retries_used: int = 0
+    resumed_from_iteration: int = 0
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -133,7 +155,13 @@ class FitResult:
         return (self.train_seconds - self.first_iteration_seconds) / (iterations - 1)
 
 
-def _full_grid_mse(model, coords, values, chunk: int = 1 << 18) -> torch.Tensor:
+class SirenDiverged(FloatingPointError):
+    """A fit's loss became NaN or Inf."""
+
+
+def _full_grid_mse(model, coords, values, chunk: int = 1 << 13) -> torch.Tensor:
+    # Small chunks: a 65,536-row activation is 33.5 MB, and allocations that large cost a
+    # CPU page faults every time.
     total = torch.zeros((), device=coords.device)
     with torch.no_grad():
         for start in range(0, coords.shape[0], chunk):
@@ -142,21 +170,48 @@ def _full_grid_mse(model, coords, values, chunk: int = 1 << 18) -> torch.Tensor:
     return total / coords.shape[0]
 
 
-def index_batches(count: int, batch: int, seed: int, device) -> Iterator[torch.Tensor | None]:
+class IndexBatches:
     """Endless voxel-index batches: a fresh permutation every epoch, cut into batches, so each
     voxel is drawn once per epoch (None: the batch is the whole grid). Drawn on the device,
-    without a DataLoader; the benchmark's reference loop replays the same sequence."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    permutation, cursor = None, count
-    while True:
-        if batch >= count:
-            yield None
-            continue
-        if cursor + batch > count:
-            permutation = torch.randperm(count, device=device, generator=generator)
-            cursor = 0
-        yield permutation[cursor : cursor + batch]
-        cursor += batch
+    without a DataLoader; the benchmark's reference loop replays the same sequence. Its
+    ``state_dict`` lets a resumed fit draw exactly the batches an uninterrupted one would."""
+
+    def __init__(self, count: int, batch: int, seed: int, device):
+        self.count, self.batch, self.device = count, batch, torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.permutation: torch.Tensor | None = None
+        self.cursor = count
+
+    def __iter__(self) -> Iterator[torch.Tensor | None]:
+        return self
+
+    def __next__(self) -> torch.Tensor | None:
+        if self.batch >= self.count:
+            return None
+        if self.cursor + self.batch > self.count:
+            self.permutation = torch.randperm(
+                self.count, device=self.device, generator=self.generator
+            )
+            self.cursor = 0
+        self.cursor += self.batch
+        return self.permutation[self.cursor - self.batch : self.cursor]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.get_state(),
+            "permutation": None if self.permutation is None else self.permutation.cpu(),
+            "cursor": self.cursor,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        permutation = state["permutation"]
+        self.permutation = None if permutation is None else permutation.to(self.device)
+        self.cursor = int(state["cursor"])
+
+
+def index_batches(count: int, batch: int, seed: int, device) -> IndexBatches:
+    return IndexBatches(count, batch, seed, device)
 
 
 def _compiled_or_eager(model: Siren, x: torch.Tensor, y: torch.Tensor):
@@ -177,6 +232,107 @@ def _compiled_or_eager(model: Siren, x: torch.Tensor, y: torch.Tensor):
     return compiled, time.perf_counter() - start
 
 
+def resolve_step(settings: FitSettings, device: torch.device) -> str:
+    """The step kind a fit will use; refuses combinations that cannot run."""
+    if settings.step not in STEP_KINDS:
+        raise InputError(f"unknown SIREN step {settings.step!r}; choose one of {STEP_KINDS}")
+    if settings.precision not in PRECISIONS:
+        raise InputError(f"unknown precision {settings.precision!r}; choose one of {PRECISIONS}")
+    if settings.precision == "tf32" and device.type != "cuda":
+        raise InputError("precision tf32 needs a CUDA device (a CPU has no TF32 matmuls)")
+    if settings.step == "blocked" and settings.precision == "bfloat16":
+        raise InputError("the blocked step runs in float32; use step autograd for bfloat16")
+    if settings.step != "auto":
+        return settings.step
+    return "blocked" if device.type == "cpu" and settings.precision == "float32" else "autograd"
+
+
+def _fingerprint(target: np.ndarray, settings: FitSettings, extent, device) -> str:
+    """What a resume checkpoint must match: the data, every setting that changes the result,
+    the grid's extent and the device type."""
+    digest = hashlib.sha256(np.ascontiguousarray(target).tobytes())
+    relevant = {k: v for k, v in asdict(settings).items() if k != "checkpoint_every"}
+    digest.update(json.dumps([relevant, list(extent), device.type], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class _FitState:
+    """Everything a fit carries from one iteration to the next, so it can be checkpointed."""
+
+    model: Siren
+    optimizer: torch.optim.Optimizer
+    batches: IndexBatches
+    losses: torch.Tensor
+    iteration: int = 0
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+    best_psnr: float = -math.inf
+    best_iteration: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    train_seconds: float = 0.0
+    first_seconds: float = 0.0
+
+    def save(self, path: Path, fingerprint: str, learning_rate: float, attempt: int) -> None:
+        payload = {
+            "format": RESUME_FORMAT,
+            "fingerprint": fingerprint,
+            "learning_rate": learning_rate,
+            "attempt": attempt,
+            "iteration": self.iteration,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "batches": self.batches.state_dict(),
+            "losses": self.losses[: self.iteration].cpu(),
+            "evaluations": self.evaluations,
+            "best_psnr": self.best_psnr,
+            "best_iteration": self.best_iteration,
+            "best_state": self.best_state,
+            "train_seconds": self.train_seconds,
+            "first_seconds": self.first_seconds,
+        }
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    def load(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.batches.load_state_dict(payload["batches"])
+        self.iteration = int(payload["iteration"])
+        self.losses[: self.iteration] = payload["losses"].to(self.losses.device)
+        self.evaluations = list(payload["evaluations"])
+        self.best_psnr = float(payload["best_psnr"])
+        self.best_iteration = int(payload["best_iteration"])
+        self.best_state = payload["best_state"]
+        self.train_seconds = float(payload["train_seconds"])
+        self.first_seconds = float(payload["first_seconds"])
+
+
+def _read_resume(path: Path | None, fingerprint: str, device) -> dict[str, Any] | None:
+    """A usable resume checkpoint at ``path``, or None (absent, unreadable or another fit's)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # a checkpoint cut short by a kill: start over
+        log.warning("%s: unreadable resume checkpoint (%s); starting over", path, err)
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT:
+        log.warning("%s: not a SIREN resume checkpoint; starting over", path)
+        return None
+    if payload.get("fingerprint") != fingerprint:
+        log.warning("%s: made by another fit (data or settings differ); starting over", path)
+        return None
+    return payload
+
+
+def _optimizer(model: Siren, learning_rate: float, device: torch.device):
+    # One fused kernel for the whole parameter update where this build has it.
+    try:
+        return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=learning_rate, foreach=True)
+
+
 def fit_siren(
     target: np.ndarray,
     settings: FitSettings,
@@ -184,102 +340,204 @@ def fit_siren(
     progress: bool | None = None,
     label: str = "",
     spacing_mm: Sequence[float] | None = None,
+    resume_path: str | os.PathLike | None = None,
 ) -> FitResult:
     """Adam on MSE over the voxels of ``target``; keeps the snapshot with the best PSNR.
 
-    ``spacing_mm`` (one entry per axis) scales the coordinates by physical extent.
+    ``spacing_mm`` (one entry per axis) scales the coordinates by physical extent. With
+    ``resume_path`` and ``settings.checkpoint_every``, the fit's whole state is written there
+    every that many iterations, a rerun continues from it to the result an uninterrupted fit
+    gives (bitwise on a CPU), and the file is removed once the fit is done. A NaN/Inf loss
+    stops the fit naming its configuration, or restarts it ``settings.divergence_retries``
+    times with the learning rate scaled by ``settings.divergence_lr_factor``.
     """
     target = np.asarray(target, dtype=np.float32)
     lo, hi = float(target.min()), float(target.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError(f"{label or 'target'}: the image holds NaN or Inf values")
     if hi <= lo:
         raise InputError(f"{label or 'target'}: a constant image cannot be fitted (value {lo})")
-    torch.manual_seed(settings.seed)
-    model = Siren(3, settings.width, settings.sine_layers, 1, settings.omega0).to(device)
+    step_kind = resolve_step(settings, device)
     extent = grid_extent(target.shape, spacing_mm)
     coords = coordinate_grid(target.shape, device, extent)
     values = torch.from_numpy(scale_to_unit(target, lo, hi).reshape(-1, 1)).to(device)
+    resume = Path(resume_path) if resume_path is not None else None
+    fingerprint = _fingerprint(target, settings, extent, device)
+    payload = _read_resume(resume, fingerprint, device)
+    attempt = int(payload["attempt"]) if payload else 0
+    learning_rate = float(payload["learning_rate"]) if payload else settings.learning_rate
+    while True:
+        try:
+            result = _fit_attempt(
+                coords, values, settings, device, step_kind, learning_rate, attempt,
+                payload, resume, fingerprint, progress, label,
+            )  # fmt: skip
+            break
+        except SirenDiverged as err:
+            payload = None
+            if attempt >= settings.divergence_retries:
+                retried = f" after {attempt} retries at lower rates" if attempt else ""
+                raise SirenDiverged(
+                    f"{err}{retried}; set siren.divergence_retries to retry at a lower "
+                    "learning rate"
+                ) from None
+            attempt += 1
+            learning_rate *= settings.divergence_lr_factor
+            log.warning("%s; restarting with learning rate %.3g", err, learning_rate)
+    if resume is not None:
+        resume.unlink(missing_ok=True)
+    result.value_range = (lo, hi)
+    result.grid_shape = tuple(target.shape)
+    result.grid_extent = extent
+    log.info(
+        "%s: best %.2f dB at iteration %d, %.1f s of training (%s step)",
+        label,
+        result.best_psnr_db,
+        result.best_iteration,
+        result.train_seconds,
+        step_kind,
+    )
+    return result
+
+
+def _fit_attempt(coords, values, settings: FitSettings, device, step_kind: str,
+                 learning_rate: float, attempt: int, payload, resume: Path | None,
+                 fingerprint: str, progress, label: str) -> FitResult:  # fmt: skip
+    torch.manual_seed(settings.seed)
+    model = Siren(3, settings.width, settings.sine_layers, 1, settings.omega0).to(device)
     count = coords.shape[0]
     batch = min(settings.batch_size, count)
-    forward, compile_seconds = model, 0.0
-    if settings.compile:
+    state = _FitState(
+        model=model,
+        optimizer=_optimizer(model, learning_rate, device),
+        batches=index_batches(count, batch, settings.seed, device),
+        losses=torch.empty(settings.iterations, device=device),
+    )
+    if payload is not None:
+        state.load(payload)
+        log.info("%s: resuming from iteration %d (%s)", label, state.iteration, resume)
+    resumed_from = state.iteration
+    compile_seconds = 0.0
+    if step_kind == "blocked":
+        if settings.compile:
+            log.info("%s: the blocked step runs eagerly; compile applies to autograd", label)
+        blocked = BlockedSirenStep(model)
+    elif settings.compile:
         forward, compile_seconds = _compiled_or_eager(model, coords[:batch], values[:batch])
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    batches = index_batches(count, batch, settings.seed, device)
-    losses = torch.empty(settings.iterations, device=device)
-    evaluations: list[dict[str, float]] = []
-    best_psnr, best_iteration, best_state = -math.inf, 0, None
+    else:
+        forward = model
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=settings.precision == "bfloat16"
+    )
 
+    def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if step_kind == "blocked":
+            loss = blocked(x, y)
+        else:
+            with autocast:
+                loss = F.mse_loss(forward(x).float(), y)
+            state.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        state.optimizer.step()
+        return loss.detach()
+
+    name = label or "SIREN fit"
     meter = MemoryMeter(device)
-    train_seconds, first_seconds = 0.0, 0.0
     if progress is None:
         progress = os.isatty(2)
-    bar = tqdm(range(1, settings.iterations + 1), desc=label or "SIREN", disable=not progress)
-    synchronize(device)
-    segment_start = time.perf_counter()
-    for iteration in bar:
-        index = next(batches)
-        x, y = (coords, values) if index is None else (coords[index], values[index])
-        loss = F.mse_loss(forward(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses[iteration - 1] = loss.detach()
-        if iteration == 1:
+    bar = tqdm(
+        range(state.iteration + 1, settings.iterations + 1),
+        desc=label or "SIREN",
+        disable=not progress,
+        initial=state.iteration,
+        total=settings.iterations,
+    )
+    with _matmul_precision(settings.precision, device):
+        synchronize(device)
+        segment_start = time.perf_counter()
+        for iteration in bar:
+            index = next(state.batches)
+            x, y = (coords, values) if index is None else (coords[index], values[index])
+            state.losses[iteration - 1] = train_step(x, y)
+            state.iteration = iteration
+            if iteration == 1:
+                synchronize(device)
+                state.first_seconds = time.perf_counter() - segment_start
+            if iteration % settings.eval_every and iteration != settings.iterations:
+                continue
             synchronize(device)
-            first_seconds = time.perf_counter() - segment_start
-        if iteration % settings.eval_every == 0 or iteration == settings.iterations:
-            synchronize(device)
-            train_seconds += time.perf_counter() - segment_start
+            state.train_seconds += time.perf_counter() - segment_start
             meter.pause()
             # Eager evaluation: a no-grad graph would make torch.compile compile again.
-            mse = _full_grid_mse(model, coords, values, chunk=batch).item()
-            if not math.isfinite(mse):
-                raise FloatingPointError(
-                    f"{label or 'SIREN fit'} diverged at iteration {iteration} "
-                    f"(learning rate {settings.learning_rate}, {settings.sine_layers} sine layers)"
+            mse = _full_grid_mse(model, coords, values).item()
+            since = state.evaluations[-1]["iteration"] if state.evaluations else 0
+            if not (
+                math.isfinite(mse) and bool(torch.isfinite(state.losses[since:iteration]).all())
+            ):
+                raise SirenDiverged(
+                    f"{name} diverged (NaN/Inf loss) by iteration {iteration}: "
+                    f"{settings.sine_layers} sine layers, width {settings.width}, omega0 "
+                    f"{settings.omega0}, batch {batch}, learning rate {learning_rate:.3g}"
                 )
             psnr = 10 * math.log10(4.0 / mse) if mse > 0 else math.inf
-            evaluations.append(
+            state.evaluations.append(
                 {
                     "iteration": iteration,
                     "psnr_db": psnr,
                     "mse": mse,
-                    "train_seconds": train_seconds,
+                    "train_seconds": state.train_seconds,
                 }
             )
-            if psnr > best_psnr:
-                best_psnr, best_iteration = psnr, iteration
-                best_state = copy.deepcopy(model.state_dict())
-            bar.set_postfix(psnr=f"{psnr:.2f}", best=f"{best_psnr:.2f}")
+            if psnr > state.best_psnr:
+                state.best_psnr, state.best_iteration = psnr, iteration
+                state.best_state = copy.deepcopy(model.state_dict())
+            bar.set_postfix(psnr=f"{psnr:.2f}", best=f"{state.best_psnr:.2f}")
+            if (
+                resume is not None
+                and settings.checkpoint_every
+                and iteration < settings.iterations
+                and iteration // settings.checkpoint_every > since // settings.checkpoint_every
+            ):
+                state.save(resume, fingerprint, learning_rate, attempt)
             meter.resume()
             segment_start = time.perf_counter()
     bar.close()
     peak_bytes, memory_kind = meter.peak()
-    model.load_state_dict(best_state)
-    loss_curve = losses.cpu().numpy()
-    log.info(
-        "%s: best %.2f dB at iteration %d, %.1f s of training",
-        label,
-        best_psnr,
-        best_iteration,
-        train_seconds,
-    )
+    model.load_state_dict(state.best_state)
     return FitResult(
         model=model.eval(),
-        value_range=(lo, hi),
-        grid_shape=tuple(target.shape),
-        grid_extent=extent,
-        best_psnr_db=best_psnr,
-        best_iteration=best_iteration,
-        final_psnr_db=evaluations[-1]["psnr_db"],
-        train_seconds=train_seconds,
-        first_iteration_seconds=first_seconds,
+        value_range=(0.0, 0.0),
+        grid_shape=(),
+        grid_extent=[],
+        best_psnr_db=state.best_psnr,
+        best_iteration=state.best_iteration,
+        final_psnr_db=state.evaluations[-1]["psnr_db"],
+        train_seconds=state.train_seconds,
+        first_iteration_seconds=state.first_seconds,
         compile_seconds=compile_seconds,
         peak_memory_bytes=peak_bytes,
         memory_kind=memory_kind,
-        loss=loss_curve,
-        evaluations=evaluations,
+        loss=state.losses.cpu().numpy(),
+        evaluations=state.evaluations,
+        step=step_kind,
+        learning_rate=learning_rate,
+        divergence_retries_used=attempt,
+        resumed_from_iteration=resumed_from,
     )
+
+
+@contextlib.contextmanager
+def _matmul_precision(precision: str, device: torch.device):
+    """TF32 matmuls for the fit only (CUDA), restoring the global setting afterwards."""
+    if precision != "tf32":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def save_siren(path: str | os.PathLike, result: FitResult) -> int:

@@ -346,10 +346,20 @@ def run_fit(args) -> None:
         eval_every=args.eval_every,
         seed=args.seed,
         compile=args.compile,
+        step=args.step,
+        precision=args.precision,
+        checkpoint_every=args.checkpoint_every,
+        divergence_retries=args.divergence_retries,
+        divergence_lr_factor=args.divergence_lr_factor,
     )
     label = f"SIREN {args.sine_layers} layers, seed {args.seed}, on {Path(args.target).name}"
     spacing = meta.get("spacing_mm")
-    result = fit_siren(target, settings, device, label=label, spacing_mm=spacing)
+    # Beside the weights but not a declared output: Snakemake keeps it when a killed job's
+    # outputs are removed, so the rerun continues from it.
+    resume = args.resume or Path(args.weights).with_suffix(".resume.pt")
+    result = fit_siren(
+        target, settings, device, label=label, spacing_mm=spacing, resume_path=resume
+    )
     weights_bytes = save_siren(args.weights, result)
     evaluations = {e["iteration"]: e for e in result.evaluations}
     rows = []
@@ -387,6 +397,10 @@ def run_fit(args) -> None:
             "first_iteration_seconds": result.first_iteration_seconds,
             "compile_seconds": result.compile_seconds,
             "compiled": bool(settings.compile and result.compile_seconds > 0),
+            "step": result.step,
+            "learning_rate_used": result.learning_rate,
+            "divergence_retries_used": result.divergence_retries_used,
+            "resumed_from_iteration": result.resumed_from_iteration,
             "seconds_per_iteration": result.seconds_per_iteration,
             "seconds_per_50k_iterations_extrapolated": result.seconds_per_iteration * 50000,
             "peak_memory_bytes": result.peak_memory_bytes,
@@ -806,10 +820,16 @@ def run_bench(args) -> None:
 
     device = _device(args)
     targets = bench.SMOKE_TARGETS if args.smoke else bench.TARGETS
-    table = bench.run_benchmark(targets, args.layers, args.iterations, args.compile, device)
+    if args.targets:
+        unknown = sorted(set(args.targets) - set(targets))
+        if unknown:
+            raise InputError(f"unknown benchmark targets {unknown}; known: {sorted(targets)}")
+        targets = {name: targets[name] for name in args.targets}
+    table = bench.run_benchmark(targets, args.layers, args.iterations, args.variants, device)
     command = (
         f"volinr bench --layers {' '.join(map(str, args.layers))} --iterations {args.iterations}"
-        f"{' --compile' if args.compile else ''}{' --smoke' if args.smoke else ''}"
+        f" --variants {' '.join(args.variants)}{' --smoke' if args.smoke else ''}"
+        f"{' --targets ' + ' '.join(args.targets) if args.targets else ''}"
         f" --threads {args.threads} --device {args.device}"
     )
     meta = bench.benchmark_meta(device, args.iterations, command)
