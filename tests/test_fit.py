@@ -113,8 +113,8 @@ def test_a_fixed_seed_gives_bitwise_identical_weights_on_cpu():
     assert not torch.equal(other.model.output.weight, first.model.output.weight)
 
 
-@pytest.mark.parametrize("sine_layers", [1, 2, 4])
-def test_blocked_step_gives_autograd_gradient(sine_layers):
+@pytest.mark.parametrize("sine_layers, workers", [(1, 1), (2, 2), (4, 3)])
+def test_blocked_step_gives_autograd_gradient(sine_layers, workers):
     torch.manual_seed(0)
     model = Siren(3, 32, sine_layers, 1, 30.0)
     x, y = torch.rand(1000, 3) * 2 - 1, torch.rand(1000, 1) * 2 - 1
@@ -122,8 +122,11 @@ def test_blocked_step_gives_autograd_gradient(sine_layers):
     loss.backward()
     expected = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
-    blocked = BlockedSirenStep(model, block_rows=96)  # 1000 rows: a short last block
+    # 1000 rows: a short last block; several workers: uneven row ranges
+    blocked = BlockedSirenStep(model, block_rows=96, workers=workers)
     assert float(blocked(x, y)) == pytest.approx(loss.item(), rel=1e-5)
+    blocked.close()
+    assert torch.get_num_threads() == 1  # the workers' one-thread setting is undone
     for name, p in model.named_parameters():
         scale = expected[name].abs().max()
         assert (p.grad - expected[name]).abs().max() <= 1e-4 * scale, name
@@ -200,3 +203,14 @@ def test_a_resume_file_from_another_fit_is_ignored(tmp_path, caplog):
     resume.write_bytes(b"cut short")
     result = fit_siren(target, first, cpu, progress=False, resume_path=resume)
     assert "unreadable resume checkpoint" in caplog.text and len(result.loss) == 10
+
+
+def test_a_fit_split_between_two_workers_is_bitwise_repeatable():
+    torch.set_num_threads(2)  # two workers in the blocked step (reset by conftest)
+    target = _phantom(32)
+    settings = FitSettings(sine_layers=3, iterations=15, width=16, eval_every=5, batch_size=600)
+    first = fit_siren(target, settings, torch.device("cpu"), progress=False)
+    second = fit_siren(target, settings, torch.device("cpu"), progress=False)
+    assert torch.get_num_threads() == 2
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name

@@ -452,7 +452,8 @@ def _fit_attempt(coords, values, settings: FitSettings, device, step_kind: str,
         initial=state.iteration,
         total=settings.iterations,
     )
-    with _matmul_precision(settings.precision, device):
+    workers = contextlib.closing(blocked) if step_kind == "blocked" else contextlib.nullcontext()
+    with _matmul_precision(settings.precision, device), contextlib.closing(bar), workers:
         synchronize(device)
         segment_start = time.perf_counter()
         for iteration in bar:
@@ -501,7 +502,6 @@ def _fit_attempt(coords, values, settings: FitSettings, device, step_kind: str,
                 state.save(resume, fingerprint, learning_rate, attempt)
             meter.resume()
             segment_start = time.perf_counter()
-    bar.close()
     peak_bytes, memory_kind = meter.peak()
     model.load_state_dict(state.best_state)
     return FitResult(
