@@ -256,6 +256,11 @@ def benchmark_meta(device: torch.device, iterations: int, command: str) -> dict:
             "versions": provenance.versions(), "git_commit": provenance.git_commit()}  # fmt: skip
 
 
+def _load_text(meta: dict) -> str:
+    load = meta.get("load_average_1min") or {}
+    return " / ".join(f"{load[k]:.2f}" if k in load else "?" for k in ("before", "after"))
+
+
 def write_results(table: pd.DataFrame, meta: dict, out_dir: Path, stem: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / f"{stem}.json", {**meta, "rows": table.to_dict(orient="records")})
@@ -266,7 +271,8 @@ def write_results(table: pd.DataFrame, meta: dict, out_dir: Path, stem: str) -> 
                "peak_memory_mb", "psnr_difference_db"]  # fmt: skip
     text = [
         f"Device: {meta['device']}; torch {meta['torch']}; {meta['iterations']} iterations a "
-        f"configuration; git commit {meta['git_commit']}; command: `{meta['command']}`.",
+        f"configuration; git commit {meta['git_commit']}; command: `{meta['command']}`; "
+        f"1-minute load average before / after: {_load_text(meta)}.",
         "",
         "Variants: `default` is `fit_siren` as the pipeline runs it on this device (on a CPU "
         "the blocked hand-written gradient, `volinr.siren_grad`); `compiled` is autograd "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -825,6 +826,7 @@ def run_bench(args) -> None:
         if unknown:
             raise InputError(f"unknown benchmark targets {unknown}; known: {sorted(targets)}")
         targets = {name: targets[name] for name in args.targets}
+    load_before = os.getloadavg()[0]  # other work on the machine skews every timing
     table = bench.run_benchmark(targets, args.layers, args.iterations, args.variants, device)
     command = (
         f"volinr bench --layers {' '.join(map(str, args.layers))} --iterations {args.iterations}"
@@ -833,4 +835,5 @@ def run_bench(args) -> None:
         f" --threads {args.threads} --device {args.device}"
     )
     meta = bench.benchmark_meta(device, args.iterations, command)
+    meta["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     bench.write_results(table, meta, Path(args.out_dir), args.stem)
