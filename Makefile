@@ -43,7 +43,7 @@ report: setup
 
 # Put the last run's summary into README.md (between the results markers).
 readme: setup
-	$(BIN)/volinr summary --tables-dir results/tables --results results --out results/summary.md --readme README.md --benchmark benchmarks/results/cpu.md
+	$(BIN)/volinr summary --tables-dir results/tables --results results --out results/summary.md --readme README.md --benchmark benchmarks/results/cpu.md benchmarks/results/cpu_agreement.md benchmarks/results/sr_cpu.md
 
 # The CPU speed benchmarks committed under benchmarks/results/ (about 25 minutes on 2 cores):
 # speed and roofline of every configuration and variant; agreement of our loop's PSNR with the
@@ -51,6 +51,7 @@ readme: setup
 bench: setup
 	$(BIN)/volinr bench --layers 2 3 4 --iterations 30 --variants default compiled bfloat16 --threads 2 --out-dir benchmarks/results --stem cpu
 	$(BIN)/volinr bench --layers 2 3 4 --iterations 500 --targets lr_slice_128x128 --threads 2 --out-dir benchmarks/results --stem cpu_agreement
+	$(BIN)/volinr bench-sr --steps 20 --patch 24 --batch 16 --slice-size 512 --checkpoint models/srdensenet-cpu.pt --threads 2 --out-dir benchmarks/results --stem sr_cpu
 
 # Retrain the committed SR checkpoint with the workflow's own rule, then publish it.
 pretrain-sr: setup

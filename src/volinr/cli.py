@@ -277,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, help="results folder (logs, benchmarks)")
     p.add_argument("--out", required=True)
     p.add_argument("--readme", default="", help="README.md whose generated section to replace")
-    p.add_argument("--benchmark", default="", help="a benchmark Markdown for the README too")
+    p.add_argument(
+        "--benchmark", nargs="*", default=[], help="benchmark Markdown files for the README too"
+    )
     p.set_defaults(run="run_summary")
 
     p = sub.add_parser("bench", help="SIREN fitting speed: ours vs a reference loop, roofline")
@@ -298,6 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stem", default="fit_speed", help="output file name stem")
     _add_common(p)
     p.set_defaults(run="run_bench")
+
+    p = sub.add_parser("bench-sr", help="SRDenseNet training and inference speed, by variant")
+    p.add_argument("--steps", type=_positive_int, default=20, help="timed training steps")
+    p.add_argument("--patch", type=_positive_int, default=24, help="LR training patch side")
+    p.add_argument("--batch", type=_positive_int, default=16)
+    p.add_argument("--slice-size", type=_positive_int, default=512, help="full-resolution side")
+    p.add_argument("--checkpoint", default="", help="SR weights for inference (default: random)")
+    p.add_argument("--out-dir", default="results/benchmarks")
+    p.add_argument("--stem", default="sr_speed", help="output file name stem")
+    _add_common(p)
+    p.set_defaults(run="run_bench_sr")
 
     p = sub.add_parser("publish-sr", help="copy a trained SR checkpoint with its log and sha256")
     p.add_argument("--checkpoint", required=True)

@@ -269,9 +269,14 @@ def run_pretrain_sr(args) -> None:
         SRTrainingSettings,
         save_sr_checkpoint,
         settings_dict,
-        train_srdensenet,
+        train_srdensenet_retrying,
     )
 
+    # What to do on divergence is not a training setting: it changes nothing in a run that
+    # converges, so it stays out of the settings a committed checkpoint is matched against.
+    args.settings = dict(args.settings)
+    retries = int(args.settings.pop("divergence_retries", 0))
+    lr_factor = float(args.settings.pop("divergence_lr_factor", 0.5))
     split = read_json(args.split)
     reason = _reuse_reason(args, split)
     if reason is None:
@@ -287,12 +292,22 @@ def run_pretrain_sr(args) -> None:
     device = _device(args)
     settings = SRTrainingSettings(**args.settings)
     pairs = PatchPairs.from_hr_images(_training_images(args.training), args.factor)
-    model, curve = train_srdensenet(pairs, args.model, settings, device)
+    run = train_srdensenet_retrying(
+        pairs, args.model, settings, device,
+        divergence_retries=retries, divergence_lr_factor=lr_factor,
+    )  # fmt: skip
+    model, curve = run.model, run.curve
     training = {
         "settings": settings_dict(settings),
         "split": split,
         "steps_done": curve[-1]["step"],
         "seconds": curve[-1]["seconds"],
+        "divergence_retries": retries,
+        "divergence_lr_factor": lr_factor,
+        "divergence_retries_used": run.divergence_retries_used,
+        "learning_rate_used": run.learning_rate,
+        "channels_last": run.execution.channels_last,
+        "precision": run.execution.precision,
         "device": provenance.device_info(device),
         "versions": provenance.versions(),
     }
@@ -809,8 +824,11 @@ def run_summary(args) -> None:
     if args.readme:
         summary.splice_into_readme(Path(args.readme), text)
         if args.benchmark:
-            bench_text = Path(args.benchmark).read_text()
-            summary.splice_into_readme(Path(args.readme), bench_text, "performance")
+            # each benchmark's Markdown under its file name, in the order given
+            parts = [
+                f"### `{Path(path).name}`\n\n{Path(path).read_text()}" for path in args.benchmark
+            ]
+            summary.splice_into_readme(Path(args.readme), "\n".join(parts), "performance")
 
 
 # --- benchmarks ----------------------------------------------------------------------------
@@ -837,3 +855,24 @@ def run_bench(args) -> None:
     meta = bench.benchmark_meta(device, args.iterations, command)
     meta["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
     bench.write_results(table, meta, Path(args.out_dir), args.stem)
+
+
+def run_bench_sr(args) -> None:
+    from volinr import bench_sr
+
+    device = _device(args)
+    checkpoint = args.checkpoint or None
+    load_before = os.getloadavg()[0]
+    table = bench_sr.run_sr_benchmark(
+        device, args.steps, args.patch, args.batch, args.slice_size, checkpoint=checkpoint
+    )
+    command = (
+        f"volinr bench-sr --steps {args.steps} --patch {args.patch} --batch {args.batch} "
+        f"--slice-size {args.slice_size}{' --checkpoint ' + args.checkpoint if checkpoint else ''}"
+        f" --threads {args.threads} --device {args.device}"
+    )
+    meta = bench_sr.sr_benchmark_meta(
+        device, args.steps, args.patch, args.batch, args.slice_size, command, checkpoint
+    )
+    meta["load_average_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
+    bench_sr.write_sr_results(table, meta, Path(args.out_dir), args.stem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from volinr.io import InputError, atomic_path
@@ -15,12 +16,36 @@ def markers(section: str) -> tuple[str, str]:
             f"<!-- {section}:end -->")  # fmt: skip
 
 
+# Columns that hold our measurements: an empty cell there is a failed run, never 'n/a'.
+MEASURED = {
+    "table4_ours": ["train_seconds_ours", "seeds", "iterations_ours"],
+    "table5_baseline": ["train_seconds_ours", "seeds", "iterations_ours"],
+    "table6_side_by_side": ["baseline_measured", "ours_measured"],
+    "table_sr_check": ["psnr_8bit_minmax_db", "psnr_8bit_tissue_db", "psnr_native_db", "ssim"],
+    "table_vs_jpeg2000": ["bits_per_voxel", "psnr_8bit_minmax_db"],
+}
+
+
+def _read_table(path: Path, name: str) -> pd.DataFrame:
+    table = pd.read_csv(path)
+    for column in MEASURED.get(name, []):
+        if column in table and not np.all(np.isfinite(table[column].astype(float))):
+            raise FloatingPointError(f"{path}: measured column {column} holds NaN/Inf or blanks")
+    return table
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    """Missing numbers (the paper's, in volume mode) as 'n/a', as the tables show them."""
+    shown = table.astype(object).where(table.notna(), None)
+    return shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a")
+
+
 def build_summary(tables_dir: Path, results: Path) -> str:
     def read(name: str) -> pd.DataFrame:
         path = tables_dir / f"{name}.csv"
         if not path.is_file():
             raise InputError(f"{path}: table missing")
-        return pd.read_csv(path)
+        return _read_table(path, name)
 
     table4, table5 = read("table4_ours"), read("table5_baseline")
     table6, sr = read("table6_side_by_side"), read("table_sr_check")
@@ -33,16 +58,16 @@ def build_summary(tables_dir: Path, results: Path) -> str:
         "",
         "**Table 6** (paper beside ours; PSNR: 8-bit, min..max window of the original slice):",
         "",
-        table6.to_markdown(index=False, floatfmt=".4g"),
+        _markdown(table6),
         "",
         "**SR check** (the true LR slice upsampled; the SR model never saw this slice):",
         "",
-        sr.to_markdown(index=False, floatfmt=".4g"),
+        _markdown(sr),
         "",
     ]
     versus = tables_dir / "table_vs_jpeg2000.csv"
     if versus.is_file():
-        lines += _versus_jpeg2000_lines(pd.read_csv(versus))
+        lines += _versus_jpeg2000_lines(_read_table(versus, "table_vs_jpeg2000"))
     lines.append(
         "All tables with their definitions: `results/tables/*.md`; figures: `results/figures/`."
     )
@@ -70,9 +95,7 @@ def _versus_jpeg2000_lines(versus: pd.DataFrame) -> list[str]:
     return [
         f"**Against JPEG 2000** (rates from real files; SR model not counted): {verdict}.",
         "",
-        shown.astype(object)
-        .where(shown.notna(), None)
-        .to_markdown(index=False, floatfmt=".4g", missingval="n/a"),
+        _markdown(shown),
         "",
     ]
 

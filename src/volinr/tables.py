@@ -278,7 +278,20 @@ def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
             records.append(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(f"{path}: unreadable metrics file ({err})") from None
+        _check_record_finite(path, records[-1])
     return pd.DataFrame.from_records(records)
+
+
+def _check_record_finite(path: str | Path, record: dict[str, Any]) -> None:
+    """A measured value (PSNR, SSIM, seconds, sizes) that is NaN/Inf is a failed run, not a
+    missing number: refuse it here, where the file is known; a table's mean would skip a NaN
+    silently. Missing keys stay missing (NaN in the frame, 'n/a' in the Markdown)."""
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: not a metrics record (a JSON object)")
+    for key, value in record.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise FloatingPointError(f"{path}: measured value {key} is {value} (not finite)")
 
 
 def _check_finite(name: str, table: pd.DataFrame, columns: Iterable[str]) -> None:
