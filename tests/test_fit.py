@@ -102,17 +102,6 @@ def test_compile_falls_back_to_eager_when_it_fails(monkeypatch, caplog):
     assert result.compile_seconds == 0.0 and np.isfinite(result.loss).all()
 
 
-def test_a_fixed_seed_gives_bitwise_identical_weights_on_cpu():
-    target = _phantom(24)
-    settings = FitSettings(sine_layers=2, iterations=20, width=16, eval_every=5, seed=3)
-    first = fit_siren(target, settings, torch.device("cpu"), progress=False)
-    second = fit_siren(target, settings, torch.device("cpu"), progress=False)
-    for name, tensor in first.model.state_dict().items():
-        assert torch.equal(tensor, second.model.state_dict()[name]), name
-    other = fit_siren(target, FitSettings(**{**vars(settings), "seed": 4}), torch.device("cpu"))
-    assert not torch.equal(other.model.output.weight, first.model.output.weight)
-
-
 @pytest.mark.parametrize("sine_layers, workers", [(1, 1), (2, 2), (4, 3)])
 def test_blocked_step_gives_autograd_gradient(sine_layers, workers):
     torch.manual_seed(0)
@@ -203,14 +192,3 @@ def test_a_resume_file_from_another_fit_is_ignored(tmp_path, caplog):
     resume.write_bytes(b"cut short")
     result = fit_siren(target, first, cpu, progress=False, resume_path=resume)
     assert "unreadable resume checkpoint" in caplog.text and len(result.loss) == 10
-
-
-def test_a_fit_split_between_two_workers_is_bitwise_repeatable():
-    torch.set_num_threads(2)  # two workers in the blocked step (reset by conftest)
-    target = _phantom(32)
-    settings = FitSettings(sine_layers=3, iterations=15, width=16, eval_every=5, batch_size=600)
-    first = fit_siren(target, settings, torch.device("cpu"), progress=False)
-    second = fit_siren(target, settings, torch.device("cpu"), progress=False)
-    assert torch.get_num_threads() == 2
-    for name, tensor in first.model.state_dict().items():
-        assert torch.equal(tensor, second.model.state_dict()[name]), name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import resource
 import sys
@@ -35,6 +36,69 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+MEMORY_LIMIT_ENV = "VOLINR_MEMORY_LIMIT_BYTES"
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _cgroup_headroom() -> int | None:
+    """Limit minus usage of this process's memory cgroup (v2, else v1); None: no limit."""
+    for limit, usage in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            with open(limit) as a, open(usage) as b:
+                cap, used = a.read().strip(), int(b.read().strip())
+        except (OSError, ValueError):
+            continue
+        if cap == "max" or int(cap) >= 1 << 60:  # unlimited
+            return None
+        return max(0, int(cap) - used)
+    return None
+
+
+def available_memory_bytes(device: torch.device) -> tuple[int | None, str]:
+    """Memory a new allocation can take on ``device`` and where the number comes from.
+
+    ``VOLINR_MEMORY_LIMIT_BYTES`` overrides it (a cap, or a test); CUDA: free device memory
+    (torch.cuda.mem_get_info); CPU: /proc/meminfo MemAvailable (psutil or sysconf where
+    there is none), lowered to the memory cgroup's headroom; None where nothing tells.
+    """
+    override = os.environ.get(MEMORY_LIMIT_ENV)
+    if override:
+        return int(float(override)), MEMORY_LIMIT_ENV
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), "torch.cuda.mem_get_info"
+    found = _meminfo_available()
+    headroom = _cgroup_headroom()
+    if headroom is not None and (found is None or headroom < found):
+        return headroom, "memory cgroup limit"
+    return found, "MemAvailable"
 
 
 def _status_bytes(field: str) -> int | None:

@@ -6,8 +6,13 @@ of view would otherwise take most of the grey levels); a 3D volume shows its mid
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,9 +22,24 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from volinr import provenance  # noqa: E402
 from volinr.io import atomic_path, load_array  # noqa: E402
 
 log = logging.getLogger(__name__)
+_PROVENANCE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "provenance", default=None
+)
+PNG_KEY = "Provenance"  # the PNG text chunk holding the provenance block (JSON)
+
+
+@contextlib.contextmanager
+def recording(block: dict[str, Any]) -> Iterator[None]:
+    """Figures saved inside carry ``block`` (else one without settings)."""
+    token = _PROVENANCE.set(block)
+    try:
+        yield
+    finally:
+        _PROVENANCE.reset(token)
 
 
 def display_slice(array: np.ndarray) -> np.ndarray:
@@ -27,8 +47,15 @@ def display_slice(array: np.ndarray) -> np.ndarray:
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
+    block = _PROVENANCE.get() or provenance.record(None)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        fig.savefig(
+            tmp,
+            dpi=110,
+            bbox_inches="tight",
+            format="png",
+            metadata={PNG_KEY: json.dumps(block)},
+        )
     plt.close(fig)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volinr import provenance
+from volinr import limits, provenance
 from volinr.io import (
     InputError,
     atomic_path,
@@ -39,9 +39,11 @@ def _device(args):
         raise InputError(str(err)) from None
 
 
-def write_csv(path: str | Path, rows: list[dict]) -> None:
+def write_csv(path: str | Path, rows: list[dict], block: dict) -> None:
+    """Rows as CSV, with the provenance ``block`` beside it (``<path>.provenance``)."""
     if not rows:
         raise ValueError(f"no rows to write to {path}")
+    provenance.write_sidecar(path, block)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -55,7 +57,7 @@ def run_prepare(args) -> None:
     from volinr.sources import read_frame
 
     frame = read_frame(args.source, args.frame)
-    save_array(args.out, frame.pixels, frame.meta)
+    save_array(args.out, frame.pixels, frame.meta | {"provenance": provenance.record(args)})
     log.info("%s frame %d -> %s %s", args.source, args.frame, args.out, frame.pixels.shape)
 
 
@@ -133,6 +135,7 @@ def run_sr_dataset(args) -> None:
         "rule": "no training image equals an evaluated slice (sha256); DICOM frames correlating "
         "with the evaluation image above max_correlation after resizing are refused; slices of "
         "the evaluated volume train only outside the evaluated slab and its margin",
+        "provenance": provenance.record(args),
     }
     with atomic_path(args.out) as tmp:
         with open(tmp, "wb") as handle:
@@ -154,7 +157,7 @@ def run_download(args) -> None:
         args.downloads_dir,
         max_member_bytes=args.max_member_bytes,
     )
-    write_json(args.manifest, manifest)
+    write_json(args.manifest, manifest | {"provenance": provenance.record(args)})
 
 
 def _nifti_in(folder: Path) -> Path:
@@ -184,10 +187,11 @@ def run_prepare_volume(args) -> None:
         downsampled_shape(evaluated.voxels.shape, args.factor)
     except ValueError as err:
         raise InputError(f"{source}: {err}") from None
-    save_array(args.volume_out, volume.voxels, volume.meta)
+    block = {"provenance": provenance.record(args)}
+    save_array(args.volume_out, volume.voxels, volume.meta | block)
     if args.out:
         meta = evaluated.meta | {"evaluation_slices": [start, stop], "slab_of": args.volume_out}
-        save_array(args.out, evaluated.voxels, meta)
+        save_array(args.out, evaluated.voxels, meta | block)
     log.info("%s: volume %s, evaluated slices %d..%d", source, volume.voxels.shape, start, stop)
 
 
@@ -217,7 +221,8 @@ def run_downsample(args) -> None:
             "factor": args.factor,
             "from_shape": list(array.shape),
             "rounded_to_integers": integer_input,
-        }
+        },
+        provenance=provenance.record(args),
     )
     save_array(args.out, small, meta)
 
@@ -286,7 +291,7 @@ def run_pretrain_sr(args) -> None:
         _, payload = load_sr_checkpoint(args.pretrained)
         with atomic_path(args.out) as tmp:
             shutil.copyfile(args.pretrained, tmp)
-        write_csv(args.curve, payload["curve"])
+        write_csv(args.curve, payload["curve"], provenance.record(args))
         return
     log.info("training SRDenseNet: %s", reason)
     device = _device(args)
@@ -308,11 +313,10 @@ def run_pretrain_sr(args) -> None:
         "learning_rate_used": run.learning_rate,
         "channels_last": run.execution.channels_last,
         "precision": run.execution.precision,
-        "device": provenance.device_info(device),
-        "versions": provenance.versions(),
+        "provenance": provenance.record(args, device),
     }
     save_sr_checkpoint(args.out, model, training, curve)
-    write_csv(args.curve, curve)
+    write_csv(args.curve, curve, training["provenance"])
 
 
 def run_publish_sr(args) -> None:
@@ -321,6 +325,8 @@ def run_publish_sr(args) -> None:
     _, payload = load_sr_checkpoint(args.checkpoint)
     out_dir = Path(args.out_dir)
     target = out_dir / f"{args.name}.pt"
+    block = provenance.record(args)
+    provenance.write_sidecar(out_dir / f"{args.name}.curve.csv", block)
     with atomic_path(target) as tmp:
         shutil.copyfile(args.checkpoint, tmp)
     with atomic_path(out_dir / f"{args.name}.curve.csv") as tmp:
@@ -339,6 +345,7 @@ def run_publish_sr(args) -> None:
             "training": {k: v for k, v in payload["training"].items() if k != "split"},
             "training_split": payload["training"]["split"],
             "final_monitor": last,
+            "provenance": block,
         },
     )
     log.info("published %s (sha256 %s)", target, sha256_file(target))
@@ -373,6 +380,7 @@ def run_fit(args) -> None:
     # Beside the weights but not a declared output: Snakemake keeps it when a killed job's
     # outputs are removed, so the rerun continues from it.
     resume = args.resume or Path(args.weights).with_suffix(".resume.pt")
+    limits.check_fit(target.size, settings, device, label)
     result = fit_siren(
         target, settings, device, label=label, spacing_mm=spacing, resume_path=resume
     )
@@ -389,7 +397,8 @@ def run_fit(args) -> None:
                 "eval_psnr_db": evaluation.get("psnr_db", ""),
             }
         )
-    write_csv(args.curve, rows)
+    block = provenance.record(args, device)
+    write_csv(args.curve, rows, block)
     write_json(
         args.record,
         {
@@ -421,9 +430,7 @@ def run_fit(args) -> None:
             "seconds_per_50k_iterations_extrapolated": result.seconds_per_iteration * 50000,
             "peak_memory_bytes": result.peak_memory_bytes,
             "memory_kind": result.memory_kind,
-            "device": provenance.device_info(device),
-            "versions": provenance.versions(),
-            "git_commit": provenance.git_commit(),
+            "provenance": block,
         },
     )
 
@@ -440,15 +447,16 @@ def run_decode(args) -> None:
             f"onto shape {shape}"
         )
     extent = payload.get("grid_extent") or [float(n) for n in payload["grid_shape"]]
+    width = model.config["hidden_features"]
+    chunk = limits.plan_decode(shape, width, args.chunk_voxels, device, f"decoding {args.weights}")
     meta = {"decoded_from": str(args.weights), "grid": list(shape), "extent_mm": extent}
     if args.like:
         like = read_json(args.like)
         meta = {k: v for k, v in like.items() if k not in ("shape", "dtype", "sha256")} | meta
     if shape != tuple(payload["grid_shape"]):
         meta["spacing_mm"] = [e / n for e, n in zip(extent, shape, strict=True)]
-    decoded = decode_siren(
-        model, shape, tuple(payload["value_range"]), device, extent, args.chunk_voxels
-    )
+    meta["provenance"] = provenance.record(args, device)
+    decoded = decode_siren(model, shape, tuple(payload["value_range"]), device, extent, chunk)
     save_array(args.out, decoded, meta)
 
 
@@ -501,6 +509,7 @@ def run_upsample(args) -> None:
             "z_restore": args.z_restore if args.method == "sr" and low.ndim == 3 else None,
             "sr_model": args.sr_model or None,
             "decode_seconds": seconds,
+            "provenance": provenance.record(args, device),
         },
     )
 
@@ -531,6 +540,7 @@ def run_compress(args) -> None:
         args.coder,
         extra,
     )
+    provenance.write_sidecar(args.out, provenance.record(args))  # not in the rated bytes
     size = write_container(args.out, data)
     log.info(
         "%s -> %s: %d bytes (%s, %s)", args.weights, args.out, size, args.quantization, args.coder
@@ -547,15 +557,28 @@ def run_decompress(args) -> None:
     start = time.perf_counter()
     model, header = siren_from_container(args.container, device)
     extra = header.get("extra", {})
+    method = extra.get("upsample", "none")
+    upsampled = {}
+    if method != "none":
+        # the restored volume, an intermediate of SR or of the slice-axis resize, and its copy
+        voxels = math.prod(int(n) for n in extra["target_shape"])
+        upsampled = {"upsampled output and its intermediates": 3 * voxels * 4}
+    chunk = limits.plan_decode(
+        header["grid_shape"],
+        model.config["hidden_features"],
+        args.chunk_voxels,
+        device,
+        f"decompressing {args.container}",
+        upsampled,
+    )
     low = decode_siren(
         model,
         header["grid_shape"],
         tuple(header["value_range"]),
         device,
         header["grid_extent"],
-        args.chunk_voxels,
+        chunk,
     )
-    method = extra.get("upsample", "none")
     if method != "none":
         expected = extra.get("sr_model_sha256")
         if method == "sr" and (not args.sr_model or sha256_file(args.sr_model) != expected):
@@ -579,7 +602,7 @@ def run_decompress(args) -> None:
         "quantization": header["quantization"],
         "upsample": method,
         "decode_seconds": seconds,
-        "device": provenance.device_info(device),
+        "provenance": provenance.record(args, device),
     }
     save_array(args.out, low, meta)
 
@@ -594,6 +617,9 @@ def run_export(args) -> None:
             f"{args.reconstruction}: shape {reconstruction.shape} does not match the original's "
             f"{geometry.get('shape')} ({args.geometry})"
         )
+    block = provenance.record(args)
+    provenance.write_sidecar(args.nifti, block)
+    provenance.write_sidecar(args.dicom, block)
     write_nifti(args.nifti, reconstruction, geometry)
     written = write_dicom_series(
         args.dicom, reconstruction, geometry, args.description, derived_from=args.reconstruction
@@ -679,9 +705,10 @@ def run_evaluate(args) -> None:
     for key, value in result.items():
         if isinstance(value, float) and math.isnan(value):
             raise FloatingPointError(f"{args.reconstruction}: metric {key} is NaN")
+    result["provenance"] = provenance.record(args)
     if args.per_slice:
         rows = metrics.per_slice_metrics(reference, reconstruction, minmax)
-        write_csv(args.per_slice, [dict(args.label) | row for row in rows])
+        write_csv(args.per_slice, [dict(args.label) | row for row in rows], result["provenance"])
     write_json(args.out, result)
 
 
@@ -729,7 +756,7 @@ def _add_fit_metrics(result: dict, records: list[dict], sr_bytes: int) -> None:
         seconds_per_50k_iterations_extrapolated=fit["seconds_per_50k_iterations_extrapolated"],
         peak_memory_kb=fit["peak_memory_bytes"] / 1024,
         memory_kind=fit["memory_kind"],
-        device=fit["device"]["name"],
+        device=(fit.get("provenance") or fit)["device"]["name"],
         # The paper's rate: 8-bit slice bytes / weights file bytes (SR model not counted).
         compression_rate_paper=metrics.compression_rate(original_8bit, weights),
         # Honest rates: 16-bit original / everything a decoder needs besides code.
@@ -751,7 +778,8 @@ def run_tables(args) -> None:
     if args.mode == "volume":
         published = tables.published_for_volume(published)
     built = tables.build_tables(metrics, published)
-    tables.write_tables(built, tables.notes_for(metrics), args.out_dir, args.mode)
+    block = provenance.record(args)
+    tables.write_tables(built, tables.notes_for(metrics), args.out_dir, args.mode, block)
 
 
 def run_codecs(args) -> None:
@@ -761,7 +789,7 @@ def run_codecs(args) -> None:
     rows = codecs.run_sweep(volume, codecs.default_sweep(volume.ndim))
     if not rows:
         raise InputError(f"{args.input}: no codec setting could encode this image")
-    write_csv(args.out, rows)
+    write_csv(args.out, rows, provenance.record(args))
 
 
 def run_rate_distortion(args) -> None:
@@ -786,13 +814,20 @@ def run_rate_distortion(args) -> None:
     if codecs is not None:
         built["table_vs_jpeg2000"] = tables.versus_codec(table, "jpeg2000")
     notes = [tables.RD_NOTE, tables.PSNR_NOTE.format(tissue="(see Table 4)")]
-    tables.write_tables(built, notes, args.out_dir, args.mode)
-    figures.rate_distortion_figure(table, args.sr_amortize_over, Path(args.figure))
+    block = provenance.record(args)
+    tables.write_tables(built, notes, args.out_dir, args.mode, block)
+    with figures.recording(block):
+        figures.rate_distortion_figure(table, args.sr_amortize_over, Path(args.figure))
 
 
 def run_figure(args) -> None:
     from volinr import figures
 
+    with figures.recording(provenance.record(args)):
+        _draw_figure(args, figures)
+
+
+def _draw_figure(args, figures) -> None:
     out = Path(args.out)
     if args.kind == "sr-training":
         figures.sr_training_figure(Path(args.results) / "sr/training_curve.csv", out)
@@ -820,7 +855,7 @@ def run_summary(args) -> None:
 
     text = summary.build_summary(Path(args.tables_dir), Path(args.results))
     with atomic_path(args.out) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text + provenance.markdown_footer(provenance.record(args)))
     if args.readme:
         summary.splice_into_readme(Path(args.readme), text)
         if args.benchmark:

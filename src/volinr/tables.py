@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from volinr import provenance
 from volinr.io import InputError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -275,10 +276,12 @@ def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
     records = []
     for path in paths:
         try:
-            records.append(json.loads(Path(path).read_text()))
+            record = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(f"{path}: unreadable metrics file ({err})") from None
-        _check_record_finite(path, records[-1])
+        _check_record_finite(path, record)
+        record.pop("provenance", None)  # the tables carry their own
+        records.append(record)
     return pd.DataFrame.from_records(records)
 
 
@@ -343,11 +346,18 @@ def notes_for(metrics: pd.DataFrame) -> list[str]:
 
 
 def write_tables(
-    tables: dict[str, pd.DataFrame], notes: list[str], out_dir: str | Path, mode: str = "slice"
+    tables: dict[str, pd.DataFrame],
+    notes: list[str],
+    out_dir: str | Path,
+    mode: str = "slice",
+    block: dict[str, Any] | None = None,
 ) -> None:
-    """CSV (empty cells where a value does not exist) and Markdown ('n/a' there)."""
+    """CSV (empty cells where a value does not exist) and Markdown ('n/a' there); the
+    provenance ``block`` beside each CSV and as the Markdown's last line."""
     out_dir = Path(out_dir)
+    block = block or provenance.record(None)
     for name, table in tables.items():
+        provenance.write_sidecar(out_dir / f"{name}.csv", block)
         with atomic_path(out_dir / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6g")
         title = TITLES[name] if mode == "slice" else TITLES[name].replace("slice", "volume")
@@ -355,7 +365,7 @@ def write_tables(
         shown = table.astype(object).where(table.notna(), None)
         text.append(shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a"))
         with atomic_path(out_dir / f"{name}.md") as tmp:
-            tmp.write_text("\n".join(text) + "\n")
+            tmp.write_text("\n".join(text) + "\n" + provenance.markdown_footer(block))
 
 
 # --- rate-distortion -------------------------------------------------------------------------
