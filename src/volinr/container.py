@@ -57,6 +57,7 @@ import imagecodecs
 import numpy as np
 import torch
 
+from volinr.checkpoints import architecture_shapes
 from volinr.io import InputError, atomic_path
 from volinr.models.siren import Siren
 
@@ -76,6 +77,9 @@ LZMA_MIN_DICT_BYTES = 4096  # liblzma's smallest dictionary
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length
 _PAYLOAD_LENGTH = struct.Struct("<Q")
 CHECKSUM_BYTES = 32
+# A bound on what a header may make the decoder allocate: 256 MiB of float32, some hundred
+# times the widest SIREN the workflow fits.
+MAX_WEIGHTS = 1 << 26
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -229,11 +233,12 @@ def _lzma_filters(raw_bytes: int, encoding: bool) -> list[dict[str, Any]]:
     return [lzma2]
 
 
-def _architecture_shapes(architecture: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of the state_dict of ``Siren(**architecture)``, built without memory."""
-    with torch.device("meta"):
-        model = Siren(**architecture)
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+def _architecture_shapes(
+    architecture: Mapping[str, Any], max_tensors: int
+) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the state_dict of ``Siren(**architecture)``, built without memory, nor
+    time: a claim of more than ``max_tensors`` tensors is a ValueError."""
+    return architecture_shapes(Siren, dict(architecture), max_tensors)
 
 
 def encode_container(
@@ -251,8 +256,11 @@ def encode_container(
     if coder not in CODERS:
         raise ValueError(f"unknown coder {coder!r}: expected one of {', '.join(CODERS)}")
     architecture = json.loads(json.dumps(dict(architecture)))  # plain JSON types
-    expected_shapes = _architecture_shapes(architecture)
     arrays = _float32_arrays(state_dict)
+    try:
+        expected_shapes = _architecture_shapes(architecture, len(arrays))
+    except ValueError as err:
+        raise ValueError(f"the state_dict does not match the architecture ({err})") from None
     actual_shapes = {name: tuple(values.shape) for name, values in arrays.items()}
     if actual_shapes != expected_shapes:
         raise ValueError(
@@ -348,18 +356,35 @@ def _unframe(data: bytes, source: str) -> tuple[bytes, bytes]:
             f"{source}: unsupported format version {version} (this volinr reads "
             f"{FORMAT_VERSION}){maybe_corrupted}"
         )
+
+    # The checksum is the last 32 bytes whatever the length fields say: when it verifies, a
+    # disagreement of sizes is not damage but a file written with wrong length fields.
+    def lying_lengths() -> InputError | None:
+        if size > CHECKSUM_BYTES and _checksum_matches(data):
+            return InputError(
+                f"{source}: {size} bytes, but its length fields (header {header_length} bytes, "
+                f"payload {payload_length}) say otherwise, and its checksum verifies: a "
+                "malformed container, not a damaged one"
+            )
+        return None
+
     payload_start = _PREFIX.size + header_length + _PAYLOAD_LENGTH.size
+    payload_length: int | str = "unread"
     if size < payload_start + CHECKSUM_BYTES:
-        raise InputError(
+        raise lying_lengths() or InputError(
             f"{source}: truncated: {size} bytes, expected at least "
-            f"{payload_start + CHECKSUM_BYTES} (header of {header_length} bytes)"
+            f"{payload_start + CHECKSUM_BYTES} (header of {header_length} bytes; or a corrupted "
+            "length field)"
         )
     (payload_length,) = _PAYLOAD_LENGTH.unpack_from(data, payload_start - _PAYLOAD_LENGTH.size)
     expected_size = payload_start + payload_length + CHECKSUM_BYTES
     if size < expected_size:
-        raise InputError(f"{source}: truncated: {size} bytes, expected {expected_size}")
+        raise lying_lengths() or InputError(
+            f"{source}: truncated: {size} bytes, expected {expected_size} (or a corrupted "
+            "length field)"
+        )
     if size > expected_size:
-        raise InputError(
+        raise lying_lengths() or InputError(
             f"{source}: {size} bytes, expected {expected_size}: trailing data after the "
             f"checksum, or a corrupted length field"
         )
@@ -414,6 +439,7 @@ def _check_header(header: dict[str, Any], source: str) -> tuple[str, int | None,
     grid_shape, grid_extent = header["grid_shape"], header["grid_extent"]
     if not (
         isinstance(grid_shape, list)
+        and len(grid_shape) in (2, 3)  # a slice or a volume
         and all(type(n) is int and n > 0 for n in grid_shape)
         and isinstance(grid_extent, list)
         and len(grid_extent) == len(grid_shape)
@@ -428,21 +454,38 @@ def _check_header(header: dict[str, Any], source: str) -> tuple[str, int | None,
     if not isinstance(header["extra"], dict):
         raise InputError(f"{source}: extra is not a JSON object")
 
-    architecture = header["architecture"]
-    if not isinstance(architecture, dict):
-        raise InputError(f"{source}: bad architecture {architecture!r}")
-    try:
-        shapes = _architecture_shapes(architecture)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise InputError(f"{source}: cannot build a SIREN from {architecture} ({err})") from None
-
     tensors = header["tensors"]
     if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
         raise InputError(f"{source}: tensors is not a list of objects")
+    architecture = header["architecture"]
+    if not isinstance(architecture, dict):
+        raise InputError(f"{source}: bad architecture {architecture!r}")
+    # the decoder feeds (x, y, z) coordinates and reads one intensity
+    inputs, outputs = architecture.get("in_features", 3), architecture.get("out_features", 1)
+    if inputs != 3 or outputs != 1:
+        raise InputError(
+            f"{source}: a SIREN of {inputs!r} inputs and {outputs!r} outputs; the decoder "
+            "needs 3 and 1"
+        )
+    omega = architecture.get("omega_0", 30.0)
+    if not (_is_number(omega) and omega > 0):
+        raise InputError(f"{source}: a SIREN with omega_0 {omega!r}; it must be positive")
+    try:
+        # room for a few more than listed, so that a missing tensor is named below
+        shapes = _architecture_shapes(architecture, len(tensors) + 16)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise InputError(f"{source}: cannot build a SIREN from {architecture} ({err})") from None
     names = [t.get("name") for t in tensors]
     if names != sorted(shapes):
         raise InputError(
             f"{source}: tensors {names} do not match the architecture's {sorted(shapes)}"
+        )
+    weights = sum(math.prod(shape) for shape in shapes.values())
+    if weights > MAX_WEIGHTS:
+        # decoding allocates every weight, and a constant tensor stores none of its bytes
+        raise InputError(
+            f"{source}: the architecture {architecture} has {weights} weights, more than the "
+            f"{MAX_WEIGHTS} a container may hold"
         )
     offset_bytes = 0
     for entry in tensors:

@@ -555,7 +555,32 @@ def save_siren(path: str | os.PathLike, result: FitResult) -> int:
 def load_siren(
     path: str | os.PathLike, device: torch.device | str = "cpu"
 ) -> tuple[Siren, dict[str, Any]]:
-    return load_checkpoint(path, WEIGHTS_FORMAT, Siren, device)
+    model, payload = load_checkpoint(path, WEIGHTS_FORMAT, Siren, device)
+    # What decoding needs beside the weights; a foreign or edited file may lack or bend it.
+    config, shape = model.config, payload.get("grid_shape")
+    if config["in_features"] != 3 or config["out_features"] != 1:
+        raise InputError(f"{path}: a SIREN of {config['in_features']} inputs and "
+                         f"{config['out_features']} outputs; decoding needs 3 and 1")  # fmt: skip
+    if not (
+        isinstance(shape, list)
+        and len(shape) in (2, 3)
+        and all(isinstance(n, int) and n > 0 for n in shape)
+    ):
+        raise InputError(f"{path}: bad or missing grid_shape {shape!r}")
+    extent, value_range = payload.get("grid_extent"), payload.get("value_range")
+    if not (
+        isinstance(extent, list)
+        and len(extent) == len(shape)
+        and all(isinstance(e, int | float) and math.isfinite(e) and e > 0 for e in extent)
+    ):
+        raise InputError(f"{path}: bad or missing grid_extent {extent!r}")
+    if not (
+        isinstance(value_range, list)
+        and len(value_range) == 2
+        and all(isinstance(v, int | float) and math.isfinite(v) for v in value_range)
+    ):
+        raise InputError(f"{path}: bad or missing value_range {value_range!r}")
+    return model, payload
 
 
 def decode_siren(

@@ -25,6 +25,9 @@ class InputError(Exception):
     """Bad input: a message that names the file and the problem."""
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 # --- atomic writes -------------------------------------------------------------------------
 
 
@@ -124,10 +127,16 @@ def load_array(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a .npy array and its sidecar (an empty dict when there is none)."""
     path = Path(path)
     try:
-        array = np.load(path, allow_pickle=False)
+        with open(path, "rb") as handle:
+            magic = handle.read(len(NPY_MAGIC))
+            # np.load takes any other file for a pickle and says so, which misleads
+            if magic != NPY_MAGIC:
+                raise InputError(f"{path}: not a .npy array (no NUMPY magic at its start)")
+            handle.seek(0)
+            array = np.load(handle, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError) as err:
         raise InputError(f"{path}: not a readable .npy array ({err})") from None
     meta_path = sidecar_path(path)
     meta = read_json(meta_path) if meta_path.exists() else {}

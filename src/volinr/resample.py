@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from volinr.io import InputError
+
 _FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
     "bicubic": Image.Resampling.BICUBIC,
@@ -97,13 +99,18 @@ def lanczos_resize(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return resize(array, shape, "lanczos")
 
 
+class TooSmallError(InputError, ValueError):
+    """An array too small for a downsampling: bad input, so ``volinr`` reports it without a
+    traceback; still a ValueError for callers that add the file's name to it."""
+
+
 def downsampled_shape(shape: Sequence[int], factor: int) -> tuple[int, ...]:
     """The low-resolution grid for a downsampling ``factor`` on every axis (rounded, >= 1)."""
     if factor < 1:
         raise ValueError(f"downsampling factor must be >= 1, got {factor}")
     small = tuple(max(1, round(s / factor)) for s in shape)
     if any(s < 2 for s in small):
-        raise ValueError(
+        raise TooSmallError(
             f"an array of shape {tuple(shape)} is too small for a x{factor} downsampling "
             f"(it would give {small})"
         )

@@ -7,15 +7,19 @@ used because it tries the network) or ``pydicom:NAME`` (a test file bundled with
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import math
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException
 
 from volinr.io import InputError, sha256_array
 
@@ -59,15 +63,26 @@ class Frame:
 
 
 def _decoder_hint(dataset: pydicom.Dataset) -> str:
+    """Which pydicom plugin decodes the file's transfer syntax, and whether one is installed."""
+    from pydicom.pixels.decoders.base import get_decoder
+
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None:
         return ""
     name = getattr(syntax, "name", str(syntax))
-    if "JPEG 2000" in name:
-        return f" (transfer syntax {name}: install pylibjpeg-openjpeg or imagecodecs)"
-    if "JPEG-LS" in name or "JPEG" in name:
-        return f" (transfer syntax {name}: install pylibjpeg-libjpeg or imagecodecs)"
-    return f" (transfer syntax {name})"
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        return f" (transfer syntax {name}: pydicom has no decoder for it)"
+    except Exception:  # a malformed UID
+        return f" (transfer syntax {name})"
+    if decoder.is_native or not (decoder.available_plugins or decoder.missing_dependencies):
+        return f" (transfer syntax {name}, uncompressed: the data may be damaged)"
+    if decoder.available_plugins:
+        plugins = ", ".join(decoder.available_plugins)
+        return f" (transfer syntax {name}, decoded here by {plugins}: the data may be damaged)"
+    needs = "; ".join(decoder.missing_dependencies)
+    return f" (transfer syntax {name}: no installed plugin decodes it; install one of: {needs})"
 
 
 def decode_pixels(dataset: pydicom.Dataset, path: str | Path) -> np.ndarray:
@@ -80,13 +95,54 @@ def decode_pixels(dataset: pydicom.Dataset, path: str | Path) -> np.ndarray:
         ) from None
 
 
+# What pydicom raises converting a damaged value (a DS of ";.0", an unknown VR, a short
+# binary number), and what Python raises on a value of the wrong kind (a string for Rows).
+DAMAGED_VALUE_ERRORS = (
+    ValueError,
+    TypeError,
+    LookupError,
+    AttributeError,
+    NotImplementedError,
+    OverflowError,
+    struct.error,
+    BytesLengthException,
+)
+
+
+@contextlib.contextmanager
+def damaged_values(path: str | Path) -> Iterator[None]:
+    """Turn the errors of reading a damaged DICOM value into an InputError naming the file."""
+    try:
+        yield
+    except InputError:
+        raise
+    except DAMAGED_VALUE_ERRORS as err:
+        raise InputError(
+            f"{path}: a damaged or invalid DICOM value ({type(err).__name__}: {err})"
+        ) from None
+
+
+def finite_rescale(dataset: pydicom.Dataset, path: str | Path) -> tuple[float, float]:
+    slope, intercept = _rescale(dataset)
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        raise InputError(f"{path}: RescaleSlope {slope} and RescaleIntercept {intercept}")
+    return slope, intercept
+
+
 def read_dicom_frames(source: str, allow_modalities: set[str] = IMAGE_MODALITIES) -> list[Frame]:
     """Read every frame of a single-file DICOM image, rescaled to real-world units (HU for CT)."""
     path = resolve_source(source)
     try:
         dataset = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # pydicom raises many types on damaged files
         raise InputError(f"{path}: not a readable DICOM file ({err})") from None
+    with damaged_values(path):
+        return _frames(source, path, dataset, allow_modalities)
+
+
+def _frames(
+    source: str, path: Path, dataset: pydicom.Dataset, allow_modalities: set[str]
+) -> list[Frame]:
     modality = str(getattr(dataset, "Modality", "")).upper()
     if "PixelData" not in dataset:
         raise InputError(f"{path}: DICOM object without pixel data (modality {modality or '?'})")
@@ -98,11 +154,17 @@ def read_dicom_frames(source: str, allow_modalities: set[str] = IMAGE_MODALITIES
         raise InputError(f"{path}: colour image ({dataset.SamplesPerPixel} samples per pixel)")
     stored = decode_pixels(dataset, path)
     frames = stored if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1 else stored[None]
-    slope, intercept = _rescale(dataset)
+    slope, intercept = finite_rescale(dataset, path)
     spacing = _pixel_spacing(dataset)
     result = []
     for index, plane in enumerate(frames):
-        pixels = plane.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        with np.errstate(over="ignore"):
+            pixels = plane.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        if not np.all(np.isfinite(pixels)):
+            raise InputError(
+                f"{path}: frame {index} overflows float32 with RescaleSlope {slope} and "
+                f"RescaleIntercept {intercept}"
+            )
         meta = {
             "source": source,
             "path": str(path),

@@ -199,7 +199,10 @@ def run_downsample(args) -> None:
     from volinr.resample import downsampled_shape, lanczos_resize
 
     array, meta = load_array(args.input)
-    shape = downsampled_shape(array.shape, args.factor)
+    try:
+        shape = downsampled_shape(array.shape, args.factor)
+    except ValueError as err:
+        raise InputError(f"{args.input}: {err}") from None
     small = lanczos_resize(array, shape)  # converted to float32 slab by slab
     # CT is stored as integers; the LR image is stored the same way (the ablation codes it
     # losslessly), so it is rounded: at most 0.5 HU, far below the downsampling's change.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -46,7 +47,7 @@ from pydicom.uid import (
 from pydicom.valuerep import DSfloat
 
 from volinr.io import InputError, atomic_path, current_umask
-from volinr.sources import IMAGE_MODALITIES, _rescale, decode_pixels
+from volinr.sources import IMAGE_MODALITIES, damaged_values, decode_pixels, finite_rescale
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,24 @@ TEMPLATE_TAGS = (
     "PositionReferenceIndicator",
 )
 SERIES_UID_KEY = "dataset.series_uid"
+# The header values the series reader uses: converted (and so checked) as each file is read.
+HEADER_KEYWORDS = (
+    "SOPClassUID",
+    "SeriesInstanceUID",
+    "SeriesDescription",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+    "PatientID",
+    "InstanceNumber",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+)
 
 
 @dataclass
@@ -190,24 +209,45 @@ def _dicom_files(folder: Path) -> list[Path]:
     return sorted(files)
 
 
+def _header_and_end(path: Path, force: bool) -> tuple[pydicom.Dataset, bool]:
+    """The header before the pixel data, and whether the file ends there (no pixel data)."""
+    with open(path, "rb") as handle:
+        header = pydicom.dcmread(handle, stop_before_pixels=True, force=force)
+        at_end = handle.tell() >= os.fstat(handle.fileno()).st_size
+    return header, at_end
+
+
 def _read_header(path: Path) -> pydicom.Dataset:
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        header, at_end = _header_and_end(path, force=False)
     except InvalidDicomError:
-        pass
+        header = None
     except Exception as err:  # pydicom raises many types on damaged files
         raise InputError(f"{path}: not a readable DICOM file ({err})") from None
-    # Files without the 128-byte preamble and DICM prefix exist in older archives: accept one
-    # only when forced reading finds the identifiers a series needs.
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-            usable = "SOPClassUID" in header and "SeriesInstanceUID" in header
-    except Exception:
-        usable = False
-    if not usable:
-        raise InputError(f"{path}: not a DICOM file (no DICM prefix, no DICOM identifiers)")
+    if header is None:
+        # Files without the 128-byte preamble and DICM prefix exist in older archives: accept
+        # one only when forced reading finds the identifiers a series needs.
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                header, at_end = _header_and_end(path, force=True)
+                usable = "SOPClassUID" in header and "SeriesInstanceUID" in header
+        except Exception:
+            usable = False
+        if not usable:
+            raise InputError(f"{path}: not a DICOM file (no DICM prefix, no DICOM identifiers)")
+    with damaged_values(path):  # pydicom converts a value when it is first used
+        for keyword in HEADER_KEYWORDS:
+            header.get(keyword)
+        modality = str(header.get("Modality", "") or "").upper()
+    # pydicom reads a value cut short by the end of the file without a word (a PixelSpacing
+    # of "3.2\3." reads as [3.2, 3.0]), so an image file that ends before its pixel data is
+    # refused here, before its damaged values are compared with the other files'.
+    if at_end and modality not in NON_IMAGE_MODALITIES:
+        raise InputError(
+            f"{path}: the file ends before any pixel data ({path.stat().st_size} bytes): "
+            "truncated, or not an image object"
+        )
     return header
 
 
@@ -265,6 +305,13 @@ def _check_image(item: _Slice, allow_modalities: set[str]) -> None:
             raise InputError(
                 f"{path}: no valid {keyword} ({count} numbers), the slice cannot be placed"
             )
+        if not all(math.isfinite(v) for v in _floats(header[keyword].value)):
+            raise InputError(f"{path}: {keyword} {header[keyword].value} is not finite")
+    if min(_floats(header.PixelSpacing)) <= 0 or min(int(header.Rows), int(header.Columns)) < 1:
+        raise InputError(
+            f"{path}: PixelSpacing {header.PixelSpacing}, {header.Rows} rows and "
+            f"{header.Columns} columns: an image needs positive sizes"
+        )
 
 
 def _check_consistent(folder: Path, slices: list[_Slice]) -> None:
@@ -380,14 +427,15 @@ def _decode(item: _Slice) -> tuple[np.ndarray, float, float, str, str]:
         dataset = pydicom.dcmread(path)
     except Exception as err:
         raise InputError(f"{path}: not a readable DICOM file ({err})") from None
-    if "PixelData" not in dataset:
-        raise InputError(f"{path}: no pixel data (a truncated file, or not an image object)")
-    stored = decode_pixels(dataset, path)
-    expected = (int(dataset.Rows), int(dataset.Columns))
-    if stored.shape != expected:
-        raise InputError(f"{path}: decoded pixels of shape {stored.shape}, expected {expected}")
-    slope, intercept = _rescale(dataset)
-    syntax = str(getattr(dataset.file_meta, "TransferSyntaxUID", ""))
+    with damaged_values(path):
+        if "PixelData" not in dataset:
+            raise InputError(f"{path}: no pixel data (a truncated file, or not an image object)")
+        stored = decode_pixels(dataset, path)
+        expected = (int(dataset.Rows), int(dataset.Columns))
+        if stored.shape != expected:
+            raise InputError(f"{path}: decoded pixels of shape {stored.shape}, expected {expected}")
+        slope, intercept = finite_rescale(dataset, path)
+        syntax = str(getattr(dataset.file_meta, "TransferSyntaxUID", ""))
     return stored, slope, intercept, str(stored.dtype), syntax
 
 
@@ -433,7 +481,8 @@ def read_dicom_series(
     chosen = _choose_series(folder, series, series_uid)
     slices = series[chosen]
     for item in slices:
-        _check_image(item, allow_modalities)
+        with damaged_values(item.path):
+            _check_image(item, allow_modalities)
     if len(slices) == 1:
         raise InputError(
             f"{folder}: series {chosen} has a single file ({slices[0].path}); a volume needs "
@@ -467,14 +516,25 @@ def read_dicom_series(
         )
     header = kept[0].header
     rows, columns = int(header.Rows), int(header.Columns)
-    voxels = np.empty((len(plan), rows, columns), dtype=np.float32)
+    try:
+        voxels = np.empty((len(plan), rows, columns), dtype=np.float32)
+    except MemoryError:
+        raise InputError(
+            f"{folder}: {len(plan)} slices of {rows} x {columns} pixels do not fit in memory"
+        ) from None
     slopes, intercepts, dtypes, syntaxes = [], [], set(), set()
     for index, (item, _, _, _) in enumerate(plan):
         if item is None:
             continue
         stored, slope, intercept, dtype, syntax = _decode(item)
-        np.multiply(stored, np.float32(slope), out=voxels[index], casting="unsafe")
-        voxels[index] += np.float32(intercept)
+        with np.errstate(over="ignore"):
+            np.multiply(stored, np.float32(slope), out=voxels[index], casting="unsafe")
+            voxels[index] += np.float32(intercept)
+        if not np.all(np.isfinite(voxels[index])):
+            raise InputError(
+                f"{item.path}: the pixels overflow float32 with RescaleSlope {slope} and "
+                f"RescaleIntercept {intercept}"
+            )
         slopes.append(slope)
         intercepts.append(intercept)
         dtypes.add(dtype)
@@ -546,6 +606,8 @@ def read_nifti(path: str | os.PathLike, source: str = "") -> Volume:
     shape = tuple(image.shape)
     if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
         raise InputError(f"{path}: expected a 3D volume, found shape {shape}")
+    if min(shape) < 1:
+        raise InputError(f"{path}: an empty volume (shape {shape})")
     try:
         data = image.get_fdata(dtype=np.float32, caching="unchanged").reshape(shape[:3])
     except Exception as err:  # gzip and zlib errors on a damaged file, RGB data...
