@@ -331,6 +331,11 @@ def test_siren_weights_without_what_decoding_needs(tmp_path, caplog, model, edit
     assert_refused(outcome, out, path, problem)
 
 
+def upsample_with_sr(caplog, lr, model, reference, out) -> tuple[int, str]:
+    return volinr(caplog, "upsample", "--input", lr, "--method", "sr", "--sr-model", model,
+                  "--reference", reference, "--out", out / "sr.npy")  # fmt: skip
+
+
 def test_an_sr_checkpoint_that_does_not_match_its_architecture(tmp_path, caplog):
     model = SRDenseNet(blocks=1, layers_per_block=2, growth=4, bottleneck=8)
     path = tmp_path / "sr.pt"
@@ -341,20 +346,7 @@ def test_an_sr_checkpoint_that_does_not_match_its_architecture(tmp_path, caplog)
     save_array(tmp_path / "lr.npy", np.zeros((8, 8), np.float32), {})
     save_array(tmp_path / "hr.npy", np.zeros((32, 32), np.float32), {})
     out = tmp_path / "out"
-    outcome = volinr(
-        caplog,
-        "upsample",
-        "--input",
-        tmp_path / "lr.npy",
-        "--method",
-        "sr",
-        "--sr-model",
-        path,
-        "--reference",
-        tmp_path / "hr.npy",
-        "--out",
-        out / "sr.npy",
-    )
+    outcome = upsample_with_sr(caplog, tmp_path / "lr.npy", path, tmp_path / "hr.npy", out)
     assert_refused(outcome, out, path, "do not match the stored architecture")
 
 
@@ -363,20 +355,7 @@ def test_a_siren_file_given_as_the_sr_model_is_refused(tmp_path, caplog):
     siren_weights(path, Siren(3, 16, 2))
     save_array(tmp_path / "lr.npy", np.zeros((8, 8), np.float32), {})
     out = tmp_path / "out"
-    outcome = volinr(
-        caplog,
-        "upsample",
-        "--input",
-        tmp_path / "lr.npy",
-        "--method",
-        "sr",
-        "--sr-model",
-        path,
-        "--reference",
-        tmp_path / "lr.npy",
-        "--out",
-        out / "sr.npy",
-    )
+    outcome = upsample_with_sr(caplog, tmp_path / "lr.npy", path, tmp_path / "lr.npy", out)
     assert_refused(outcome, out, path, f"not a {SR_FORMAT} file")
 
 

@@ -262,8 +262,6 @@ def _load_text(meta: dict) -> str:
 
 
 def write_results(table: pd.DataFrame, meta: dict, out_dir: Path, stem: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / f"{stem}.json", {**meta, "rows": table.to_dict(orient="records")})
     columns = ["target", "sine_layers", "variant", "step", "batch", "seconds_per_iteration",
                "seconds_per_50k", "reference_seconds_per_iteration",
                "reference_loop_seconds_per_iteration", "speedup_vs_reference", "gflops",
@@ -290,7 +288,16 @@ def write_results(table: pd.DataFrame, meta: dict, out_dir: Path, stem: str) -> 
         "allocator already holds from an earlier configuration does not count again (it can "
         "read 0).",
         "",
-        table[columns].to_markdown(index=False, floatfmt=".4g"),
     ]
+    write_benchmark(table, meta, columns, text, out_dir, stem)
+
+
+def write_benchmark(table: pd.DataFrame, meta: dict, columns: list[str], preamble: list[str],
+                    out_dir: Path, stem: str) -> None:  # fmt: skip
+    """``stem``.json (meta and every row) and ``stem``.md (``preamble``, then ``columns``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / f"{stem}.json", {**meta, "rows": table.to_dict(orient="records")})
+    text = [*preamble, table[columns].to_markdown(index=False, floatfmt=".4g")]
     with atomic_path(out_dir / f"{stem}.md") as tmp:
         tmp.write_text("\n".join(text) + "\n")

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from volinr.bench import write_benchmark
 from volinr.devices import synchronize
-from volinr.io import atomic_path, write_json
 from volinr.models.srdensenet import SRDenseNet
 from volinr.resample import lanczos_resize
 from volinr.sr_training import (
@@ -244,9 +244,6 @@ def write_sr_results(table: pd.DataFrame, meta: dict, out_dir: Path, stem: str) 
     if numbers.isna().any().any():
         bad = list(numbers.columns[numbers.isna().any()])
         raise FloatingPointError(f"SR benchmark: columns {bad} hold NaN; not writing {stem}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / f"{stem}.json", {**meta, "rows": table.to_dict(orient="records")})
     columns = ["variant", "device_default", "train_steps_per_second", "train_speedup",
                "infer_seconds_per_slice", "infer_speedup", "psnr_vs_fp32_contiguous_db",
                "max_abs_diff_vs_fp32_contiguous", "peak_memory_mb", "memory_kind"]  # fmt: skip
@@ -267,7 +264,5 @@ def write_sr_results(table: pd.DataFrame, meta: dict, out_dir: Path, stem: str) 
         "which only grows from row to row. `device_default`: the variant the pipeline uses "
         "on this device type.",
         "",
-        table[columns].to_markdown(index=False, floatfmt=".4g"),
     ]
-    with atomic_path(out_dir / f"{stem}.md") as tmp:
-        tmp.write_text("\n".join(text) + "\n")
+    write_benchmark(table, meta, columns, text, out_dir, stem)
