@@ -1,19 +1,263 @@
 """Numbers that used to come out silently wrong, through `volinr` as a user meets them.
 
+- DICOM rescale: a slope of 0 or one that cannot be right is refused; a CT without a rescale is
+  read as stored, with a warning, and not labelled HU; enhanced objects are rescaled from their
+  shared or per-frame functional groups; a series that mixes rescales is rescaled per slice.
 - Integer images: ranges and errors never wrap in the array's dtype nor merge in float32, for
   every integer dtype an array may have.
+
+The DICOM files are written here with pydicom, not with volinr's own writer.
 """
 
 import csv
 import json
+import logging
 import math
 from fractions import Fraction
 
 import numpy as np
 import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from test_bad_inputs import assert_refused, volinr
 from volinr.io import save_array
+
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+STORED = (np.arange(16).reshape(4, 4) * 10 + 1000).astype(np.uint16)
+FRAMES = np.stack([STORED, STORED + 1, STORED + 2])
+
+
+# --- DICOM objects ---------------------------------------------------------------------------
+
+
+def image(stored, modality="CT", sop_class=CTImageStorage, **tags) -> Dataset:
+    """A single- or multi-frame image of ``stored`` values (uint16) with ``tags``."""
+    stored = np.asarray(stored)
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = modality
+    ds.PatientID = "P"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesInstanceUID = "1.2.3.4"
+    ds.Rows, ds.Columns = stored.shape[-2:]
+    if stored.ndim == 3:
+        ds.NumberOfFrames = stored.shape[0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 0
+    ds.PixelSpacing = [0.5, 0.5]
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = stored.astype(np.uint16).tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def transformation(slope, intercept, rescale_type="HU") -> Sequence:
+    """A Pixel Value Transformation Sequence of one item."""
+    item = Dataset()
+    item.RescaleSlope, item.RescaleIntercept, item.RescaleType = slope, intercept, rescale_type
+    return Sequence([item])
+
+
+def enhanced(stored, shared=None, per_frame=None, **tags) -> Dataset:
+    """An enhanced CT: the rescale ``shared`` by every frame, or ``per_frame`` (one (slope,
+    intercept) or None per frame), in the functional groups."""
+    ds = image(stored, sop_class=ENHANCED_CT, **tags)
+    group = Dataset()
+    if shared is not None:
+        group.PixelValueTransformationSequence = transformation(*shared)
+    ds.SharedFunctionalGroupsSequence = Sequence([group])
+    items = []
+    for index in range(len(stored)):
+        item = Dataset()
+        if per_frame is not None and per_frame[index] is not None:
+            item.PixelValueTransformationSequence = transformation(*per_frame[index])
+        items.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(items)
+    return ds
+
+
+def prepare(caplog, tmp_path, ds, frame_index=0):
+    """`volinr prepare` of ``ds``: (exit status, errors, warnings, array, sidecar)."""
+    source = tmp_path / "in.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    out = tmp_path / "out" / "image.npy"
+    code, errors = volinr(
+        caplog, "prepare", "--source", source, "--frame", frame_index, "--out", out
+    )
+    warnings = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    if code != 0:
+        return code, errors, warnings, None, None
+    return code, errors, warnings, np.load(out), json.loads(out.with_suffix(".json").read_text())
+
+
+@pytest.mark.parametrize(
+    "tags, problem",
+    [
+        ({"RescaleSlope": 0, "RescaleIntercept": -1024}, "RescaleSlope 0"),
+        ({"RescaleSlope": "1e-300", "RescaleIntercept": -1024}, "RescaleSlope 1e-300"),
+        ({"RescaleSlope": 2}, "RescaleSlope without RescaleIntercept"),
+        ({"RescaleIntercept": -1024}, "RescaleIntercept without RescaleSlope"),
+    ],
+    ids=["slope-zero", "slope-underflows-float32", "slope-only", "intercept-only"],
+)
+def test_a_rescale_that_cannot_be_right_is_refused(caplog, tmp_path, tags, problem):
+    outcome = prepare(caplog, tmp_path, image(STORED, **tags))
+    assert_refused(outcome[:2], tmp_path / "out", tmp_path / "in.dcm", problem)
+
+
+def test_a_ct_without_rescale_is_read_as_stored_and_not_labelled_hu(caplog, tmp_path):
+    code, _, warnings, pixels, meta = prepare(caplog, tmp_path, image(STORED))
+    assert code == 0
+    np.testing.assert_array_equal(pixels, STORED)
+    assert "a CT without Rescale Slope/Intercept" in warnings and "in.dcm" in warnings
+    assert meta["rescale"] == {
+        "slope": 1.0,
+        "intercept": 0.0,
+        "source": "absent (assumed identity)",
+        "type": None,
+    }
+    assert "HU" != meta["units"] and "not known to be HU" in meta["units"]
+
+
+def test_mr_has_no_hu_and_no_rescale_is_no_warning(caplog, tmp_path):
+    ds = image(STORED, modality="MR", sop_class=MRImageStorage)
+    code, _, warnings, pixels, meta = prepare(caplog, tmp_path, ds)
+    assert code == 0 and warnings == ""
+    np.testing.assert_array_equal(pixels, STORED)
+    assert meta["units"] == "scanner units" and meta["rescale"]["source"].startswith("absent")
+
+
+def test_a_ct_whose_rescale_type_is_not_hu_says_so(caplog, tmp_path):
+    ds = image(STORED, RescaleSlope=1, RescaleIntercept=0, RescaleType="US")
+    code, _, _, _, meta = prepare(caplog, tmp_path, ds)
+    assert code == 0 and meta["units"] == "US (RescaleType; not HU)"
+
+
+def test_a_modality_lut_sequence_is_applied(caplog, tmp_path):
+    item = Dataset()
+    item.LUTDescriptor = [256, 1000, 16]  # entries, first stored value mapped, bits
+    item.ModalityLUTType = "HU"
+    item.add_new("LUTData", "US", [2 * i for i in range(256)])
+    ds = image(STORED)
+    ds.ModalityLUTSequence = Sequence([item])
+    code, _, _, pixels, meta = prepare(caplog, tmp_path, ds)
+    assert code == 0
+    np.testing.assert_array_equal(pixels, 2 * (STORED.astype(np.float32) - 1000))
+    assert meta["units"] == "HU" and meta["rescale"]["source"].startswith("Modality LUT Sequence")
+
+
+def test_the_shared_functional_groups_rescale_an_enhanced_ct(caplog, tmp_path):
+    # a top-level identity beside the functional groups' -1024 once gave +1024 HU everywhere
+    ds = enhanced(FRAMES, shared=(1, -1024), RescaleSlope=1, RescaleIntercept=0)
+    code, _, warnings, pixels, meta = prepare(caplog, tmp_path, ds, 2)
+    assert code == 0 and "top-level" in warnings
+    np.testing.assert_array_equal(pixels, FRAMES[2].astype(np.float32) - 1024)
+    assert meta["units"] == "HU" and meta["rescale"]["intercept"] == -1024
+    assert "Shared Functional Groups" in meta["rescale"]["source"]
+
+
+def test_each_frame_of_an_enhanced_ct_gets_its_own_rescale(caplog, tmp_path):
+    per_frame = [(1, -1024), (2, -2048), (0.5, 10)]
+    ds = enhanced(FRAMES, per_frame=per_frame)
+    for index, (slope, intercept) in enumerate(per_frame):
+        code, _, _, pixels, meta = prepare(caplog, tmp_path, ds, index)
+        assert code == 0
+        np.testing.assert_array_equal(pixels, FRAMES[index] * np.float32(slope) + intercept)
+        assert (meta["rescale"]["slope"], meta["rescale"]["intercept"]) == (slope, intercept)
+        assert f"Per-Frame Functional Groups, frame {index}" in meta["rescale"]["source"]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # the NaN written on purpose
+@pytest.mark.parametrize(
+    "per_frame, drop_item, problem",
+    [
+        ([(1, -1024), (0, -2048), (1, 0)], False, "RescaleSlope 0 (Per-Frame Functional Groups"),
+        ([(1, -1024), (1, "NaN"), (1, 0)], False, "RescaleIntercept 'NaN' is not a finite"),
+        ([(1, -1024), (2, -2048), (1, 0)], True, "has 2 items for 3 frames"),
+    ],
+    ids=["per-frame-slope-zero", "per-frame-intercept-nan", "per-frame-items-missing"],
+)
+def test_a_bad_per_frame_rescale_refuses_the_file(caplog, tmp_path, per_frame, drop_item, problem):
+    ds = enhanced(FRAMES, per_frame=per_frame)
+    if drop_item:
+        del ds.PerFrameFunctionalGroupsSequence[2]
+    # any frame: a file that cannot be right is not read in part
+    outcome = prepare(caplog, tmp_path, ds, 0)
+    assert_refused(outcome[:2], tmp_path / "out", tmp_path / "in.dcm", problem)
+
+
+def test_pixel_spacing_of_three_values_is_refused_before_a_sidecar_is_written(caplog, tmp_path):
+    ds = image(STORED, RescaleSlope=1, RescaleIntercept=-1024)
+    ds.PixelSpacing = [0.5, 0.5, 0.5]
+    outcome = prepare(caplog, tmp_path, ds)
+    assert_refused(outcome[:2], tmp_path / "out", "in.dcm", "PixelSpacing")
+
+
+def series(folder, rescales):
+    """One single-frame file per (slope, intercept) or None (no rescale); slice k stores
+    STORED + k. Returns the paths in slice order."""
+    folder.mkdir()
+    paths = []
+    for index, rescale in enumerate(rescales):
+        tags = {"RescaleSlope": rescale[0], "RescaleIntercept": rescale[1]} if rescale else {}
+        ds = image(
+            STORED + index,
+            ImagePositionPatient=[0, 0, 2.5 * index],
+            ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+            InstanceNumber=index + 1,
+            FrameOfReferenceUID="1.2.3.5",
+            **tags,
+        )
+        path = folder / f"IM{index}"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def prepare_volume(caplog, folder, out_dir):
+    spec = json.dumps({"kind": "dicom_series", "path": str(folder)})
+    return volinr(
+        caplog, "prepare-volume", "--spec", spec, "--factor", "2",
+        "--volume-out", out_dir / "volume.npy",
+    )  # fmt: skip
+
+
+def test_a_series_that_mixes_rescales_is_rescaled_slice_by_slice(caplog, tmp_path):
+    rescales = [(1, -1024), (1, -1024), (2, -2048), None, (1, -1024), (0.5, 7)]
+    series(tmp_path / "series", rescales)
+    code, message = prepare_volume(caplog, tmp_path / "series", tmp_path / "out")
+    assert code == 0, message
+    volume = np.load(tmp_path / "out/volume.npy")
+    meta = json.loads((tmp_path / "out/volume.json").read_text())
+    for index, rescale in enumerate(rescales):
+        slope, intercept = rescale or (1, 0)
+        expected = (STORED + index) * np.float32(slope) + np.float32(intercept)
+        np.testing.assert_array_equal(volume[index], expected)
+    assert [r["source"].split(",")[0] for r in meta["rescale"]] == [
+        "absent (assumed identity)" if r is None else "RescaleSlope/RescaleIntercept"
+        for r in rescales
+    ]
+    assert meta["units"] == (
+        "mixed: HU (5 of 6); stored values (a CT without Rescale Slope/Intercept: not known to "
+        "be HU) (1 of 6)"
+    )
+    assert "IM3: a CT without Rescale Slope/Intercept" in caplog.text
+
+
+def test_one_slice_with_slope_zero_refuses_the_series(caplog, tmp_path):
+    paths = series(tmp_path / "series", [(1, -1024), (1, -1024), (0, -1024), (1, -1024)])
+    outcome = prepare_volume(caplog, tmp_path / "series", tmp_path / "out")
+    assert_refused(outcome, tmp_path / "out", paths[2], "RescaleSlope 0")
+
 
 # --- integer images through `volinr evaluate` ------------------------------------------------
 
