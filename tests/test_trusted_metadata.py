@@ -5,6 +5,8 @@
   shared or per-frame functional groups; a series that mixes rescales is rescaled per slice.
 - Integer images: ranges and errors never wrap in the array's dtype nor merge in float32, for
   every integer dtype an array may have.
+- Metadata beside a file: a sidecar that does not describe its array is refused (exit 2),
+  naming both files.
 
 The DICOM files are written here with pydicom, not with volinr's own writer.
 """
@@ -22,7 +24,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from test_bad_inputs import assert_refused, volinr
-from volinr.io import save_array
+from volinr.io import save_array, sha256_array
 
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 STORED = (np.arange(16).reshape(4, 4) * 10 + 1000).astype(np.uint16)
@@ -382,3 +384,70 @@ def test_a_fit_refuses_64_bit_values_that_float64_cannot_tell_apart(caplog, tmp_
         "--record", tmp_path / "out/fit.json", "--curve", tmp_path / "out/curve.csv",
     )  # fmt: skip
     assert_refused(outcome, tmp_path / "out", "target.npy", "float64 cannot tell them apart")
+
+
+# --- sidecars that do not describe their array -----------------------------------------------
+
+
+def stale(tmp_path, change):
+    """An array written by volinr whose sidecar is then changed by ``change(meta)``."""
+    array = np.arange(16 * 16, dtype=np.int16).reshape(16, 16)
+    save_array(tmp_path / "image.npy", array, {"spacing_mm": [0.5, 0.5], "units": "HU"})
+    sidecar = tmp_path / "image.json"
+    meta = json.loads(sidecar.read_text())
+    meta = change(meta)
+    sidecar.write_text(json.dumps(meta))
+    return tmp_path / "image.npy"
+
+
+def _set(**fields):
+    return lambda meta: {**meta, **fields}
+
+
+def _drop(key):
+    return lambda meta: {k: v for k, v in meta.items() if k != key}
+
+
+SIDECAR_CASES = {
+    "other-shape": (_set(shape=[32, 32]), "records shape [32, 32], the array's is [16, 16]"),
+    "other-dtype": (_set(dtype="float32"), "records dtype 'float32', the array's is int16"),
+    "3d-spacing": (_set(spacing_mm=[2.5, 0.5, 0.5]), "records spacing_mm [2.5, 0.5, 0.5]"),
+    "1d-spacing": (_set(spacing_mm=[0.5]), "not 2 positive finite numbers"),
+    "zero-spacing": (_set(spacing_mm=[0.0, 0.5]), "records spacing_mm [0.0, 0.5]"),
+    "string-spacing": (_set(spacing_mm=["0.5", "0.5"]), "records spacing_mm ['0.5', '0.5']"),
+    "other-sha256": (_set(sha256="0" * 64), "records sha256 '000"),
+    "no-sha256": (_drop("sha256"), "records no sha256"),
+    "not-an-object": (lambda meta: [meta], "not a JSON object but list"),
+}
+
+
+@pytest.mark.parametrize("case", SIDECAR_CASES)
+def test_a_stale_sidecar_is_refused(caplog, tmp_path, case):
+    change, problem = SIDECAR_CASES[case]
+    array = stale(tmp_path, change)
+    outcome = volinr(
+        caplog, "downsample", "--input", array, "--factor", 2, "--out", tmp_path / "out/lr.npy"
+    )
+    assert_refused(outcome, tmp_path / "out", tmp_path / "image.json", "image.npy", problem)
+
+
+def test_a_stale_sidecar_never_reaches_the_fit(caplog, tmp_path):
+    # the issue's example: another spacing would have changed the fit's coordinates
+    array = stale(tmp_path, _set(spacing_mm=[2.5, 0.5, 0.5], shape=[4, 16, 16]))
+    outcome = volinr(
+        caplog, "fit", "--target", array, "--sine-layers", 2, "--width", 8, "--iterations", 2,
+        "--device", "cpu", "--weights", tmp_path / "out/siren.pt",
+        "--record", tmp_path / "out/fit.json", "--curve", tmp_path / "out/curve.csv",
+    )  # fmt: skip
+    assert_refused(outcome, tmp_path / "out", tmp_path / "image.json", "records shape")
+
+
+def test_a_sidecar_that_describes_its_array_is_used(caplog, tmp_path):
+    array = stale(tmp_path, lambda meta: meta)
+    code, message = volinr(
+        caplog, "downsample", "--input", array, "--factor", 2, "--out", tmp_path / "lr.npy"
+    )
+    assert code == 0, message
+    meta = json.loads((tmp_path / "lr.json").read_text())
+    assert meta["spacing_mm"] == [1.0, 1.0] and meta["units"] == "HU"
+    assert meta["sha256"] == sha256_array(np.load(tmp_path / "lr.npy"))
