@@ -5,8 +5,9 @@
   shared or per-frame functional groups; a series that mixes rescales is rescaled per slice.
 - Integer images: ranges and errors never wrap in the array's dtype nor merge in float32, for
   every integer dtype an array may have.
-- Metadata beside a file: a sidecar that does not describe its array is refused (exit 2),
-  naming both files.
+- Metadata beside or inside a file: a sidecar that does not describe its array, a container
+  header or a SIREN weights file that claims what cannot be decoded, are refused (exit 2) with
+  the file and the field named, before anything is built.
 
 The DICOM files are written here with pydicom, not with volinr's own writer.
 """
@@ -19,12 +20,18 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from test_bad_inputs import assert_refused, volinr
+from test_container import frame, split
+from volinr.checkpoints import save_checkpoint
+from volinr.container import encode_container, write_container
+from volinr.fit import WEIGHTS_FORMAT
 from volinr.io import save_array, sha256_array
+from volinr.models.siren import Siren
 
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 STORED = (np.arange(16).reshape(4, 4) * 10 + 1000).astype(np.uint16)
@@ -451,3 +458,178 @@ def test_a_sidecar_that_describes_its_array_is_used(caplog, tmp_path):
     meta = json.loads((tmp_path / "lr.json").read_text())
     assert meta["spacing_mm"] == [1.0, 1.0] and meta["units"] == "HU"
     assert meta["sha256"] == sha256_array(np.load(tmp_path / "lr.npy"))
+
+
+# --- containers whose header lies under a valid checksum -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def containers():
+    """Valid containers of a small SIREN: 2D upsampled by Lanczos, 3D by SR, 2D as is."""
+    torch.manual_seed(0)
+    model = Siren(3, 8, 2)
+
+    def encode(grid, extra):
+        extent = [float(n) for n in grid]
+        state = model.state_dict()
+        return encode_container(
+            state, model.config, grid, extent, [0.0, 100.0], "q8", "zstd", extra
+        )
+
+    return {
+        "lanczos": encode([4, 4], {"upsample": "lanczos", "target_shape": [8, 8]}),
+        "sr": encode(
+            [4, 4, 4],
+            {
+                "upsample": "sr",
+                "target_shape": [16, 16, 16],
+                "z_restore": "lanczos",
+                "sr_model_sha256": "a" * 64,
+            },
+        ),  # fmt: skip
+        "none": encode([4, 4], {"upsample": "none"}),
+    }
+
+
+def _extra(**fields):
+    return lambda header: header["extra"].update(fields)
+
+
+def _no_extra(key):
+    return lambda header: header["extra"].pop(key)
+
+
+def _header(**fields):
+    return lambda header: header.update(fields)
+
+
+def _architecture(**fields):
+    return lambda header: header["architecture"].update(fields)
+
+
+def _wide_constant(width, layers, grid=None):
+    """A SIREN of ``width`` x ``layers`` whose every tensor is constant: uniform codes store no
+    bytes for it, so the claim costs the file nothing."""
+
+    def change(header):
+        header["architecture"].update(hidden_features=width, sine_layers=layers)
+        header.update(quantization={"kind": "uniform", "bits": 8}, coder="none")
+        shapes = {"net.0.linear.weight": [width, 3], "net.0.linear.bias": [width]}
+        for layer in range(1, layers):
+            shapes[f"net.{layer}.linear.weight"] = [width, width]
+            shapes[f"net.{layer}.linear.bias"] = [width]
+        shapes.update({"output.weight": [1, width], "output.bias": [1]})
+        header["tensors"] = [
+            {"name": n, "shape": shapes[n], "offset_bytes": 0, "length_bytes": 0, "min": 0.0,
+             "max": 0.0}
+            for n in sorted(shapes)
+        ]  # fmt: skip
+        if grid:
+            header.update(grid_shape=grid, grid_extent=[float(n) for n in grid])
+
+    return change
+
+
+CONTAINER_CASES = {
+    # the issue's list
+    "target-missing": ("lanczos", _no_extra("target_shape"), "extra.target_shape None"),
+    "method-unknown": ("lanczos", _extra(upsample="nearest"), "extra.upsample 'nearest'"),
+    "target-zero": ("lanczos", _extra(target_shape=[0, 8]), "extra.target_shape [0, 8]"),
+    "target-negative": ("lanczos", _extra(target_shape=[-8, 8]), "extra.target_shape [-8, 8]"),
+    "target-3d-on-2d": ("lanczos", _extra(target_shape=[8, 8, 8]), "does not agree with grid"),
+    "z-restore-unknown": ("sr", _extra(z_restore="cubic"), "extra.z_restore 'cubic'"),
+    "sr-sha256-short": ("sr", _extra(sr_model_sha256="abc"), "extra.sr_model_sha256 'abc'"),
+    "sr-sha256-upper": ("sr", _extra(sr_model_sha256="A" * 64), "extra.sr_model_sha256 'AAA"),
+    "sr-sha256-missing": ("sr", _no_extra("sr_model_sha256"), "extra.sr_model_sha256 None"),
+    "value-range-reversed": ("none", _header(value_range=[100.0, 0.0]), "is reversed"),
+    "width-4096-in-1kb": ("none", _wide_constant(4096, 4), "hidden_features 4096"),
+    # of our own
+    "target-fraction": ("lanczos", _extra(target_shape=[8.5, 8]), "extra.target_shape [8.5, 8]"),
+    "target-text": ("lanczos", _extra(target_shape="8x8"), "extra.target_shape '8x8'"),
+    "target-smaller": ("lanczos", _extra(target_shape=[2, 2]), "does not agree with grid"),
+    "target-huge": ("lanczos", _extra(target_shape=[10**6, 10**6]), "MAX_DECODE_VOXELS"),
+    "grid-huge": ("none", _header(grid_shape=[10**5, 10**5]), "MAX_DECODE_VOXELS"),
+    "value-range-empty": ("none", _header(value_range=[5.0, 5.0]), "is empty"),
+    "value-range-beyond-float32": ("none", _header(value_range=[-1e300, 1e300]), "float32"),
+    "extent-underflows": ("none", _header(grid_extent=[1e-300, 1e-300]), "grid_extent"),
+    "extent-overflows": ("none", _header(grid_extent=[1e300, 4.0]), "grid_extent"),
+    "width-zero": ("none", _architecture(hidden_features=0), "hidden_features 0"),
+    "layers-true": ("none", _architecture(sine_layers=True), "sine_layers True"),
+    "layers-100": ("none", _architecture(sine_layers=100), "sine_layers 100"),
+    "width-2048-on-512x512": ("none", _wide_constant(2048, 2, [512, 512]), "hidden_features 2048"),
+    "decode-too-long": ("none", _wide_constant(1024, 16, [2048, 2048]), "multiply-adds"),
+}
+
+
+@pytest.mark.parametrize("case", CONTAINER_CASES)
+def test_a_header_that_lies_under_a_valid_checksum_is_refused(caplog, tmp_path, containers, case):
+    kind, change, problem = CONTAINER_CASES[case]
+    _, header, payload = split(containers[kind])
+    change(header)
+    path = tmp_path / "lying.volinr"
+    write_container(path, frame(header, b"" if header["coder"] == "none" else payload))
+    assert len(path.read_bytes()) < 4096  # every claim costs the file a few bytes
+    outcome = volinr(
+        caplog,
+        "decompress",
+        "--container",
+        path,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "out/x.npy",
+    )
+    assert_refused(outcome, tmp_path / "out", path, problem)
+
+
+def test_the_untouched_containers_still_decode(caplog, tmp_path, containers):
+    path = tmp_path / "lanczos.volinr"
+    write_container(path, containers["lanczos"])
+    code, message = volinr(
+        caplog, "decompress", "--container", path, "--device", "cpu", "--out", tmp_path / "x.npy"
+    )
+    assert code == 0, message
+    assert np.load(tmp_path / "x.npy").shape == (8, 8)
+
+
+# --- SIREN weights files ---------------------------------------------------------------------
+
+
+def weights_file(path, **payload):
+    torch.manual_seed(0)
+    model = Siren(3, 8, 2)
+    fields = {"value_range": [0.0, 100.0], "grid_shape": [8, 8], "grid_extent": [8.0, 8.0]}
+    save_checkpoint(path, WEIGHTS_FORMAT, model, **(fields | payload))
+    return path
+
+
+@pytest.mark.parametrize(
+    "payload, problem",
+    [
+        ({"value_range": [100.0, 0.0]}, "value_range [100.0, 0.0] is reversed"),
+        ({"grid_extent": [1e-300, 1e-300]}, "grid_extent [1e-300, 1e-300] mm outside"),
+        ({"value_range": [-1e300, 1e300]}, "within float32"),
+    ],
+    ids=["reversed-range", "extent-underflows", "range-beyond-float32"],
+)
+@pytest.mark.parametrize("command", ["decode", "compress"])
+def test_a_weights_file_that_cannot_decode_is_refused(caplog, tmp_path, command, payload, problem):
+    weights = weights_file(tmp_path / "siren.pt", **payload)
+    outcome = volinr(
+        caplog, command, "--weights", weights, "--device", "cpu", "--out", tmp_path / "out/x"
+    ) if command == "decode" else volinr(
+        caplog, command, "--weights", weights, "--out", tmp_path / "out/x.volinr"
+    )  # fmt: skip
+    assert_refused(outcome, tmp_path / "out", weights, problem)
+
+
+def test_a_fit_refuses_a_spacing_its_float32_coordinates_cannot_hold(caplog, tmp_path):
+    target = np.arange(64, dtype=np.float32).reshape(8, 8)
+    # 1e-300 mm is 0 in float32: NaN coordinates, and the fit ended "diverged" (exit 3)
+    save_array(tmp_path / "target.npy", target, {"spacing_mm": [1e-300, 1e-300]})
+    outcome = volinr(
+        caplog, "fit", "--target", tmp_path / "target.npy", "--sine-layers", 2, "--width", 8,
+        "--iterations", 2, "--device", "cpu", "--weights", tmp_path / "out/siren.pt",
+        "--record", tmp_path / "out/fit.json", "--curve", tmp_path / "out/curve.csv",
+    )  # fmt: skip
+    assert_refused(outcome, tmp_path / "out", "target.npy", "grid_extent", "mm outside")

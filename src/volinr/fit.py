@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from volinr.checkpoints import load_checkpoint, save_checkpoint
+from volinr.decode_recipe import check_decoding
 from volinr.devices import MemoryMeter, synchronize
 from volinr.io import InputError, atomic_path
 from volinr.models.siren import Siren
@@ -377,9 +378,12 @@ def fit_siren(
             f"{label or 'target'}: values {source.min()}..{source.max()} span {span:g} at a "
             "magnitude where float64 cannot tell them apart; subtract an offset first"
         )
+    extent = grid_extent(source.shape, spacing_mm)
+    # refused now rather than by the decoder after the fit: extents and a range that float32
+    # coordinates and outputs cannot hold
+    check_decoding(label or "target", list(source.shape), extent, [lo, hi])
     target = scale_to_unit(source, lo, hi)  # float32, -1..1
     step_kind = resolve_step(settings, device)
-    extent = grid_extent(target.shape, spacing_mm)
     coords = coordinate_grid(target.shape, device, extent)
     values = torch.from_numpy(target.reshape(-1, 1)).to(device)
     resume = Path(resume_path) if resume_path is not None else None
@@ -601,6 +605,9 @@ def load_siren(
         and all(isinstance(v, int | float) and math.isfinite(v) for v in value_range)
     ):
         raise InputError(f"{path}: bad or missing value_range {value_range!r}")
+    # as a container's: a reversed range decodes an inverted image, an extreme extent or range
+    # overflows float32 (the architecture is backed by the tensors the file stores)
+    check_decoding(str(path), shape, extent, value_range)
     return model, payload
 
 
