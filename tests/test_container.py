@@ -24,7 +24,9 @@ from volinr.models.siren import Siren
 GRID_SHAPE = [4, 6, 5]
 GRID_EXTENT = [8.0, 6.0, 5.0]
 VALUE_RANGE = [-1024.0, 3071.0]
-EXTRA = {"upsample": "sr", "target_shape": [8, 12, 10], "note": "µ"}  # non-ASCII on purpose
+# a complete SR recipe (the decoder refuses one without the SR model's sha256); non-ASCII on
+# purpose
+EXTRA = {"upsample": "sr", "target_shape": [8, 12, 10], "sr_model_sha256": "0" * 64, "note": "µ"}
 
 
 @pytest.fixture

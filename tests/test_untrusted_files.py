@@ -26,7 +26,7 @@ from test_container import frame, split
 from test_download import assert_nothing_left, dicom_bytes, regular, sha, tar_bytes
 from volinr.checkpoints import load_checkpoint, save_checkpoint
 from volinr.cli import main
-from volinr.container import MAX_WEIGHTS, decode_container, encode_container
+from volinr.container import decode_container, encode_container
 from volinr.download import fetch_dataset
 from volinr.fit import WEIGHTS_FORMAT
 from volinr.io import InputError
@@ -193,8 +193,9 @@ def deeper(layers: int):
         (set_tensor(2, min=1.0, max=0.0), "bad range"),
         (set_tensor(2, min=float("nan")), "bad range"),
         # A constant tensor stores no bytes: the claim alone would make the decoder allocate it.
-        (wider(10**6), f"more than the {MAX_WEIGHTS} a container may hold"),
-        (deeper(10**9), "more than 22 tensors"),  # 6 listed + 16: never built layer by layer
+        # Both are refused by the limits on width and depth before any layer is built.
+        (wider(10**6), "hidden_features 1000000: an integer from 1 to 1024"),
+        (deeper(10**9), "sine_layers 1000000000: an integer from 1 to 16"),
         (lambda h: h.update(grid_shape=[0, 4, 4]), "bad grid"),
         (lambda h: h.update(grid_shape=[2] * 4, grid_extent=[2.0] * 4), "bad grid"),
         (lambda h: h["architecture"].update(in_features=2), "the decoder needs 3 and 1"),

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from volinr.checkpoints import architecture_shapes
+from volinr.decode_recipe import check_decoding
 from volinr.io import InputError, atomic_path
 from volinr.models.siren import Siren
 
@@ -268,8 +269,12 @@ def encode_container(
             f"{actual_shapes} != {expected_shapes}"
         )
     lo, hi = (float(v) for v in value_range)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"value_range must be finite, got {list(value_range)}")
+    grid_shape = [int(n) for n in grid_shape]
+    grid_extent = [float(e) for e in grid_extent]
+    # never write a file the decoder would refuse (InputError: the inputs are at fault)
+    check_decoding(
+        "the container to write", grid_shape, grid_extent, [lo, hi], architecture, dict(extra or {})
+    )
 
     tensors, chunks, offset_bytes = [], [], 0
     for name in sorted(arrays):
@@ -288,8 +293,8 @@ def encode_container(
         offset_bytes += len(data)
     header = {
         "architecture": architecture,
-        "grid_shape": [int(n) for n in grid_shape],
-        "grid_extent": [float(e) for e in grid_extent],
+        "grid_shape": grid_shape,
+        "grid_extent": grid_extent,
         "value_range": [lo, hi],
         "quantization": {"kind": kind, "bits": bits},
         "coder": coder,
@@ -436,40 +441,19 @@ def _check_header(header: dict[str, Any], source: str) -> tuple[str, int | None,
         bits = None
     if header["coder"] not in CODERS:
         raise InputError(f"{source}: unknown coder {header['coder']!r}")
-    grid_shape, grid_extent = header["grid_shape"], header["grid_extent"]
-    if not (
-        isinstance(grid_shape, list)
-        and len(grid_shape) in (2, 3)  # a slice or a volume
-        and all(type(n) is int and n > 0 for n in grid_shape)
-        and isinstance(grid_extent, list)
-        and len(grid_extent) == len(grid_shape)
-        and all(_is_number(e) and e > 0 for e in grid_extent)
-    ):
-        raise InputError(f"{source}: bad grid (shape {grid_shape!r}, extent {grid_extent!r})")
-    value_range = header["value_range"]
-    if not (isinstance(value_range, list) and len(value_range) == 2):
-        raise InputError(f"{source}: bad value_range {value_range!r}")
-    if not all(_is_number(v) for v in value_range):
-        raise InputError(f"{source}: bad value_range {value_range!r}")
-    if not isinstance(header["extra"], dict):
-        raise InputError(f"{source}: extra is not a JSON object")
-
     tensors = header["tensors"]
     if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
         raise InputError(f"{source}: tensors is not a list of objects")
     architecture = header["architecture"]
-    if not isinstance(architecture, dict):
-        raise InputError(f"{source}: bad architecture {architecture!r}")
-    # the decoder feeds (x, y, z) coordinates and reads one intensity
-    inputs, outputs = architecture.get("in_features", 3), architecture.get("out_features", 1)
-    if inputs != 3 or outputs != 1:
-        raise InputError(
-            f"{source}: a SIREN of {inputs!r} inputs and {outputs!r} outputs; the decoder "
-            "needs 3 and 1"
-        )
-    omega = architecture.get("omega_0", 30.0)
-    if not (_is_number(omega) and omega > 0):
-        raise InputError(f"{source}: a SIREN with omega_0 {omega!r}; it must be positive")
+    # grid, intensity range, architecture and upsampling recipe, against volinr.limits
+    check_decoding(
+        source,
+        header["grid_shape"],
+        header["grid_extent"],
+        header["value_range"],
+        architecture,
+        header["extra"],
+    )
     try:
         # room for a few more than listed, so that a missing tensor is named below
         shapes = _architecture_shapes(architecture, len(tensors) + 16)
@@ -590,6 +574,7 @@ def siren_from_container(
         state_dict, header = decode_container(bytes(path_or_bytes))
     else:
         state_dict, header = read_container(path_or_bytes)
-    model = Siren(**header["architecture"])
-    model.load_state_dict(state_dict)
+    with torch.device("meta"):  # no random initialisation of weights about to be replaced
+        model = Siren(**header["architecture"])
+    model.load_state_dict(state_dict, assign=True)
     return model.to(device).eval(), header

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from volinr.checkpoints import load_checkpoint, save_checkpoint
+from volinr.decode_recipe import check_decoding
 from volinr.devices import MemoryMeter, synchronize
 from volinr.io import InputError, atomic_path
 from volinr.models.siren import Siren
@@ -91,8 +92,20 @@ def coordinate_grid(
     return grid_coordinates(shape, extent, device)
 
 
-def scale_to_unit(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return (values - lo) / (hi - lo) * 2.0 - 1.0
+def scale_to_unit(
+    values: np.ndarray, lo: float, hi: float, slab_voxels: int = 1 << 22
+) -> np.ndarray:
+    """lo..hi -> -1..1 as float32, computed in float64 slab by slab (no float64 copy of a
+    volume): distinct int32 values above 2^24 do not merge in a float32 copy, nor does
+    ``values - lo`` overflow for float32 values near its limits."""
+    values = np.asarray(values)
+    flat = values.reshape(-1)
+    out = np.empty(flat.shape, np.float32)
+    span = float(hi) - float(lo)
+    for start in range(0, flat.size, slab_voxels):
+        part = np.asarray(flat[start : start + slab_voxels], np.float64)
+        out[start : start + slab_voxels] = (part - lo) / span * 2.0 - 1.0
+    return out.reshape(values.shape)
 
 
 def unscale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -351,16 +364,28 @@ def fit_siren(
     stops the fit naming its configuration, or restarts it ``settings.divergence_retries``
     times with the learning rate scaled by ``settings.divergence_lr_factor``.
     """
-    target = np.asarray(target, dtype=np.float32)
-    lo, hi = float(target.min()), float(target.max())
+    from volinr.metrics import data_range
+
+    source = np.asarray(target)  # its own dtype: a float32 copy would merge int32 values
+    lo, hi = float(source.min()), float(source.max())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError(f"{label or 'target'}: the image holds NaN or Inf values")
-    if hi <= lo:
+    span = data_range(source)
+    if span <= 0:
         raise InputError(f"{label or 'target'}: a constant image cannot be fitted (value {lo})")
+    if abs((hi - lo) - span) > 1e-9 * span:  # 64-bit integers too close for float64
+        raise InputError(
+            f"{label or 'target'}: values {source.min()}..{source.max()} span {span:g} at a "
+            "magnitude where float64 cannot tell them apart; subtract an offset first"
+        )
+    extent = grid_extent(source.shape, spacing_mm)
+    # refused now rather than by the decoder after the fit: extents and a range that float32
+    # coordinates and outputs cannot hold
+    check_decoding(label or "target", list(source.shape), extent, [lo, hi])
+    target = scale_to_unit(source, lo, hi)  # float32, -1..1
     step_kind = resolve_step(settings, device)
-    extent = grid_extent(target.shape, spacing_mm)
     coords = coordinate_grid(target.shape, device, extent)
-    values = torch.from_numpy(scale_to_unit(target, lo, hi).reshape(-1, 1)).to(device)
+    values = torch.from_numpy(target.reshape(-1, 1)).to(device)
     resume = Path(resume_path) if resume_path is not None else None
     fingerprint = _fingerprint(target, settings, extent, device)
     payload = _read_resume(resume, fingerprint, device)
@@ -580,6 +605,9 @@ def load_siren(
         and all(isinstance(v, int | float) and math.isfinite(v) for v in value_range)
     ):
         raise InputError(f"{path}: bad or missing value_range {value_range!r}")
+    # as a container's: a reversed range decodes an inverted image, an extreme extent or range
+    # overflows float32 (the architecture is backed by the tensors the file stores)
+    check_decoding(str(path), shape, extent, value_range)
     return model, payload
 
 

@@ -30,6 +30,21 @@ DECODE_BYTES_PER_CHUNK_VOXEL = 3 * 8 + 3 * FLOAT + 3 * FLOAT + FLOAT
 MIN_DECODE_CHUNK = 1024
 EVAL_CHUNK = 1 << 13  # volinr.fit's full-grid evaluation chunk
 
+# What a file may ask a decoder for (checked by volinr.decode_recipe before anything is built).
+# A container's constant tensors store no bytes, so without these a file of a few hundred bytes
+# claims a network of gigabytes and minutes of decoding. Each is a generous multiple of what the
+# paper's configurations need.
+MAX_SIREN_WIDTH = 1024  # the paper: 128
+MAX_SINE_LAYERS = 16  # the paper: 2 to 4
+MAX_DECODE_VOXELS = 1 << 31  # a grid or an upsampling target; the paper's volume: 1.2e8
+# SIREN weights x decoded voxels: the paper's 4-layer SIREN on its 463x512x512 volume needs
+# 6.1e12; this is 5.8 times that (about 10 minutes on one CPU core at 25 G multiply-adds/s).
+MAX_DECODE_MULTIPLY_ADDS = 1 << 45
+# The physical extent of a grid axis (mm): a nanometre-scale sample to a kilometre holds every
+# physical image with room to spare; far outside it the float32 coordinates underflow (1e-300 mm
+# gives NaN coordinates: the fit "diverges", the decode is NaN) or overflow.
+MIN_EXTENT_MM, MAX_EXTENT_MM = 1e-6, 1e9
+
 
 def gb(n: float) -> str:
     x = n / 1e9

@@ -3,6 +3,10 @@
 PSNR as the paper defines it: both images mapped to 8 bits through the same intensity window
 (taken from the reference), rounded to integers, then 10 log10(255^2 / MSE). Beside it, PSNR on
 the native range (peak = the reference's max - min) and SSIM (scikit-image, data_range given).
+
+Every range and error is computed in float64 from exact integer differences, never in the
+array's own dtype: an int16 CT with -32768 padding has a max - min of 34,767, which int16 wraps
+to -30,769, and float32 merges distinct int32 values above 2^24.
 """
 
 from __future__ import annotations
@@ -12,6 +16,41 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from skimage.metrics import structural_similarity
+
+
+def data_range(array: np.ndarray) -> float:
+    """max - min of ``array`` as a float, exact for every integer dtype (Python integers do
+    not wrap), where ``array.max() - array.min()`` wraps in the array's own dtype."""
+    array = np.asarray(array)
+    high, low = np.max(array), np.min(array)
+    if array.dtype.kind in "iub":
+        return float(int(high) - int(low))
+    return float(high) - float(low)
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a - b in float64, rounded once: float64 holds every integer of up to 32 bits exactly,
+    and 64-bit integers are subtracted exactly before the difference is rounded (a float64
+    copy of values near 2^62 would merge neighbours and cancel to 0)."""
+    a, b = np.asarray(a), np.asarray(b)
+    wide = {np.dtype(np.int64), np.dtype(np.uint64)}
+    if not (a.dtype.kind in "iu" and b.dtype.kind in "iu" and {a.dtype, b.dtype} & wide):
+        return np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    # Of the same sign, |a - b| < 2^64: uint64 arithmetic modulo 2^64 gives it exactly. Of
+    # opposite signs, float64 adds two magnitudes: rounding, but no cancellation.
+    same_sign = (a < 0) == (b < 0)
+    a_bits, b_bits = _uint64_bits(a), _uint64_bits(b)
+    above = np.greater_equal(a, b)  # NumPy compares int64 with uint64 exactly
+    magnitude = np.where(above, a_bits - b_bits, b_bits - a_bits).astype(np.float64)
+    exact = np.where(above, magnitude, -magnitude)
+    return np.where(same_sign, exact, a.astype(np.float64) - b.astype(np.float64))
+
+
+def _uint64_bits(values: np.ndarray) -> np.ndarray:
+    """Integers as uint64 bit patterns (two's complement for signed ones)."""
+    if values.dtype.kind == "i":
+        return values.astype(np.int64).view(np.uint64)
+    return values.astype(np.uint64)
 
 
 def window_to_8bit(image: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -38,11 +77,10 @@ def mean_squared_error(
     step = max(1, slab_voxels // max(1, reference[0].size))
     total = 0.0
     for start in range(0, reference.shape[0], step):
-        a = np.asarray(reference[start : start + step], np.float64)
-        b = np.asarray(test[start : start + step], np.float64)
+        a, b = reference[start : start + step], test[start : start + step]
         if transform is not None:
-            a, b = transform(a).astype(np.float64), transform(b).astype(np.float64)
-        total += float(np.sum((a - b) ** 2))
+            a, b = transform(a), transform(b)
+        total += float(np.sum(difference(a, b) ** 2))
     return total / reference.size
 
 
@@ -63,7 +101,7 @@ def psnr_8bit(reference: np.ndarray, test: np.ndarray, window: Sequence[float]) 
 
 def psnr_native(reference: np.ndarray, test: np.ndarray) -> float:
     """PSNR on the original units with peak = the reference's data range."""
-    return psnr(reference, test, float(np.max(reference) - np.min(reference)))
+    return psnr(reference, test, data_range(reference))
 
 
 def ssim(reference: np.ndarray, test: np.ndarray) -> float:
@@ -76,21 +114,22 @@ def ssim(reference: np.ndarray, test: np.ndarray) -> float:
     reference, test = np.asarray(reference), np.asarray(test)
     if reference.ndim == 3:
         return float(np.mean(per_slice_ssim(reference, test)))
-    data_range = float(reference.max() - reference.min())
-    return _ssim_2d(reference, test, data_range)
+    return _ssim_2d(reference, test, data_range(reference))
 
 
-def _ssim_2d(reference: np.ndarray, test: np.ndarray, data_range: float) -> float:
+def _ssim_2d(reference: np.ndarray, test: np.ndarray, peak: float) -> float:
+    # float64 holds every integer of up to 32 bits exactly; SSIM's means and variances are
+    # computed in float64 by scikit-image either way
     return float(
         structural_similarity(
-            np.asarray(reference, np.float64), np.asarray(test, np.float64), data_range=data_range
+            np.asarray(reference, np.float64), np.asarray(test, np.float64), data_range=peak
         )
     )
 
 
 def per_slice_ssim(reference: np.ndarray, test: np.ndarray) -> list[float]:
-    data_range = float(reference.max() - reference.min())
-    return [_ssim_2d(a, b, data_range) for a, b in zip(reference, test, strict=True)]
+    peak = data_range(reference)
+    return [_ssim_2d(a, b, peak) for a, b in zip(reference, test, strict=True)]
 
 
 def per_slice_metrics(
@@ -104,7 +143,7 @@ def per_slice_metrics(
     if reference.ndim == 2:
         reference, test = reference[None], test[None]
     low, high = window
-    peak = float(np.max(reference) - np.min(reference))
+    peak = data_range(reference)
     ssims = per_slice_ssim(reference, test)
     return [
         {

@@ -22,6 +22,7 @@ import pydicom
 from pydicom.errors import BytesLengthException
 
 from volinr.io import InputError, sha256_array
+from volinr.modality_lut import apply_rescale, frame_rescales, units
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +123,6 @@ def damaged_values(path: str | Path) -> Iterator[None]:
         ) from None
 
 
-def finite_rescale(dataset: pydicom.Dataset, path: str | Path) -> tuple[float, float]:
-    slope, intercept = _rescale(dataset)
-    if not (math.isfinite(slope) and math.isfinite(intercept)):
-        raise InputError(f"{path}: RescaleSlope {slope} and RescaleIntercept {intercept}")
-    return slope, intercept
-
-
 def read_dicom_frames(source: str, allow_modalities: set[str] = IMAGE_MODALITIES) -> list[Frame]:
     """Read every frame of a single-file DICOM image, rescaled to real-world units (HU for CT)."""
     path = resolve_source(source)
@@ -154,25 +148,20 @@ def _frames(
         raise InputError(f"{path}: colour image ({dataset.SamplesPerPixel} samples per pixel)")
     stored = decode_pixels(dataset, path)
     frames = stored if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1 else stored[None]
-    slope, intercept = finite_rescale(dataset, path)
-    spacing = _pixel_spacing(dataset)
+    rescales = frame_rescales(dataset, path, len(frames))
+    spacing = _pixel_spacing(dataset, path)
     result = []
-    for index, plane in enumerate(frames):
-        with np.errstate(over="ignore"):
-            pixels = plane.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-        if not np.all(np.isfinite(pixels)):
-            raise InputError(
-                f"{path}: frame {index} overflows float32 with RescaleSlope {slope} and "
-                f"RescaleIntercept {intercept}"
-            )
+    for index, (plane, rescale) in enumerate(zip(frames, rescales, strict=True)):
+        pixels = apply_rescale(plane, rescale, path, f"frame {index}")
         meta = {
             "source": source,
             "path": str(path),
             "frame": index,
             "modality": modality,
-            "units": "HU" if modality == "CT" else "scanner units",
-            "rescale_slope": slope,
-            "rescale_intercept": intercept,
+            "units": units(modality, [rescale]),
+            "rescale": rescale.record(),
+            "rescale_slope": rescale.slope,
+            "rescale_intercept": rescale.intercept,
             "bits_stored": int(getattr(dataset, "BitsStored", stored.dtype.itemsize * 8)),
             "bits_allocated": int(getattr(dataset, "BitsAllocated", stored.dtype.itemsize * 8)),
             "spacing_mm": spacing,
@@ -183,28 +172,21 @@ def _frames(
     return result
 
 
-def _rescale(dataset: pydicom.Dataset) -> tuple[float, float]:
-    """RescaleSlope/Intercept, from the top level or an enhanced multi-frame functional group."""
-    slope = getattr(dataset, "RescaleSlope", None)
-    intercept = getattr(dataset, "RescaleIntercept", None)
-    if slope is None and "SharedFunctionalGroupsSequence" in dataset:
-        group = dataset.SharedFunctionalGroupsSequence[0]
-        if "PixelValueTransformationSequence" in group:
-            transform = group.PixelValueTransformationSequence[0]
-            slope = getattr(transform, "RescaleSlope", None)
-            intercept = getattr(transform, "RescaleIntercept", None)
-    return float(slope if slope is not None else 1.0), float(
-        intercept if intercept is not None else 0.0
-    )
-
-
-def _pixel_spacing(dataset: pydicom.Dataset) -> list[float] | None:
+def _pixel_spacing(dataset: pydicom.Dataset, path: Path) -> list[float] | None:
     spacing = getattr(dataset, "PixelSpacing", None)
     if spacing is None and "SharedFunctionalGroupsSequence" in dataset:
         group = dataset.SharedFunctionalGroupsSequence[0]
         if "PixelMeasuresSequence" in group:
             spacing = getattr(group.PixelMeasuresSequence[0], "PixelSpacing", None)
-    return [float(s) for s in spacing] if spacing is not None else None
+    if spacing is None:
+        return None
+    values = (
+        [float(spacing)] if isinstance(spacing, int | float | str) else [float(s) for s in spacing]
+    )
+    # the sidecar's spacing_mm must have one entry per axis of the 2D frame (io.check_sidecar)
+    if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"{path}: PixelSpacing {spacing} is not two positive finite numbers")
+    return values
 
 
 def read_frame(source: str, frame: int = 0) -> Frame:

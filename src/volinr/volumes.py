@@ -46,8 +46,9 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
+from volinr import modality_lut
 from volinr.io import InputError, atomic_path, current_umask
-from volinr.sources import IMAGE_MODALITIES, damaged_values, decode_pixels, finite_rescale
+from volinr.sources import IMAGE_MODALITIES, damaged_values, decode_pixels
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +421,7 @@ def _plan_slices(
     return plan, positions, filled
 
 
-def _decode(item: _Slice) -> tuple[np.ndarray, float, float, str, str]:
+def _decode(item: _Slice) -> tuple[np.ndarray, modality_lut.Rescale, str, str]:
     """Stored pixels of one file (2D), its rescale, stored dtype and transfer syntax."""
     path = item.path
     try:
@@ -434,9 +435,9 @@ def _decode(item: _Slice) -> tuple[np.ndarray, float, float, str, str]:
         expected = (int(dataset.Rows), int(dataset.Columns))
         if stored.shape != expected:
             raise InputError(f"{path}: decoded pixels of shape {stored.shape}, expected {expected}")
-        slope, intercept = finite_rescale(dataset, path)
+        (rescale,) = modality_lut.frame_rescales(dataset, path, 1)
         syntax = str(getattr(dataset.file_meta, "TransferSyntaxUID", ""))
-    return stored, slope, intercept, str(stored.dtype), syntax
+    return stored, rescale, str(stored.dtype), syntax
 
 
 def read_dicom_series(
@@ -522,23 +523,19 @@ def read_dicom_series(
         raise InputError(
             f"{folder}: {len(plan)} slices of {rows} x {columns} pixels do not fit in memory"
         ) from None
-    slopes, intercepts, dtypes, syntaxes = [], [], set(), set()
+    rescales, dtypes, syntaxes = [], set(), set()
     for index, (item, _, _, _) in enumerate(plan):
         if item is None:
             continue
-        stored, slope, intercept, dtype, syntax = _decode(item)
-        with np.errstate(over="ignore"):
-            np.multiply(stored, np.float32(slope), out=voxels[index], casting="unsafe")
-            voxels[index] += np.float32(intercept)
-        if not np.all(np.isfinite(voxels[index])):
-            raise InputError(
-                f"{item.path}: the pixels overflow float32 with RescaleSlope {slope} and "
-                f"RescaleIntercept {intercept}"
-            )
-        slopes.append(slope)
-        intercepts.append(intercept)
+        # each file its own rescale: a series may mix them slice by slice
+        stored, rescale, dtype, syntax = _decode(item)
+        with damaged_values(item.path):
+            voxels[index] = modality_lut.apply_rescale(stored, rescale, item.path, "the pixels")
+        rescales.append(rescale)
         dtypes.add(dtype)
         syntaxes.add(syntax)
+    slopes = [r.slope for r in rescales]
+    intercepts = [r.intercept for r in rescales]
     for index, (item, left, right, weight) in enumerate(plan):
         if item is None:
             voxels[index] = (1 - weight) * voxels[left] + weight * voxels[right]
@@ -550,7 +547,7 @@ def read_dicom_series(
         "source": source or str(folder),
         "kind": "dicom_series",
         "modality": modality,
-        "units": "HU" if modality == "CT" else "scanner units",
+        "units": modality_lut.units(modality, rescales),
         **_geometry(orientation, spacing, np.array(positions)),
         "series_uid": chosen,
         "study_uid": str(getattr(header, "StudyInstanceUID", "") or ""),
@@ -564,6 +561,7 @@ def read_dicom_series(
         # One value when every slice shares it, else one per file read (in slice order).
         "rescale_slope": slopes[0] if len(set(slopes)) == 1 else slopes,
         "rescale_intercept": intercepts[0] if len(set(intercepts)) == 1 else intercepts,
+        "rescale": modality_lut.sidecar_record(rescales),
     }
     if filled:
         meta["filled_slices"] = filled
