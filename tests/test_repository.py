@@ -61,3 +61,17 @@ def test_shipped_headsq_volume_is_intact_and_attributed():
     attribution = (ROOT / "data/README.md").read_text()
     for fact in ("pyvista/vtk-data", "126ee906", "quarter.1", "Apache"):
         assert fact in attribution
+
+
+def test_every_committed_json_file_is_strict_json():
+    """JSON has no NaN or Infinity (volinr writes an infinity as null, see io.write_json)."""
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    listed = subprocess.run(
+        ["git", "ls-files", "*.json"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert listed
+    for name in listed:
+        json.loads((ROOT / name).read_text(), parse_constant=refuse)

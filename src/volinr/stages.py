@@ -652,7 +652,13 @@ def run_evaluate(args) -> None:
         args.reference, args.reconstruction
     )
     minmax = metrics.minmax_window(reference)
-    tissue = metrics.tissue_window(reference, *args.tissue_window)
+    low, high = args.tissue_window
+    if not math.isfinite(low) or math.isinf(high):  # a NaN window makes every image equal
+        raise InputError(
+            f"--tissue-window {low:g} {high:g}: low must be a finite number, high a finite "
+            "number or nan (the image maximum)"
+        )
+    tissue = metrics.tissue_window(reference, low, high)
     for name, (low, high) in (("min..max", minmax), ("tissue", tissue)):
         if high <= low:
             raise InputError(f"{args.reference}: the {name} window {low:g}..{high:g} is empty")
@@ -708,6 +714,9 @@ def run_evaluate(args) -> None:
     for key, value in result.items():
         if isinstance(value, float) and math.isnan(value):
             raise FloatingPointError(f"{args.reconstruction}: metric {key} is NaN")
+    lossless = [key for key, value in result.items() if "psnr" in key and value == math.inf]
+    if lossless:  # written as null (JSON has no infinity) and listed under infinite_values
+        result["psnr_infinite_reason"] = f"MSE 0, identical to the original: {', '.join(lossless)}"
     result["provenance"] = provenance.record(args)
     if args.per_slice:
         rows = metrics.per_slice_metrics(reference, reconstruction, minmax)
@@ -782,7 +791,8 @@ def run_tables(args) -> None:
         published = tables.published_for_volume(published)
     built = tables.build_tables(metrics, published)
     block = provenance.record(args)
-    tables.write_tables(built, tables.notes_for(metrics), args.out_dir, args.mode, block)
+    notes = tables.notes_for(metrics) + tables.infinity_notes(built.values())
+    tables.write_tables(built, notes, args.out_dir, args.mode, block)
 
 
 def run_codecs(args) -> None:
@@ -817,6 +827,7 @@ def run_rate_distortion(args) -> None:
     if codecs is not None:
         built["table_vs_jpeg2000"] = tables.versus_codec(table, "jpeg2000")
     notes = [tables.RD_NOTE, tables.PSNR_NOTE.format(tissue="(see Table 4)")]
+    notes += tables.infinity_notes(built.values())
     block = provenance.record(args)
     tables.write_tables(built, notes, args.out_dir, args.mode, block)
     with figures.recording(block):

@@ -27,17 +27,25 @@ MEASURED = {
 
 
 def _read_table(path: Path, name: str) -> pd.DataFrame:
+    """A table; +inf is a lossless PSNR (the tables' notes say so), NaN a failed run."""
     table = pd.read_csv(path)
     for column in MEASURED.get(name, []):
-        if column in table and not np.all(np.isfinite(table[column].astype(float))):
-            raise FloatingPointError(f"{path}: measured column {column} holds NaN/Inf or blanks")
+        if column not in table:
+            continue
+        values = table[column].astype(float)
+        if not np.all(np.isfinite(values) | (values == np.inf)):
+            raise FloatingPointError(f"{path}: measured column {column} holds NaN, -inf or blanks")
     return table
 
 
 def _markdown(table: pd.DataFrame) -> str:
-    """Missing numbers (the paper's, in volume mode) as 'n/a', as the tables show them."""
+    """Missing numbers (the paper's, in volume mode) as 'n/a', as the tables show them; under
+    the table, what an infinity in it means."""
+    from volinr.tables import infinity_notes
+
     shown = table.astype(object).where(table.notna(), None)
-    return shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a")
+    text = shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a")
+    return "\n\n".join([text, *(f"> {note}" for note in infinity_notes([table]))])
 
 
 def build_summary(tables_dir: Path, results: Path) -> str:
