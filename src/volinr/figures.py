@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from volinr import provenance  # noqa: E402
-from volinr.io import atomic_path, load_array  # noqa: E402
+from volinr.io import atomic_path, load_array, read_json  # noqa: E402
 
 log = logging.getLogger(__name__)
 _PROVENANCE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -124,6 +124,12 @@ class FigureInputs:
     def curve(self, target: str, layers: int) -> pd.DataFrame:
         return pd.read_csv(self.results / f"fits/{target}/{self.run(layers)}/curve.csv")
 
+    def psnr(self, kind: str, layers: int) -> float:
+        """The 8-bit PSNR of the reconstruction shown (this seed's), not the tables' mean."""
+        return read_json(self.results / f"metrics/{kind}/{self.run(layers)}.json")[
+            "psnr_8bit_minmax_db"
+        ]
+
 
 def lr_fit_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
     """Figures 4-6: the LR slice, its SIREN reconstruction, PSNR and loss curves."""
@@ -140,22 +146,24 @@ def pipeline_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
     run = inputs.run(layers)
     lr_hat = inputs.array(f"recon/ours/{run}/lr.npy")
     hr_hat = inputs.array(f"recon/ours/{run}/hr.npy")
-    psnr = inputs.ours_table.loc[layers, "best_psnr_db_ours"]
+    psnr = inputs.psnr("ours", layers)
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     _image(axes[0], inputs.hr, inputs.window, f"original HR {inputs.hr.shape}")
     _image(axes[1], inputs.lr, inputs.window, "original LR (Lanczos x4)")
     _image(axes[2], lr_hat, inputs.window, f"reconstructed LR (SIREN, {layers} layers)")
-    _image(axes[3], hr_hat, inputs.window, f"reconstructed HR (SRDenseNet): {_db(psnr)}")
+    title = f"reconstructed HR (SRDenseNet), seed {inputs.seed}: {_db(psnr)}"
+    _image(axes[3], hr_hat, inputs.window, title)
     _save(fig, path)
 
 
 def baseline_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
     """Figures 10-12: the SIREN fitted on the full-resolution slice."""
     hr_hat = inputs.array(f"recon/baseline/{inputs.run(layers)}/hr.npy")
-    psnr = inputs.base_table.loc[layers, "best_psnr_db_ours"]
+    psnr = inputs.psnr("baseline", layers)
     fig, axes = plt.subplots(1, 4, figsize=(16, 4))
     _image(axes[0], inputs.hr, inputs.window, "original HR")
-    _image(axes[1], hr_hat, inputs.window, f"SIREN ({layers} layers) on HR: {_db(psnr)}")
+    title = f"SIREN ({layers} layers) on HR, seed {inputs.seed}: {_db(psnr)}"
+    _image(axes[1], hr_hat, inputs.window, title)
     _curves(axes[2], axes[3], inputs.curve("hr", layers), f"{layers} layers on HR")
     _save(fig, path)
 
@@ -167,9 +175,12 @@ def bars_figure(inputs: FigureInputs, path: Path) -> None:
 def comparison_figure(inputs: FigureInputs, layers: list[int], path: Path) -> None:
     ours = {n: inputs.array(f"recon/ours/{inputs.run(n)}/hr.npy") for n in layers}
     baseline = {n: inputs.array(f"recon/baseline/{inputs.run(n)}/hr.npy") for n in layers}
-    _comparison(
-        inputs.hr, ours, baseline, inputs.ours_table, inputs.base_table, inputs.window, path
-    )
+    titles = {
+        (kind, n): f"{name}, {n} layers, seed {inputs.seed}\n{_db(inputs.psnr(kind, n))}"
+        for kind, name in (("ours", "ours"), ("baseline", "SIREN on HR"))
+        for n in layers
+    }
+    _comparison(inputs.hr, ours, baseline, titles, inputs.window, path)
 
 
 def sr_training_figure(curve_path: Path, path: Path) -> None:
@@ -222,28 +233,14 @@ def _bars(ours: pd.DataFrame, baseline: pd.DataFrame, path: Path) -> None:
     _save(grid.figure, path)
 
 
-def _comparison(hr, ours, baseline, ours_table, base_table, window, path: Path) -> None:
+def _comparison(hr, ours, baseline, titles, window, path: Path) -> None:
     """Figure 14: reconstructions side by side, a zoomed inset and the error map."""
     hr2d = display_slice(hr)
     rows, cols = hr2d.shape
     zoom = (slice(rows // 3, rows // 3 + rows // 4), slice(cols // 3, cols // 3 + cols // 4))
     panels = [("original", hr2d, None)]
-    for n in sorted(baseline):
-        panels.append(
-            (
-                f"SIREN on HR, {n} layers\n{_db(base_table.loc[n, 'best_psnr_db_ours'])}",
-                display_slice(baseline[n]),
-                n,
-            )
-        )
-    for n in sorted(ours):
-        panels.append(
-            (
-                f"ours, {n} layers\n{_db(ours_table.loc[n, 'best_psnr_db_ours'])}",
-                display_slice(ours[n]),
-                n,
-            )
-        )
+    for kind, images in (("baseline", baseline), ("ours", ours)):
+        panels += [(titles[kind, n], display_slice(images[n]), n) for n in sorted(images)]
     # The zoom uses its own window, twice the 1st..99th percentile range of the original there,
     # narrow enough to show tissue texture, wide enough not to saturate the reconstructions.
     low, high = np.percentile(hr2d[zoom], [1, 99])

@@ -698,6 +698,7 @@ def run_evaluate(args) -> None:
         stored_bytes, codec = smallest_lossless(stored)
         result.update(
             stored_bytes=stored_bytes,
+            stored_codec=codec,  # the tables name it beside the bits per voxel it gives
             stored_what=f"{args.stored_array} coded losslessly ({codec}, the smallest)",
             bits_per_voxel=metrics.bits_per_voxel(stored_bytes, voxels),
             compression_rate_16bit=metrics.compression_rate(original_16bit, stored_bytes),

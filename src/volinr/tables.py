@@ -31,7 +31,9 @@ RATE_NOTE = (
     "Compression rate, paper convention: bytes of the 8-bit original (1 byte a voxel) / bytes "
     "of the saved SIREN weights file (SR model not counted). 16-bit: 2 bytes a voxel of the "
     "original / the weights file; 'with SR' adds the SRDenseNet checkpoint's bytes. Bits per "
-    "voxel: 8 x the weights file's bytes / voxels of the full-resolution original."
+    "voxel: 8 x the stored bytes / voxels of the full-resolution original, the stored bytes "
+    "being the SIREN weights file, or for a 'true LR' row the LR image coded losslessly by the "
+    "smallest of the lossless codecs (named in the row); the SR model not counted."
 )
 TIME_NOTE = (
     "Time: wall-clock seconds of the training steps alone (evaluation passes excluded) for "
@@ -237,8 +239,10 @@ def sr_check(metrics: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         raise InputError("no reference (true LR + upsampling) metrics")
     columns = ["method", "psnr_8bit_minmax_db", "psnr_8bit_tissue_db", "psnr_native_db", "ssim"]
-    columns += [c for c in ("bits_per_voxel",) if c in rows]
+    columns += [c for c in ("bits_per_voxel", "stored_codec") if c in rows]
     table = rows[columns].reset_index(drop=True)
+    if "stored_codec" in table:  # the codec whose bytes the bits per voxel count
+        table = table.rename(columns={"stored_codec": "lr_coded_losslessly_by"})
     bicubic = table.loc[table["method"] == "true LR + bicubic", "psnr_8bit_minmax_db"]
     lanczos = table.loc[table["method"] == "true LR + lanczos", "psnr_8bit_minmax_db"]
     if len(bicubic):
@@ -252,9 +256,11 @@ def ablation(metrics: pd.DataFrame, ours: pd.DataFrame, baseline: pd.DataFrame) 
     """Where the quality comes from: SR alone, SIREN+SR, SIREN at full resolution."""
     rows = []
     for _, row in sr_check(metrics).iterrows():
+        codec = row.get("lr_coded_losslessly_by")
+        stored = f"LR coded losslessly by {codec}" if isinstance(codec, str) else "LR stored"
         rows.append(
             {
-                "pipeline": f"{row['method']} (LR stored raw at 16 bits, no SIREN)",
+                "pipeline": f"{row['method']} ({stored}, no SIREN)",
                 "psnr_8bit_minmax_db": row["psnr_8bit_minmax_db"],
                 "ssim": row["ssim"],
                 "bits_per_voxel": row.get("bits_per_voxel", math.nan),
@@ -447,7 +453,9 @@ def rate_distortion_table(
         label = f"{INR_LABELS.get(method, method)}, {int(layers)} layers"
         rows.append(_rd_row(label, str(quantization), group, "siren"))
     for _, row in references.iterrows():
-        method = f"{row['method']} (LR coded losslessly)"
+        codec = row.get("stored_codec")
+        by = f" by {codec}" if isinstance(codec, str) else ""
+        method = f"{row['method']} (LR coded losslessly{by})"
         rows.append(_rd_row(method, "", row.to_frame().T, "lr + upsampling"))
     if codecs is not None:
         for _, row in codecs.iterrows():

@@ -96,6 +96,11 @@ def run_outputs(kind, target, name, layers="{layers}"):
     return f"{R}/{kind}/{target}/L{layers}_s{FIGURE_SEED}/{name}"
 
 
+def shown_metrics(kind, layers="{layers}"):
+    """The metrics of the reconstruction a figure shows (figures.seed), whose PSNR it prints."""
+    return f"{R}/metrics/{kind}/L{layers}_s{FIGURE_SEED}.json"
+
+
 def sr_training_inputs(wildcards):
     """The volume whose slices train SR, when they come from a volume."""
     if VOLUME_MODE and VOLUME["sr_training"] == "same_volume":
