@@ -141,3 +141,35 @@ def test_the_verdict_against_jpeg2000_counts_only_what_it_compared():
     verdict = _versus_jpeg2000_lines(versus)[0]
     assert "1 of the 2 settings with a JPEG 2000 point at their rate" in verdict
     assert "(1 outside its sweep: n/a)" in verdict
+
+
+def test_true_lr_with_sr_counts_the_sr_model_like_the_containers(tmp_path, reference_records):
+    """Before: the 'true LR + sr' rows had no SR-counted rates (n/a beside every SIREN row's)."""
+    from volinr.tables import rate_distortion_table
+
+    model = tmp_path / "sr.pt"
+    model.write_bytes(b"\0" * 4096)
+    out = tmp_path / "with_sr.json"
+    code = main(
+        ["evaluate", "--reference", str(tmp_path / "eval.npy"), "--reconstruction",
+         str(tmp_path / "up.npy"), "--label", '{"method": "true LR + sr"}',
+         "--stored-array", str(tmp_path / "lr.npy"), "--sr-model", str(model),
+         "--sr-amortize-over", "8", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    record = read_json(out)
+    stored = record["stored_bytes"]
+    assert record["bits_per_voxel_with_sr"] == pytest.approx(8 * (stored + 4096) / 64**2)
+    assert record["bits_per_voxel_with_sr_amortized"] == pytest.approx(
+        8 * (stored + 4096 / 8) / 64**2
+    )
+    lanczos = read_json(reference_records[1])  # no SR model: nothing added
+    assert lanczos["bits_per_voxel_with_sr"] == lanczos["bits_per_voxel"]
+    containers = pd.DataFrame(columns=["method", "layers", "quantization"])
+    table = rate_distortion_table(containers, load_metrics([out]), None, None)
+    assert (
+        table["method"].iloc[0] == f"true LR + sr (LR coded losslessly by {record['stored_codec']})"
+    )
+    assert table["bits_per_voxel_with_sr"].iloc[0] == pytest.approx(
+        record["bits_per_voxel_with_sr"]
+    )

@@ -703,6 +703,13 @@ def run_evaluate(args) -> None:
             bits_per_voxel=metrics.bits_per_voxel(stored_bytes, voxels),
             compression_rate_16bit=metrics.compression_rate(original_16bit, stored_bytes),
         )
+        # the SR model the decoder needs (none for interpolation), counted as for containers
+        amortized = stored_bytes + sr_bytes / args.sr_amortize_over
+        result.update(
+            bits_per_voxel_with_sr=metrics.bits_per_voxel(stored_bytes + sr_bytes, voxels),
+            bits_per_voxel_with_sr_amortized=metrics.bits_per_voxel(amortized, voxels),
+            sr_amortized_over=args.sr_amortize_over,
+        )
     if args.fit_record:
         try:
             _add_fit_metrics(result, [read_json(p) for p in args.fit_record], sr_bytes)

@@ -415,7 +415,8 @@ RD_NOTE = (
     "SRDenseNet checkpoint; 'SR amortized' adds it divided by the number of volumes sharing it "
     "(rate_distortion.sr_amortize_over). Published points: the paper's compression rate read as "
     "8-bit bytes / weights bytes, i.e. 8 / rate bits per voxel. Decode seconds: rebuilding the "
-    "full-resolution image from the stored bytes (SIREN evaluation + SR, or the codec's decoder)."
+    "full-resolution image from the stored bytes (SIREN evaluation + SR, or the codec's decoder); "
+    "for a 'true LR' row, the upsampling alone (the LR image's lossless decode is not timed)."
 )
 INR_LABELS = {"ours container": "SIREN on LR + SR (paper)", "baseline container": "SIREN on HR"}
 
