@@ -245,3 +245,34 @@ def test_figures_mark_an_infinite_psnr_instead_of_dropping_it(tmp_path):
     assert figures._db(math.inf) == "∞ dB (lossless)" and figures._db(31.234) == "31.23 dB"
     figures.rate_distortion_figure(table, 100, tmp_path / "rd.png")  # no error, no warning
     assert (tmp_path / "rd.png").stat().st_size > 0
+
+
+# --- volinr sr-dataset -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-correlation", "nan"], "--max-correlation nan: must be in (0, 1]"),
+        (["--max-correlation", "inf"], "--max-correlation inf: must be in (0, 1]"),
+        (["--max-correlation", "0"], "--max-correlation 0: must be in (0, 1]"),
+        (["--exclude-slices", "10", "5"], "--exclude-slices 10 5 --margin 0: need"),
+        (["--exclude-slices", "2", "6", "--margin", "-3"], "--margin -3: need"),
+    ],
+    ids=["nan", "inf", "zero", "reversed-slab", "negative-margin"],
+)
+def test_sr_dataset_refuses_settings_that_would_let_the_evaluated_image_train(
+    caplog, images, args, message
+):
+    """Before: `--max-correlation nan` or `inf` accepted every frame, a re-encoding of the
+    evaluation image included (a NaN threshold compares False)."""
+    out = images / "out"
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        code = main(
+            ["sr-dataset", "--eval", str(images / "ref.npy"), "--volume", str(images / "ref.npy"),
+             "--out", str(out / "t.npz"), "--split", str(out / "split.json"), *args]
+        )  # fmt: skip
+    errors = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    assert code == 2 and message in errors
+    assert not out.exists()

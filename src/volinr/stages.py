@@ -65,6 +65,14 @@ def run_sr_dataset(args) -> None:
     from volinr.io import sha256_array
     from volinr.sources import correlation_with, read_dicom_frames
 
+    if not 0 < args.max_correlation <= 1:  # NaN or inf would let a copy of the image through
+        raise InputError(f"--max-correlation {args.max_correlation:g}: must be in (0, 1]")
+    start, stop = args.exclude_slices or (0, 1)
+    if not 0 <= start < stop or args.margin < 0:
+        raise InputError(
+            f"--exclude-slices {start} {stop} --margin {args.margin}: need 0 <= START < STOP "
+            "and a margin of 0 or more"
+        )
     evaluation, eval_meta = load_array(args.eval)
     evaluation = evaluation.astype(np.float32)
     eval_planes = evaluation[None] if evaluation.ndim == 2 else evaluation
