@@ -6,8 +6,10 @@ snakemake --cores 4 --resources gpu=1 --configfile config/paper.yaml   # the pap
 snakemake --cores 4 --resources gpu=1 --configfile config/volume_demo.yaml  # 3D, CPU minutes
 """
 
+import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -16,10 +18,21 @@ min_version("9.0")
 configfile: str(Path(workflow.basedir) / "config/config.yaml")
 
 
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
-
 # Rules call `volinr`; with --use-conda the package is taken from this checkout's src/.
 SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+from volinr import config_checks
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+# YAML 1.1 and --config leave `1e-3`, `10`, `true` as strings: read them as YAML 1.2 does.
+config_checks.coerce_scalars(
+    config, config_checks.load_schema(Path(workflow.basedir) / SCHEMA)
+)
+validate(config, SCHEMA, set_default=True)
+# What the schema cannot say (NaN, empty ranges, missing files, contradictions): stop here.
+CONFIG_PROBLEMS = config_checks.config_problems(config, workflow.basedir)
+if CONFIG_PROBLEMS:
+    raise WorkflowError("Error validating config file.\n" + "\n".join(CONFIG_PROBLEMS))
 
 
 shell.prefix(

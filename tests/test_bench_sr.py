@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from volinr.bench_sr import DEFAULT_MODEL, run_sr_benchmark, write_sr_results
+from volinr.io import read_json
 from volinr.models import SRDenseNet
 from volinr.sr_training import default_execution, resolve_execution, super_resolve
 
@@ -41,8 +42,14 @@ def test_sr_benchmark_table_has_every_variant_with_finite_values(tmp_path):
     meta = {"device": "CPU", "torch": "x", "git_commit": "abc", "command": "test",
             "inference_weights": "seeded random"}  # fmt: skip
     write_sr_results(table, meta, tmp_path, "sr_bench")
-    rows = json.loads((tmp_path / "sr_bench.json").read_text())["rows"]
+    text = (tmp_path / "sr_bench.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text  # strict JSON
+    rows = json.loads(text)["rows"]
     assert [r["variant"] for r in rows] == list(table["variant"])
+    assert rows[0]["psnr_vs_fp32_contiguous_db"] is None
+    assert (
+        read_json(tmp_path / "sr_bench.json")["rows"][0]["psnr_vs_fp32_contiguous_db"] == math.inf
+    )
     text = (tmp_path / "sr_bench.md").read_text()
     assert "fp32_channels_last" in text and "getrusage" in text
     table.loc[1, "infer_seconds_per_slice"] = math.nan

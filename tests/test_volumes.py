@@ -24,7 +24,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from volinr.io import InputError
+from volinr.io import InputError, sha256_file
 from volinr.volumes import (
     crop_slices,
     read_dicom_series,
@@ -36,7 +36,7 @@ from volinr.volumes import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADSQ = ROOT.parent / "shared/data/headsq"
+HEADSQ = ROOT / "data/headsq"  # shipped with the repository (data/README.md)
 SPACING = [1.5, 3.2, 3.2]  # z, y, x (headsq.json)
 INTERCEPT = -1024.0
 FIRST_POSITION = np.array([-100.8, -100.8, -60.0])  # LPS mm of voxel (0, 0, 0)
@@ -45,10 +45,9 @@ FIRST_POSITION = np.array([-100.8, -100.8, -60.0])  # LPS mm of voxel (0, 0, 0)
 @pytest.fixture(scope="module")
 def headsq():
     """The raw headsq volume (int16, z y x) and its description."""
-    if not (HEADSQ / "headsq.npy").is_file():
-        pytest.skip(f"the headsq test volume is not at {HEADSQ}")
     raw = np.load(HEADSQ / "headsq.npy")
     info = json.loads((HEADSQ / "headsq.json").read_text())
+    assert sha256_file(HEADSQ / "headsq.npy") == info["sha256_npy"]
     assert raw.shape == (93, 64, 64) and info["spacing_zyx_mm"] == SPACING
     return raw
 

@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stored-array",
         default="",
-        help="an array the decoder needs, counted raw at 2 bytes a voxel (e.g. the LR image)",
+        help="an array the decoder needs (e.g. the LR image), counted at the bytes of the "
+        "smallest lossless codec that stores it exactly",
     )
     p.add_argument("--lr-reconstruction", default="", help="the decoded LR array")
     p.add_argument(

@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from volinr import provenance  # noqa: E402
-from volinr.io import atomic_path, load_array  # noqa: E402
+from volinr.io import atomic_path, load_array, read_json  # noqa: E402
 
 log = logging.getLogger(__name__)
 _PROVENANCE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -57,6 +57,24 @@ def _save(fig: plt.Figure, path: Path) -> None:
             metadata={PNG_KEY: json.dumps(block)},
         )
     plt.close(fig)
+
+
+def _db(psnr: float) -> str:
+    """A PSNR for a title; infinite where the images are identical (MSE 0)."""
+    return "∞ dB (lossless)" if psnr == np.inf else f"{psnr:.2f} dB"
+
+
+LOSSLESS_MARK = "▲ at the top edge: PSNR ∞ (lossless)"
+
+
+def _mark_lossless(ax, x: pd.Series, y: pd.Series) -> bool:
+    """Infinite PSNRs, which matplotlib would drop silently, as markers on the top edge."""
+    infinite = y.astype(float) == np.inf
+    if infinite.any():
+        limits = ax.get_ylim()
+        ax.plot(x[infinite], [limits[1]] * int(infinite.sum()), "^k", ms=7, clip_on=False)
+        ax.set_ylim(limits)  # the marker must not move the edge it marks
+    return bool(infinite.any())
 
 
 def _image(ax, array, window, title):
@@ -106,6 +124,12 @@ class FigureInputs:
     def curve(self, target: str, layers: int) -> pd.DataFrame:
         return pd.read_csv(self.results / f"fits/{target}/{self.run(layers)}/curve.csv")
 
+    def psnr(self, kind: str, layers: int) -> float:
+        """The 8-bit PSNR of the reconstruction shown (this seed's), not the tables' mean."""
+        return read_json(self.results / f"metrics/{kind}/{self.run(layers)}.json")[
+            "psnr_8bit_minmax_db"
+        ]
+
 
 def lr_fit_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
     """Figures 4-6: the LR slice, its SIREN reconstruction, PSNR and loss curves."""
@@ -122,22 +146,24 @@ def pipeline_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
     run = inputs.run(layers)
     lr_hat = inputs.array(f"recon/ours/{run}/lr.npy")
     hr_hat = inputs.array(f"recon/ours/{run}/hr.npy")
-    psnr = inputs.ours_table.loc[layers, "best_psnr_db_ours"]
+    psnr = inputs.psnr("ours", layers)
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     _image(axes[0], inputs.hr, inputs.window, f"original HR {inputs.hr.shape}")
     _image(axes[1], inputs.lr, inputs.window, "original LR (Lanczos x4)")
     _image(axes[2], lr_hat, inputs.window, f"reconstructed LR (SIREN, {layers} layers)")
-    _image(axes[3], hr_hat, inputs.window, f"reconstructed HR (SRDenseNet): {psnr:.2f} dB")
+    title = f"reconstructed HR (SRDenseNet), seed {inputs.seed}: {_db(psnr)}"
+    _image(axes[3], hr_hat, inputs.window, title)
     _save(fig, path)
 
 
 def baseline_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
     """Figures 10-12: the SIREN fitted on the full-resolution slice."""
     hr_hat = inputs.array(f"recon/baseline/{inputs.run(layers)}/hr.npy")
-    psnr = inputs.base_table.loc[layers, "best_psnr_db_ours"]
+    psnr = inputs.psnr("baseline", layers)
     fig, axes = plt.subplots(1, 4, figsize=(16, 4))
     _image(axes[0], inputs.hr, inputs.window, "original HR")
-    _image(axes[1], hr_hat, inputs.window, f"SIREN ({layers} layers) on HR: {psnr:.2f} dB")
+    title = f"SIREN ({layers} layers) on HR, seed {inputs.seed}: {_db(psnr)}"
+    _image(axes[1], hr_hat, inputs.window, title)
     _curves(axes[2], axes[3], inputs.curve("hr", layers), f"{layers} layers on HR")
     _save(fig, path)
 
@@ -149,9 +175,12 @@ def bars_figure(inputs: FigureInputs, path: Path) -> None:
 def comparison_figure(inputs: FigureInputs, layers: list[int], path: Path) -> None:
     ours = {n: inputs.array(f"recon/ours/{inputs.run(n)}/hr.npy") for n in layers}
     baseline = {n: inputs.array(f"recon/baseline/{inputs.run(n)}/hr.npy") for n in layers}
-    _comparison(
-        inputs.hr, ours, baseline, inputs.ours_table, inputs.base_table, inputs.window, path
-    )
+    titles = {
+        (kind, n): f"{name}, {n} layers, seed {inputs.seed}\n{_db(inputs.psnr(kind, n))}"
+        for kind, name in (("ours", "ours"), ("baseline", "SIREN on HR"))
+        for n in layers
+    }
+    _comparison(inputs.hr, ours, baseline, titles, inputs.window, path)
 
 
 def sr_training_figure(curve_path: Path, path: Path) -> None:
@@ -180,6 +209,8 @@ def _bars(ours: pd.DataFrame, baseline: pd.DataFrame, path: Path) -> None:
                         }
                     )
     data = pd.DataFrame(rows)
+    lossless = bool((data["value"] == np.inf).any())
+    data["value"] = data["value"].replace(np.inf, np.nan)  # a bar cannot be infinite
     grid = sns.catplot(
         data=data,
         x="layers",
@@ -195,33 +226,21 @@ def _bars(ours: pd.DataFrame, baseline: pd.DataFrame, path: Path) -> None:
     )
     grid.set_titles(row_template="{row_name}", col_template="{col_name}")
     grid.figure.suptitle(
-        "Figure 13: baseline vs the paper's method (top: paper, bottom: ours)", y=1.03
+        "Figure 13: baseline vs the paper's method (top: paper, bottom: ours)"
+        + ("; no bar: PSNR ∞ (lossless)" if lossless else ""),
+        y=1.03,
     )
     _save(grid.figure, path)
 
 
-def _comparison(hr, ours, baseline, ours_table, base_table, window, path: Path) -> None:
+def _comparison(hr, ours, baseline, titles, window, path: Path) -> None:
     """Figure 14: reconstructions side by side, a zoomed inset and the error map."""
     hr2d = display_slice(hr)
     rows, cols = hr2d.shape
     zoom = (slice(rows // 3, rows // 3 + rows // 4), slice(cols // 3, cols // 3 + cols // 4))
     panels = [("original", hr2d, None)]
-    for n in sorted(baseline):
-        panels.append(
-            (
-                f"SIREN on HR, {n} layers\n{base_table.loc[n, 'best_psnr_db_ours']:.2f} dB",
-                display_slice(baseline[n]),
-                n,
-            )
-        )
-    for n in sorted(ours):
-        panels.append(
-            (
-                f"ours, {n} layers\n{ours_table.loc[n, 'best_psnr_db_ours']:.2f} dB",
-                display_slice(ours[n]),
-                n,
-            )
-        )
+    for kind, images in (("baseline", baseline), ("ours", ours)):
+        panels += [(titles[kind, n], display_slice(images[n]), n) for n in sorted(images)]
     # The zoom uses its own window, twice the 1st..99th percentile range of the original there,
     # narrow enough to show tissue texture, wide enough not to saturate the reconstructions.
     low, high = np.percentile(hr2d[zoom], [1, 99])
@@ -278,6 +297,8 @@ def per_slice_figure(inputs: FigureInputs, layers: list[int], path: Path) -> Non
         frame["curve"] = f"{name}, {int(layer)} layers" if pd.notna(layer) else name
         frames.append(frame)
     data = pd.concat(frames, ignore_index=True)
+    lossless = data[["slice", "psnr_8bit_db", "curve"]][data["psnr_8bit_db"] == np.inf]
+    data["psnr_8bit_db"] = data["psnr_8bit_db"].replace(np.inf, np.nan)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     for ax, column, label in (
         (axes[0], "psnr_8bit_db", "PSNR (dB, 8-bit, volume min..max window)"),
@@ -287,7 +308,10 @@ def per_slice_figure(inputs: FigureInputs, layers: list[int], path: Path) -> Non
         ax.set_xlabel("axial slice of the evaluated volume")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
-    axes[0].set_title("Per-slice quality: where along the volume each method loses", fontsize=9)
+    title = "Per-slice quality: where along the volume each method loses"
+    if _mark_lossless(axes[0], lossless["slice"], lossless["psnr_8bit_db"]):
+        title += f"\n{LOSSLESS_MARK}"
+    axes[0].set_title(title, fontsize=9)
     _save(fig, path)
 
 
@@ -339,6 +363,7 @@ def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) 
         ("ssim", "SSIM"),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+    infinite_psnr = False
     palette = dict(
         zip(
             table["method"].unique(),
@@ -397,11 +422,13 @@ def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) 
         ax.set_xlabel("bits per voxel (log)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
+        infinite_psnr |= _mark_lossless(ax, table["bits_per_voxel"], table[column])
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(
         "Rate-distortion from real files. Hollow: the SR model's bytes amortized over "
-        f"{amortize_over} volumes; x: lossless; stars: the paper's published points",
+        f"{amortize_over} volumes; x: lossless codec settings; stars: the paper's published "
+        "points" + (f"; {LOSSLESS_MARK}" if infinite_psnr else ""),
         fontsize=10,
     )
     _save(fig, path)

@@ -59,9 +59,69 @@ def current_umask() -> int:
     return mask
 
 
+# JSON (RFC 8259) has no NaN or Infinity. An infinite value, such as the PSNR of identical
+# images, is written as null and its JSON pointer listed under this key with "inf" or "-inf";
+# read_json puts it back. A NaN is a failed computation and is refused.
+INFINITE_VALUES_KEY = "infinite_values"
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
+    """``data`` as strict JSON (a dict where it holds an infinite value; see above)."""
+    infinite: dict[str, str] = {}
+    encoded = _strict(data, "", infinite, path)
+    if infinite:
+        if not isinstance(encoded, dict):
+            raise FloatingPointError(f"refusing to write {path}: infinite values outside a dict")
+        encoded[INFINITE_VALUES_KEY] = infinite
+    text = json.dumps(encoded, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
+
+
+def _strict(value: Any, pointer: str, infinite: dict[str, str], path: Any) -> Any:
+    """``value`` with infinities replaced by None (their pointers collected in ``infinite``)."""
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            raise FloatingPointError(f"refusing to write {path}: {pointer or '/'} is NaN")
+        infinite[pointer] = "inf" if value > 0 else "-inf"
+        return None
+    if isinstance(value, dict):
+        return {
+            key: _strict(item, f"{pointer}/{_escape(str(key))}", infinite, path)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_strict(item, f"{pointer}/{i}", infinite, path) for i, item in enumerate(value)]
+    return value
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")  # RFC 6901
+
+
+def _restore_infinities(data: Any, path: Path) -> Any:
+    if not isinstance(data, dict) or INFINITE_VALUES_KEY not in data:
+        return data
+    listed = data.pop(INFINITE_VALUES_KEY)
+    if not isinstance(listed, dict):
+        raise InputError(f"{path}: {INFINITE_VALUES_KEY} is not an object")
+    for pointer, sign in listed.items():
+        try:
+            *parents, last = [
+                part.replace("~1", "/").replace("~0", "~") for part in pointer.split("/")[1:]
+            ]
+            container = data
+            for part in parents:
+                container = container[int(part) if isinstance(container, list) else part]
+            key = int(last) if isinstance(container, list) else last
+            if container[key] is not None or sign not in ("inf", "-inf"):
+                raise ValueError
+            container[key] = math.inf if sign == "inf" else -math.inf
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise InputError(f"{path}: {INFINITE_VALUES_KEY} names {pointer!r} wrongly") from None
+    return data
 
 
 def _json_default(value: Any) -> Any:
@@ -75,13 +135,17 @@ def _json_default(value: Any) -> Any:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file, its infinite values restored (see ``write_json``). A bare NaN or Infinity
+    (not JSON, but what volinr wrote before) is read as Python reads it; callers that need a
+    finite number check for one."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON ({err})") from None
+    return _restore_infinities(data, path)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -65,6 +65,14 @@ def run_sr_dataset(args) -> None:
     from volinr.io import sha256_array
     from volinr.sources import correlation_with, read_dicom_frames
 
+    if not 0 < args.max_correlation <= 1:  # NaN or inf would let a copy of the image through
+        raise InputError(f"--max-correlation {args.max_correlation:g}: must be in (0, 1]")
+    start, stop = args.exclude_slices or (0, 1)
+    if not 0 <= start < stop or args.margin < 0:
+        raise InputError(
+            f"--exclude-slices {start} {stop} --margin {args.margin}: need 0 <= START < STOP "
+            "and a margin of 0 or more"
+        )
     evaluation, eval_meta = load_array(args.eval)
     evaluation = evaluation.astype(np.float32)
     eval_planes = evaluation[None] if evaluation.ndim == 2 else evaluation
@@ -652,7 +660,13 @@ def run_evaluate(args) -> None:
         args.reference, args.reconstruction
     )
     minmax = metrics.minmax_window(reference)
-    tissue = metrics.tissue_window(reference, *args.tissue_window)
+    low, high = args.tissue_window
+    if not math.isfinite(low) or math.isinf(high):  # a NaN window makes every image equal
+        raise InputError(
+            f"--tissue-window {low:g} {high:g}: low must be a finite number, high a finite "
+            "number or nan (the image maximum)"
+        )
+    tissue = metrics.tissue_window(reference, low, high)
     for name, (low, high) in (("min..max", minmax), ("tissue", tissue)):
         if high <= low:
             raise InputError(f"{args.reference}: the {name} window {low:g}..{high:g} is empty")
@@ -692,9 +706,17 @@ def run_evaluate(args) -> None:
         stored_bytes, codec = smallest_lossless(stored)
         result.update(
             stored_bytes=stored_bytes,
+            stored_codec=codec,  # the tables name it beside the bits per voxel it gives
             stored_what=f"{args.stored_array} coded losslessly ({codec}, the smallest)",
             bits_per_voxel=metrics.bits_per_voxel(stored_bytes, voxels),
             compression_rate_16bit=metrics.compression_rate(original_16bit, stored_bytes),
+        )
+        # the SR model the decoder needs (none for interpolation), counted as for containers
+        amortized = stored_bytes + sr_bytes / args.sr_amortize_over
+        result.update(
+            bits_per_voxel_with_sr=metrics.bits_per_voxel(stored_bytes + sr_bytes, voxels),
+            bits_per_voxel_with_sr_amortized=metrics.bits_per_voxel(amortized, voxels),
+            sr_amortized_over=args.sr_amortize_over,
         )
     if args.fit_record:
         try:
@@ -708,6 +730,9 @@ def run_evaluate(args) -> None:
     for key, value in result.items():
         if isinstance(value, float) and math.isnan(value):
             raise FloatingPointError(f"{args.reconstruction}: metric {key} is NaN")
+    lossless = [key for key, value in result.items() if "psnr" in key and value == math.inf]
+    if lossless:  # written as null (JSON has no infinity) and listed under infinite_values
+        result["psnr_infinite_reason"] = f"MSE 0, identical to the original: {', '.join(lossless)}"
     result["provenance"] = provenance.record(args)
     if args.per_slice:
         rows = metrics.per_slice_metrics(reference, reconstruction, minmax)
@@ -782,7 +807,8 @@ def run_tables(args) -> None:
         published = tables.published_for_volume(published)
     built = tables.build_tables(metrics, published)
     block = provenance.record(args)
-    tables.write_tables(built, tables.notes_for(metrics), args.out_dir, args.mode, block)
+    notes = tables.notes_for(metrics) + tables.infinity_notes(built.values())
+    tables.write_tables(built, notes, args.out_dir, args.mode, block)
 
 
 def run_codecs(args) -> None:
@@ -817,6 +843,7 @@ def run_rate_distortion(args) -> None:
     if codecs is not None:
         built["table_vs_jpeg2000"] = tables.versus_codec(table, "jpeg2000")
     notes = [tables.RD_NOTE, tables.PSNR_NOTE.format(tissue="(see Table 4)")]
+    notes += tables.infinity_notes(built.values())
     block = provenance.record(args)
     tables.write_tables(built, notes, args.out_dir, args.mode, block)
     with figures.recording(block):

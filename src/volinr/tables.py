@@ -16,7 +16,7 @@ import yaml
 from scipy import stats
 
 from volinr import provenance
-from volinr.io import InputError, atomic_path
+from volinr.io import InputError, atomic_path, read_json
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ RATE_NOTE = (
     "Compression rate, paper convention: bytes of the 8-bit original (1 byte a voxel) / bytes "
     "of the saved SIREN weights file (SR model not counted). 16-bit: 2 bytes a voxel of the "
     "original / the weights file; 'with SR' adds the SRDenseNet checkpoint's bytes. Bits per "
-    "voxel: 8 x the weights file's bytes / voxels of the full-resolution original."
+    "voxel: 8 x the stored bytes / voxels of the full-resolution original, the stored bytes "
+    "being the SIREN weights file, or for a 'true LR' row the LR image coded losslessly by the "
+    "smallest of the lossless codecs (named in the row); the SR model not counted."
 )
 TIME_NOTE = (
     "Time: wall-clock seconds of the training steps alone (evaluation passes excluded) for "
@@ -45,6 +47,15 @@ LR_FIT_NOTE = (
     "slice's own min..max window (peak-to-peak 2 on the [-1, 1] scale of the MSE loss); the "
     "paper's Figure 5/6 values satisfy PSNR = -10 log10(loss), i.e. peak 1 on the loss's scale, "
     "so '_peak1' gives ours on that relation (6.02 dB lower). Losses: MSE on the [-1, 1] scale."
+)
+LOSSLESS_NOTE = (
+    "Lossless: the PSNR of a reconstruction identical to the original (MSE 0) is infinite, "
+    "shown as inf (a mean over seeds that includes one is inf, its interval n/a); the metrics "
+    "JSON writes it as null and lists it under infinite_values."
+)
+CODEC_LOSSLESS_NOTE = (
+    "Against a codec: at or above the codec's lossless rate its PSNR at the same rate is inf "
+    "(it stores the image exactly) and the gain over it -inf; empty: outside the codec's sweep."
 )
 MEMORY_KINDS = {
     "cuda_max_memory_allocated": "torch.cuda.max_memory_allocated (KB)",
@@ -78,13 +89,14 @@ def published_for_volume(published: dict[str, Any]) -> dict[str, Any]:
 
 
 def mean_ci95(values: Iterable[float]) -> tuple[float, float, int]:
-    """Mean, 95% confidence half-width (Student t; NaN for one value) and count."""
+    """Mean, 95% confidence half-width (Student t; NaN for one value, or where a value is an
+    infinite PSNR) and count."""
     values = np.asarray(list(values), dtype=np.float64)
     n = len(values)
     if n == 0:
         return math.nan, math.nan, 0
     mean = float(values.mean())
-    if n < 2:
+    if n < 2 or not np.all(np.isfinite(values)):
         return mean, math.nan, n
     half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
     return mean, half, n
@@ -227,8 +239,10 @@ def sr_check(metrics: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         raise InputError("no reference (true LR + upsampling) metrics")
     columns = ["method", "psnr_8bit_minmax_db", "psnr_8bit_tissue_db", "psnr_native_db", "ssim"]
-    columns += [c for c in ("bits_per_voxel",) if c in rows]
+    columns += [c for c in ("bits_per_voxel", "stored_codec") if c in rows]
     table = rows[columns].reset_index(drop=True)
+    if "stored_codec" in table:  # the codec whose bytes the bits per voxel count
+        table = table.rename(columns={"stored_codec": "lr_coded_losslessly_by"})
     bicubic = table.loc[table["method"] == "true LR + bicubic", "psnr_8bit_minmax_db"]
     lanczos = table.loc[table["method"] == "true LR + lanczos", "psnr_8bit_minmax_db"]
     if len(bicubic):
@@ -242,9 +256,11 @@ def ablation(metrics: pd.DataFrame, ours: pd.DataFrame, baseline: pd.DataFrame) 
     """Where the quality comes from: SR alone, SIREN+SR, SIREN at full resolution."""
     rows = []
     for _, row in sr_check(metrics).iterrows():
+        codec = row.get("lr_coded_losslessly_by")
+        stored = f"LR coded losslessly by {codec}" if isinstance(codec, str) else "LR stored"
         rows.append(
             {
-                "pipeline": f"{row['method']} (LR stored raw at 16 bits, no SIREN)",
+                "pipeline": f"{row['method']} ({stored}, no SIREN)",
                 "psnr_8bit_minmax_db": row["psnr_8bit_minmax_db"],
                 "ssim": row["ssim"],
                 "bits_per_voxel": row.get("bits_per_voxel", math.nan),
@@ -271,13 +287,11 @@ def ablation(metrics: pd.DataFrame, ours: pd.DataFrame, baseline: pd.DataFrame) 
 
 
 def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
-    import json
-
     records = []
     for path in paths:
         try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            record = read_json(path)  # an infinite PSNR (written as null) comes back as inf
+        except OSError as err:
             raise InputError(f"{path}: unreadable metrics file ({err})") from None
         _check_record_finite(path, record)
         record.pop("provenance", None)  # the tables carry their own
@@ -288,19 +302,42 @@ def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
 def _check_record_finite(path: str | Path, record: dict[str, Any]) -> None:
     """A measured value (PSNR, SSIM, seconds, sizes) that is NaN/Inf is a failed run, not a
     missing number: refuse it here, where the file is known; a table's mean would skip a NaN
-    silently. Missing keys stay missing (NaN in the frame, 'n/a' in the Markdown)."""
+    silently. The one exception is a PSNR of +inf: a lossless reconstruction (MSE 0). Missing
+    keys stay missing (NaN in the frame, 'n/a' in the Markdown)."""
     if not isinstance(record, dict):
         raise InputError(f"{path}: not a metrics record (a JSON object)")
     for key, value in record.items():
         values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        lossless = "psnr" in key and all(v == math.inf for v in values)
+        if not lossless and any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise FloatingPointError(f"{path}: measured value {key} is {value} (not finite)")
 
 
 def _check_finite(name: str, table: pd.DataFrame, columns: Iterable[str]) -> None:
+    """NaN is a failed run; +inf is allowed only for a PSNR (a lossless reconstruction)."""
     for column in columns:
-        if column in table and not np.all(np.isfinite(table[column].astype(float))):
+        if column not in table:
+            continue
+        values = table[column].astype(float)
+        allowed = np.isfinite(values) | (("psnr" in column) & (values == np.inf))
+        if not np.all(allowed):
             raise FloatingPointError(f"table {name}: column {column} holds non-finite values")
+
+
+def infinity_notes(tables: Iterable[pd.DataFrame]) -> list[str]:
+    """The notes that explain the infinities the ``tables`` hold (none: no note). A codec's
+    comparison columns are infinite where the codec is lossless; any other infinity in a table
+    is a lossless PSNR, the only one ``load_metrics`` lets through."""
+    notes = []
+    for table in tables:
+        numbers = table.select_dtypes("number")
+        infinite = [c for c in numbers if np.isinf(numbers[c].to_numpy(float)).any()]
+        versus = [c for c in infinite if "same_rate" in c or c.startswith("gain_over_")]
+        if versus:
+            notes.append(CODEC_LOSSLESS_NOTE)
+        if len(versus) < len(infinite):
+            notes.append(LOSSLESS_NOTE)
+    return list(dict.fromkeys(notes))
 
 
 def build_tables(metrics: pd.DataFrame, published: dict) -> dict[str, pd.DataFrame]:
@@ -378,7 +415,8 @@ RD_NOTE = (
     "SRDenseNet checkpoint; 'SR amortized' adds it divided by the number of volumes sharing it "
     "(rate_distortion.sr_amortize_over). Published points: the paper's compression rate read as "
     "8-bit bytes / weights bytes, i.e. 8 / rate bits per voxel. Decode seconds: rebuilding the "
-    "full-resolution image from the stored bytes (SIREN evaluation + SR, or the codec's decoder)."
+    "full-resolution image from the stored bytes (SIREN evaluation + SR, or the codec's decoder); "
+    "for a 'true LR' row, the upsampling alone (the LR image's lossless decode is not timed)."
 )
 INR_LABELS = {"ours container": "SIREN on LR + SR (paper)", "baseline container": "SIREN on HR"}
 
@@ -416,7 +454,9 @@ def rate_distortion_table(
         label = f"{INR_LABELS.get(method, method)}, {int(layers)} layers"
         rows.append(_rd_row(label, str(quantization), group, "siren"))
     for _, row in references.iterrows():
-        method = f"{row['method']} (LR coded losslessly)"
+        codec = row.get("stored_codec")
+        by = f" by {codec}" if isinstance(codec, str) else ""
+        method = f"{row['method']} (LR coded losslessly{by})"
         rows.append(_rd_row(method, "", row.to_frame().T, "lr + upsampling"))
     if codecs is not None:
         for _, row in codecs.iterrows():

@@ -100,6 +100,7 @@ rule figure_pipeline:
         tables=rules.aggregate_tables.output.csv,
         lr=run_outputs("recon", "ours", "lr.npy"),
         hr=run_outputs("recon", "ours", "hr.npy"),
+        metrics=shown_metrics("ours"),
     output:
         report(
             f"{R}/figures/fig7-9_pipeline_L{{layers}}.png",
@@ -124,6 +125,7 @@ rule figure_baseline:
         tables=rules.aggregate_tables.output.csv,
         hr=run_outputs("recon", "baseline", "hr.npy"),
         curve=run_outputs("fits", "hr", "curve.csv"),
+        metrics=shown_metrics("baseline"),
     output:
         report(
             f"{R}/figures/fig10-12_baseline_L{{layers}}.png",
@@ -169,6 +171,7 @@ rule figure_comparison:
         tables=rules.aggregate_tables.output.csv,
         ours=[run_outputs("recon", "ours", "hr.npy", n) for n in LAYERS],
         baseline=[run_outputs("recon", "baseline", "hr.npy", n) for n in LAYERS],
+        metrics=[shown_metrics(k, n) for k in ("ours", "baseline") for n in LAYERS],
     output:
         report(
             f"{R}/figures/fig14_comparison.png",

@@ -10,9 +10,7 @@ REFERENCE_METHODS = ["sr", "lanczos", "bicubic"]
 
 def from_repo(path):
     """A relative path from the config: under the working directory, else under this repo."""
-    if not path or Path(path).is_absolute() or Path(path).exists():
-        return path
-    return str(Path(workflow.basedir) / path)
+    return config_checks.repo_path(path, workflow.basedir)
 
 
 config["published"] = from_repo(config["published"])
@@ -23,29 +21,6 @@ VOLUME = config["volume"]
 VOLUME_MODE = DATASET["kind"] != "slice"
 MODE = "volume" if VOLUME_MODE else "slice"
 EVAL = f"{R}/data/eval.npy"
-
-
-def check_source(source, key):
-    """Stop before any job when a volume source lacks what its kind needs."""
-    kind = source["kind"]
-    if kind == "download" and not source["download"]["urls"]:
-        raise ValueError(f"{key}.kind is download but {key}.download.urls is empty")
-    if kind in ("dicom_series", "nifti") and not source["path"]:
-        raise ValueError(f"{key}.kind is {kind} but {key}.path is empty")
-
-
-check_source(DATASET, "dataset")
-if VOLUME_MODE and VOLUME["sr_training"] == "other_volume":
-    check_source(VOLUME["sr_dataset"], "volume.sr_dataset")
-if (
-    VOLUME_MODE
-    and VOLUME["sr_training"] == "same_volume"
-    and not VOLUME["evaluation_slices"]
-):
-    raise ValueError(
-        "volume.sr_training same_volume needs volume.evaluation_slices: the SR network trains "
-        "on the slices outside them"
-    )
 DOWNLOAD_DIR = f"{R}/data/download"
 config["sr"]["checkpoint"] = from_repo(config["sr"]["checkpoint"])
 
@@ -119,6 +94,11 @@ def table_output(name, extension):
 
 def run_outputs(kind, target, name, layers="{layers}"):
     return f"{R}/{kind}/{target}/L{layers}_s{FIGURE_SEED}/{name}"
+
+
+def shown_metrics(kind, layers="{layers}"):
+    """The metrics of the reconstruction a figure shows (figures.seed), whose PSNR it prints."""
+    return f"{R}/metrics/{kind}/L{layers}_s{FIGURE_SEED}.json"
 
 
 def sr_training_inputs(wildcards):

@@ -75,7 +75,9 @@ rule evaluate_reference:
     params:
         label=lambda wc: as_json({"method": f"true LR + {wc.method}"}),
         window=tissue_window(),
+        amortize=config["rate_distortion"]["sr_amortize_over"],
     shell:
         "python -m volinr evaluate --reference {input.reference} --reconstruction {input.reconstruction} "
         "--label {params.label} --sr-model '{input.model}' --stored-array {input.lr} "
+        "--sr-amortize-over {params.amortize} "
         f"{EVAL_ARGS} --out {{output.metrics}} 2> {{log}}"
