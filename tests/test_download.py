@@ -169,7 +169,9 @@ def test_a_dataset_folder_volinr_did_not_write_is_never_replaced(server, dirs, s
         out_dir.write_text("mine")
     url = server.put("ct.zip", zip_bytes(slices))
 
-    with pytest.raises(InputError, match=f"{re.escape(str(out_dir))}: .*(not extracted by|is not)"):
+    with pytest.raises(
+        InputError, match=f"{re.escape(str(out_dir))}: .*(not extracted by|is a regular file)"
+    ):
         fetch_dataset([url], [""], out_dir, downloads, progress=False)
     assert server.requests == []  # refused before any download
     assert (out_dir / "notes.txt" if kind == "folder" else out_dir).read_text() == "mine"

@@ -210,7 +210,9 @@ def test_download_never_replaces_a_dataset_folder_it_did_not_write(work, caplog,
         Path("mydata").write_text("precious")
     outcome = volinr(caplog, capsys, "download", "--url", source.as_uri(), "--out-dir",
                      "mydata", "--downloads-dir", "out/dl", "--manifest", "out/m.json")  # fmt: skip
-    expected = "was not extracted by volinr" if kind == "folder" else "the output path is not"
+    expected = (
+        "was not extracted by volinr" if kind == "folder" else "the output path is a regular file"
+    )
     assert_refused(outcome, work / "out", "mydata", expected)
     assert Path("mydata/keep.txt" if kind == "folder" else "mydata").read_text() == "precious"
 

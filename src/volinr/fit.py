@@ -327,9 +327,12 @@ def _read_resume(
         kind = "a symbolic link" if path.is_symlink() else "not a regular file"
         raise InputError(f"{path}: the resume path is {kind}, not a resume checkpoint; {keep}")
     try:
+        with open(path, "rb") as handle:
+            if handle.read(2) != b"PK":  # torch.save writes a zip archive
+                raise ValueError("not a torch checkpoint")
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001  (torch raises many types on foreign files)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = str(err).split(". ")[0].strip() or type(err).__name__
         raise InputError(
             f"{path}: not a readable SIREN resume checkpoint ({reason}); {keep}"
         ) from None

@@ -38,6 +38,7 @@ NPY_MAGIC = b"\x93NUMPY"
 _PENDING: list[list[tuple[Path, Path]]] = []  # one list of (temporary, final) per open set
 
 _KINDS = {
+    stat.S_IFREG: "a regular file",
     stat.S_IFDIR: "a directory",
     stat.S_IFLNK: "a symbolic link",
     stat.S_IFIFO: "a FIFO",
