@@ -13,7 +13,7 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from volinr.download import fetch_dataset
+from volinr.download import DATASET_MARKER, DOWNLOADS_RECORD, fetch_dataset
 from volinr.io import InputError
 
 
@@ -80,8 +80,11 @@ def regular(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
+    """The extracted files (volinr's marker that it wrote the folder left out)."""
     return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != DATASET_MARKER
     }
 
 
@@ -111,7 +114,7 @@ def test_archive_is_extracted_with_identical_bytes(server, dirs, slices, kind):
 
     manifest = fetch_dataset([url], [sha(data)], out_dir, downloads, progress=False)
 
-    assert files_under(out_dir) == slices
+    assert files_under(out_dir) == slices and (out_dir / DATASET_MARKER).is_file()
     pydicom.dcmread(out_dir / "series/slice01.dcm")  # still valid DICOM
     [entry] = manifest["files"]
     assert entry["url"] == url and entry["sha256_seen"] == entry["sha256_configured"] == sha(data)
@@ -140,18 +143,62 @@ def test_plain_files_are_copied_and_several_urls_make_one_folder(server, dirs, s
 
 def test_an_existing_dataset_folder_is_replaced_only_on_success(server, dirs, slices, tmp_path):
     out_dir, downloads = dirs
-    out_dir.mkdir(parents=True)
-    (out_dir / "old.txt").write_text("old")
+    old = {"old.dcm": slices["series/slice00.dcm"]}
+    old_url = server.put("old.zip", zip_bytes(old))
+    fetch_dataset([old_url], [""], out_dir, downloads, progress=False)  # an earlier extraction
     data = zip_bytes(slices)
     url = server.put("ct.zip", data)
 
     with pytest.raises(InputError):
         fetch_dataset([url], ["0" * 64], out_dir, downloads, progress=False)
-    assert files_under(out_dir) == {"old.txt": b"old"}
+    assert files_under(out_dir) == old
 
     fetch_dataset([url], [sha(data)], out_dir, downloads, progress=False)
     assert files_under(out_dir) == slices
     assert [p.name for p in out_dir.parent.iterdir()] == ["dataset"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_a_dataset_folder_volinr_did_not_write_is_never_replaced(server, dirs, slices, kind):
+    out_dir, downloads = dirs
+    out_dir.parent.mkdir(parents=True)
+    if kind == "folder":
+        out_dir.mkdir()
+        (out_dir / "notes.txt").write_text("mine")
+    else:
+        out_dir.write_text("mine")
+    url = server.put("ct.zip", zip_bytes(slices))
+
+    with pytest.raises(
+        InputError, match=f"{re.escape(str(out_dir))}: .*(not extracted by|is a regular file)"
+    ):
+        fetch_dataset([url], [""], out_dir, downloads, progress=False)
+    assert server.requests == []  # refused before any download
+    assert (out_dir / "notes.txt" if kind == "folder" else out_dir).read_text() == "mine"
+
+
+@pytest.mark.parametrize("configured", ["mismatch", "none"])
+def test_a_file_in_the_downloads_folder_volinr_did_not_write_is_never_replaced(
+    server, dirs, slices, configured
+):
+    out_dir, downloads = dirs
+    downloads.mkdir()
+    (downloads / "ct.zip").write_text("mine")
+    data = zip_bytes(slices)
+    url = server.put("ct.zip", data)
+    checksum = sha(data) if configured == "mismatch" else ""
+
+    with pytest.raises(InputError, match="volinr did not download this file"):
+        fetch_dataset([url], [checksum], out_dir, downloads, progress=False)
+    assert (downloads / "ct.zip").read_text() == "mine" and not out_dir.exists()
+
+    # one volinr downloaded is its own: replaced when it no longer matches
+    (downloads / "ct.zip").unlink()
+    fetch_dataset([url], [""], out_dir, downloads, progress=False)
+    server.put("ct.zip", zip_bytes({"other.dcm": slices["series/slice00.dcm"]}))
+    fetch_dataset([url], [""], out_dir, downloads, progress=False)
+    assert files_under(out_dir) == {"other.dcm": slices["series/slice00.dcm"]}
+    assert (downloads / DOWNLOADS_RECORD).is_file()
 
 
 def test_no_checksum_configured_records_the_one_seen(server, dirs, slices, caplog):

@@ -181,14 +181,30 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_result(tmp_path, monkey
     assert [e["psnr_db"] for e in whole.evaluations] == [e["psnr_db"] for e in resumed.evaluations]
 
 
-def test_a_resume_file_from_another_fit_is_ignored(tmp_path, caplog):
+def test_a_resume_file_that_is_not_this_fits_checkpoint_is_refused_and_kept(tmp_path, caplog):
     target = _phantom(16)
     cpu = torch.device("cpu")
     resume = tmp_path / "fit.resume.pt"
     first = FitSettings(sine_layers=2, iterations=10, width=8, eval_every=5, checkpoint_every=5)
-    torch.save({"format": "volinr-siren-resume-1", "fingerprint": "another"}, resume)
-    result = fit_siren(target, first, cpu, progress=False, resume_path=resume)
-    assert "made by another fit" in caplog.text and result.resumed_from_iteration == 0
-    resume.write_bytes(b"cut short")
-    result = fit_siren(target, first, cpu, progress=False, resume_path=resume)
-    assert "unreadable resume checkpoint" in caplog.text and len(result.loss) == 10
+    another = {"format": "volinr-siren-resume-1", "fingerprint": "another"}
+    for content, problem in [(another, "of another fit"), (b"cut short", "not a readable")]:
+        if isinstance(content, dict):
+            torch.save(content, resume)
+        else:
+            resume.write_bytes(content)
+        kept = resume.read_bytes()
+        with pytest.raises(InputError, match=f"fit.resume.pt: .*{problem}.*left as it is"):
+            fit_siren(target, first, cpu, progress=False, resume_path=resume)
+        assert resume.read_bytes() == kept
+    # At the default path beside the weights, another fit's checkpoint is the job's own, left
+    # by an earlier run with other settings: replaced, then removed when the fit is done.
+    torch.save(another, resume)
+    result = fit_siren(
+        target, first, cpu, progress=False, resume_path=resume, replace_stale_resume=True
+    )
+    assert "other data or settings" in caplog.text and result.resumed_from_iteration == 0
+    assert len(result.loss) == 10 and not resume.exists()
+    resume.write_bytes(b"cut short")  # never written by volinr (checkpoints are renamed whole)
+    with pytest.raises(InputError, match="not a readable SIREN resume checkpoint"):
+        fit_siren(target, first, cpu, progress=False, resume_path=resume, replace_stale_resume=True)
+    assert resume.read_bytes() == b"cut short"

@@ -1,10 +1,20 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
-from volinr.io import InputError, atomic_path, load_array, save_array
+from volinr import io as volinr_io
+from volinr.io import (
+    InputError,
+    atomic_dir,
+    atomic_outputs,
+    atomic_path,
+    load_array,
+    save_array,
+    write_json,
+)
 from volinr.sources import correlation_with, read_dicom_frames, read_frame, resolve_source
 
 EVAL = "pydicom-data:693_UNCR.dcm"
@@ -72,6 +82,46 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
         with atomic_path(target) as tmp:
             tmp.write_text("partial")
             raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_refuses_what_appears_at_the_path_meanwhile(tmp_path):
+    target = tmp_path / "out.npy"
+    with pytest.raises(InputError, match="out.npy: the output path is a FIFO"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("complete")
+            os.mkfifo(target)  # made while the output was being written
+    assert [p.name for p in tmp_path.iterdir()] == ["out.npy"] and target.is_fifo()
+
+
+def test_an_output_set_appears_all_together_or_not_at_all(tmp_path):
+    with atomic_outputs():
+        save_array(tmp_path / "a.npy", np.zeros(3, np.float32), {})
+        with atomic_dir(tmp_path / "folder") as folder:
+            (folder / "member").write_text("m")
+        assert list(tmp_path.iterdir()) != [] and not (tmp_path / "a.npy").exists()  # pending
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npy", "folder"]
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_outputs():
+            write_json(tmp_path / "b.json", {"b": 1})
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npy", "folder"]
+
+
+def test_an_output_set_whose_rename_fails_midway_takes_back_what_it_renamed(tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def second_rename_fails(source, target):
+        if Path(target).name == "second.json":
+            raise OSError(28, "No space left on device", str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(volinr_io.os, "replace", second_rename_fails)
+    with pytest.raises(InputError, match="second.json: cannot write"):
+        with atomic_outputs():
+            write_json(tmp_path / "first.json", {})
+            write_json(tmp_path / "second.json", {})
     assert list(tmp_path.iterdir()) == []
 
 

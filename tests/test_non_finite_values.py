@@ -83,16 +83,28 @@ def images(tmp_path, rng):
     return tmp_path
 
 
-def evaluate(caplog, folder, reconstruction, *extra):
-    out = folder / "out" / "metrics.json"
+def run_cli(caplog, capsys, args) -> tuple[int, str]:
+    """Exit status and error messages of one command (argparse's refusals exit 2 through
+    SystemExit and print to stderr)."""
     caplog.clear()
+    capsys.readouterr()
     with caplog.at_level(logging.INFO):
-        code = main(
-            ["evaluate", "--reference", str(folder / "ref.npy"), "--reconstruction",
-             str(folder / reconstruction), "--label", '{"method": "x"}', "--out", str(out),
-             *extra]
-        )  # fmt: skip
-    errors = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+        try:
+            code = main(args)
+        except SystemExit as exit_:
+            code = exit_.code
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    return code, "\n".join(errors + [capsys.readouterr().err])
+
+
+def evaluate(caplog, capsys, folder, reconstruction, *extra):
+    out = folder / "out" / "metrics.json"
+    code, errors = run_cli(
+        caplog,
+        capsys,
+        ["evaluate", "--reference", str(folder / "ref.npy"), "--reconstruction",
+         str(folder / reconstruction), "--label", '{"method": "x"}', "--out", str(out), *extra],
+    )  # fmt: skip
     return code, errors, out
 
 
@@ -101,25 +113,31 @@ def evaluate(caplog, folder, reconstruction, *extra):
     [("nan", "nan"), ("nan", "500"), ("-1024", "inf"), ("-1024", "1e400")],
     ids=["nan-nan", "nan-low", "inf-high", "overflowing-high"],
 )
-def test_a_non_finite_tissue_window_is_refused(caplog, images, window):
+def test_a_non_finite_tissue_window_is_refused(caplog, capsys, images, window):
     """Before: every image scored psnr_8bit_tissue_db Infinity with exit 0 (a NaN window maps
     both images to the same 8-bit values)."""
-    code, errors, out = evaluate(caplog, images, "noisy.npy", "--tissue-window", *window)
-    assert code == 2 and f"--tissue-window {float(window[0]):g} {float(window[1]):g}" in errors
-    assert "low must be a finite number" in errors
+    code, errors, out = evaluate(caplog, capsys, images, "noisy.npy", "--tissue-window", *window)
+    assert code == 2
+    if math.isinf(float(window[1])):  # refused by the option's type, before the stage runs
+        assert f"argument --tissue-window: must be finite (or nan), got '{window[1]}'" in errors
+    else:
+        assert f"--tissue-window {float(window[0]):g} {float(window[1]):g}" in errors
+        assert "low must be a finite number" in errors
     assert not out.parent.exists()
 
 
-def test_a_nan_high_is_the_image_maximum(caplog, images):
-    code, errors, out = evaluate(caplog, images, "noisy.npy", "--tissue-window", "-1024", "nan")
+def test_a_nan_high_is_the_image_maximum(caplog, capsys, images):
+    code, errors, out = evaluate(
+        caplog, capsys, images, "noisy.npy", "--tissue-window", "-1024", "nan"
+    )
     assert code == 0, errors
     record = read_json(out)
     assert record["window_tissue"] == [-1024.0, float(np.load(images / "ref.npy").max())]
     assert math.isfinite(record["psnr_8bit_tissue_db"])
 
 
-def test_identical_images_give_strict_json_with_the_reason(caplog, images):
-    code, errors, out = evaluate(caplog, images, "same.npy")
+def test_identical_images_give_strict_json_with_the_reason(caplog, capsys, images):
+    code, errors, out = evaluate(caplog, capsys, images, "same.npy")
     assert code == 0, errors
     text = strict_loads(out.read_text())  # before: bare Infinity, which is not JSON
     psnrs = ["psnr_8bit_minmax_db", "psnr_8bit_tissue_db", "psnr_native_db"]
@@ -253,26 +271,26 @@ def test_figures_mark_an_infinite_psnr_instead_of_dropping_it(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--max-correlation", "nan"], "--max-correlation nan: must be in (0, 1]"),
-        (["--max-correlation", "inf"], "--max-correlation inf: must be in (0, 1]"),
+        # refused by the options' types before the stage runs
+        (["--max-correlation", "nan"], "argument --max-correlation: must be a finite number"),
+        (["--max-correlation", "inf"], "argument --max-correlation: must be a finite number"),
         (["--max-correlation", "0"], "--max-correlation 0: must be in (0, 1]"),
         (["--exclude-slices", "10", "5"], "--exclude-slices 10 5 --margin 0: need"),
-        (["--exclude-slices", "2", "6", "--margin", "-3"], "--margin -3: need"),
+        (["--exclude-slices", "2", "6", "--margin", "-3"], "argument --margin: must be 0 or"),
     ],
     ids=["nan", "inf", "zero", "reversed-slab", "negative-margin"],
 )
 def test_sr_dataset_refuses_settings_that_would_let_the_evaluated_image_train(
-    caplog, images, args, message
+    caplog, capsys, images, args, message
 ):
     """Before: `--max-correlation nan` or `inf` accepted every frame, a re-encoding of the
     evaluation image included (a NaN threshold compares False)."""
     out = images / "out"
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        code = main(
-            ["sr-dataset", "--eval", str(images / "ref.npy"), "--volume", str(images / "ref.npy"),
-             "--out", str(out / "t.npz"), "--split", str(out / "split.json"), *args]
-        )  # fmt: skip
-    errors = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    code, errors = run_cli(
+        caplog,
+        capsys,
+        ["sr-dataset", "--eval", str(images / "ref.npy"), "--volume", str(images / "ref.npy"),
+         "--out", str(out / "t.npz"), "--split", str(out / "split.json"), *args],
+    )  # fmt: skip
     assert code == 2 and message in errors
     assert not out.exists()

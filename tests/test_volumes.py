@@ -448,7 +448,7 @@ def test_write_dicom_series_without_template_and_atomically(tmp_path, monkeypatc
         return save_as(self, *args, **kwargs)
 
     monkeypatch.setattr(pydicom.Dataset, "save_as", failing_save_as)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match="failed: cannot write \\(disk full\\)"):
         write_dicom_series(tmp_path / "failed", phantom.voxels, phantom.meta, "phantom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["phantom"]
 

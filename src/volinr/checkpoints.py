@@ -29,7 +29,8 @@ def save_checkpoint(path: str | os.PathLike, kind: str, model: nn.Module, **extr
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    return Path(path).stat().st_size
+        size_bytes = tmp.stat().st_size  # renamed into place with the stage's other outputs
+    return size_bytes
 
 
 class _TooManyTensors(Exception):

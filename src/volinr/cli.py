@@ -6,32 +6,23 @@ Every Snakemake rule is a call of one of these subcommands, so every stage also 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+
+from volinr import arguments as a
 
 log = logging.getLogger("volinr")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: default)")
+    parser.add_argument(
+        "--threads", type=a.non_negative_int, default=0, help="CPU threads for torch (0: default)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("-v", "--verbose", action="store_true")
-
-
-def _json_arg(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,36 +31,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="read a DICOM image into an array (HU) with a JSON sidecar")
     p.add_argument("--source", required=True, help="path, pydicom-data:NAME or pydicom:NAME")
-    p.add_argument("--frame", type=int, default=0)
-    p.add_argument("--out", required=True, help="output .npy (sidecar .json beside it)")
+    p.add_argument("--frame", type=a.non_negative_int, default=0)
+    p.add_argument(
+        "--out", type=a.output_file, required=True, help="output .npy (sidecar .json beside it)"
+    )
     p.set_defaults(run="run_prepare")
 
     p = sub.add_parser(
         "prepare-volume", help="read a volume (DICOM series, NIfTI, phantom) and its evaluated slab"
     )
-    p.add_argument("--spec", type=_json_arg, required=True, help="the dataset config (JSON)")
+    p.add_argument("--spec", type=a.json_object, required=True, help="the dataset config (JSON)")
     p.add_argument(
-        "--evaluation-slices", type=int, nargs=2, default=None, metavar=("START", "STOP")
+        "--evaluation-slices",
+        type=a.non_negative_int,
+        nargs=2,
+        default=None,
+        metavar=("START", "STOP"),
     )
     p.add_argument(
-        "--factor", type=_positive_int, default=4, help="checked: the slab must allow it"
+        "--factor", type=a.positive_int, default=4, help="checked: the slab must allow it"
     )
-    p.add_argument("--volume-out", required=True, help="the whole volume (.npy + .json)")
-    p.add_argument("--out", default="", help="the evaluated slab (.npy + .json)")
+    p.add_argument(
+        "--volume-out", type=a.output_file, required=True, help="the whole volume (.npy + .json)"
+    )
+    p.add_argument(
+        "--out", type=a.output_file, default="", help="the evaluated slab (.npy + .json)"
+    )
     p.set_defaults(run="run_prepare_volume")
 
     p = sub.add_parser("download", help="fetch, verify and safely extract a dataset's archives")
     p.add_argument("--url", action="append", required=True)
     p.add_argument("--sha256", action="append", default=[], help="one per URL, in order")
-    p.add_argument("--out-dir", required=True, help="the extracted dataset folder")
-    p.add_argument("--downloads-dir", required=True, help="downloaded files (kept for resuming)")
-    p.add_argument("--max-member-bytes", type=_positive_int, default=4 << 30)
-    p.add_argument("--manifest", required=True, help="output JSON: files, sizes, checksums")
+    p.add_argument(
+        "--out-dir", type=a.output_dir, required=True, help="the extracted dataset folder"
+    )
+    p.add_argument(
+        "--downloads-dir",
+        type=a.output_dir,
+        required=True,
+        help="downloaded files (kept for resuming)",
+    )
+    p.add_argument("--max-member-bytes", type=a.positive_int, default=4 << 30)
+    p.add_argument(
+        "--manifest", type=a.output_file, required=True, help="output JSON: files, sizes, checksums"
+    )
     p.set_defaults(run="run_download")
 
     p = sub.add_parser("compress", help="write a fitted SIREN as one compressed container file")
     p.add_argument("--weights", required=True, help="a SIREN weights file from `volinr fit`")
-    p.add_argument("--quantization", default="float32", help="float32, float16 or qK (K bits)")
+    p.add_argument(
+        "--quantization",
+        type=a.quantization,
+        default="float32",
+        help="float32, float16 or qK (K bits)",
+    )
     p.add_argument("--coder", choices=["zstd", "lzma", "none"], default="zstd")
     p.add_argument(
         "--upsample",
@@ -80,14 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="", help="the full-resolution array (its grid)")
     p.add_argument("--z-restore", choices=["lanczos", "sr-coronal"], default="lanczos")
     p.add_argument("--sr-model", default="", help="the SR model the decoder needs (its sha256)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=a.output_file, required=True)
     p.set_defaults(run="run_compress")
 
     p = sub.add_parser("decompress", help="rebuild the image or volume from a container file")
     p.add_argument("--container", required=True)
     p.add_argument("--sr-model", default="", help="the SR model the container names")
-    p.add_argument("--chunk-voxels", type=_positive_int, default=1 << 18)
-    p.add_argument("--out", required=True)
+    p.add_argument("--chunk-voxels", type=a.positive_int, default=1 << 18)
+    p.add_argument("--out", type=a.output_file, required=True)
     _add_common(p)
     p.set_defaults(run="run_decompress")
 
@@ -95,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reconstruction", required=True)
     p.add_argument("--geometry", required=True, help="the original's sidecar JSON")
     p.add_argument("--description", required=True, help="SeriesDescription of the new series")
-    p.add_argument("--nifti", required=True)
-    p.add_argument("--dicom", required=True, help="output folder of the DICOM series")
+    p.add_argument("--nifti", type=a.output_file, required=True)
+    p.add_argument(
+        "--dicom", type=a.output_dir, required=True, help="output folder of the DICOM series"
+    )
     p.set_defaults(run="run_export")
 
     p = sub.add_parser("sr-dataset", help="collect SR training images, excluding the eval image")
@@ -105,75 +122,86 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume", default="", help="a volume whose axial slices train SR")
     p.add_argument(
         "--exclude-slices",
-        type=int,
+        type=a.non_negative_int,
         nargs=2,
         default=None,
         metavar=("START", "STOP"),
         help="the evaluated slab of --volume: never trained on, nor --margin slices around it",
     )
-    p.add_argument("--margin", type=int, default=0)
-    p.add_argument("--max-correlation", type=float, default=0.5)
-    p.add_argument("--out", required=True, help="output .npz of training images")
-    p.add_argument("--split", required=True, help="output JSON recording the split")
+    p.add_argument("--margin", type=a.non_negative_int, default=0)
+    p.add_argument("--max-correlation", type=a.unit_interval, default=0.5)
+    p.add_argument(
+        "--out", type=a.output_file, required=True, help="output .npz of training images"
+    )
+    p.add_argument(
+        "--split", type=a.output_file, required=True, help="output JSON recording the split"
+    )
     p.set_defaults(run="run_sr_dataset")
 
     p = sub.add_parser("downsample", help="antialiased Lanczos downsampling by a factor per axis")
     p.add_argument("--input", required=True)
-    p.add_argument("--factor", type=_positive_int, default=4)
-    p.add_argument("--out", required=True)
+    p.add_argument("--factor", type=a.positive_int, default=4)
+    p.add_argument("--out", type=a.output_file, required=True)
     p.set_defaults(run="run_downsample")
 
     p = sub.add_parser("pretrain-sr", help="train SRDenseNet, or reuse a verified checkpoint")
     p.add_argument("--training", required=True, help=".npz from sr-dataset")
     p.add_argument("--split", required=True, help="split JSON from sr-dataset")
-    p.add_argument("--factor", type=_positive_int, default=4)
-    p.add_argument("--model", type=_json_arg, required=True, help="SRDenseNet settings (JSON)")
-    p.add_argument("--settings", type=_json_arg, required=True, help="training settings (JSON)")
+    p.add_argument("--factor", type=a.positive_int, default=4)
+    p.add_argument("--model", type=a.json_object, required=True, help="SRDenseNet settings (JSON)")
+    p.add_argument("--settings", type=a.json_object, required=True, help="training settings (JSON)")
     p.add_argument("--pretrained", default="", help="a checkpoint to reuse when it matches")
     p.add_argument("--pretrained-sha256", default="")
     p.add_argument("--retrain", action="store_true", help="train even if the checkpoint matches")
-    p.add_argument("--out", required=True)
-    p.add_argument("--curve", required=True, help="training curve CSV")
+    p.add_argument("--out", type=a.output_file, required=True)
+    p.add_argument("--curve", type=a.output_file, required=True, help="training curve CSV")
     _add_common(p)
     p.set_defaults(run="run_pretrain_sr")
 
     p = sub.add_parser("fit", help="fit a SIREN to an array; writes weights, curve and records")
     p.add_argument("--target", required=True)
     p.add_argument(
-        "--sine-layers", type=_positive_int, required=True, help="the paper's '2/3/4 layers'"
+        "--sine-layers", type=a.positive_int, required=True, help="the paper's '2/3/4 layers'"
     )
-    p.add_argument("--width", type=_positive_int, default=128)
-    p.add_argument("--omega0", type=float, default=30.0)
-    p.add_argument("--learning-rate", type=float, default=1.5e-3)
-    p.add_argument("--iterations", type=_positive_int, required=True)
-    p.add_argument("--batch-size", type=_positive_int, default=65536)
-    p.add_argument("--eval-every", type=_positive_int, default=25)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=a.positive_int, default=128)
+    p.add_argument("--omega0", type=a.positive_float, default=30.0)
+    p.add_argument("--learning-rate", type=a.positive_float, default=1.5e-3)
+    p.add_argument("--iterations", type=a.positive_int, required=True)
+    p.add_argument("--batch-size", type=a.positive_int, default=65536)
+    p.add_argument("--eval-every", type=a.positive_int, default=25)
+    p.add_argument("--seed", type=a.non_negative_int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument(
         "--step", choices=("auto", "blocked", "autograd"), default="auto", help="training step kind"
     )
     p.add_argument("--precision", choices=("float32", "tf32", "bfloat16"), default="float32")
     p.add_argument(
-        "--checkpoint-every", type=int, default=0, help="iterations between resume checkpoints"
+        "--checkpoint-every",
+        type=a.non_negative_int,
+        default=0,
+        help="iterations between resume checkpoints",
     )
     p.add_argument(
         "--resume", default="", help="resume checkpoint file (default: WEIGHTS.resume.pt)"
     )
-    p.add_argument("--divergence-retries", type=int, default=0)
-    p.add_argument("--divergence-lr-factor", type=float, default=0.5)
-    p.add_argument("--weights", required=True, help="output SIREN weights file")
-    p.add_argument("--record", required=True, help="output JSON of the fit")
-    p.add_argument("--curve", required=True, help="output CSV of loss and PSNR curves")
+    p.add_argument("--divergence-retries", type=a.non_negative_int, default=0)
+    p.add_argument("--divergence-lr-factor", type=a.fraction, default=0.5)
+    p.add_argument("--weights", type=a.output_file, required=True, help="output SIREN weights file")
+    p.add_argument("--record", type=a.output_file, required=True, help="output JSON of the fit")
+    p.add_argument(
+        "--curve", type=a.output_file, required=True, help="output CSV of loss and PSNR curves"
+    )
     _add_common(p)
     p.set_defaults(run="run_fit")
 
     p = sub.add_parser("decode", help="evaluate a fitted SIREN on its grid (or another shape)")
     p.add_argument("--weights", required=True)
-    p.add_argument("--shape", type=int, nargs="+", default=None, help="default: the fit's grid")
+    p.add_argument(
+        "--shape", type=a.positive_int, nargs="+", default=None, help="default: the fit's grid"
+    )
     p.add_argument("--like", default="", help="a sidecar JSON whose geometry the output keeps")
-    p.add_argument("--chunk-voxels", type=_positive_int, default=1 << 18, help="bounds memory")
-    p.add_argument("--out", required=True)
+    p.add_argument("--chunk-voxels", type=a.positive_int, default=1 << 18, help="bounds memory")
+    p.add_argument("--out", type=a.output_file, required=True)
     _add_common(p)
     p.set_defaults(run="run_decode")
 
@@ -188,14 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="lanczos",
         help="volumes, method sr: how the slice axis is restored after in-plane SR",
     )
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=a.output_file, required=True)
     _add_common(p)
     p.set_defaults(run="run_upsample")
 
     p = sub.add_parser("evaluate", help="quality and size of a reconstruction against the original")
     p.add_argument("--reference", required=True, help="the original full-resolution array")
     p.add_argument("--reconstruction", required=True)
-    p.add_argument("--label", type=_json_arg, required=True, help="identifying fields (JSON)")
+    p.add_argument("--label", type=a.json_object, required=True, help="identifying fields (JSON)")
     p.add_argument("--fit-record", action="append", default=[], help="fit JSON(s) it comes from")
     p.add_argument("--sr-model", default="", help="SR checkpoint whose bytes the decoder needs")
     p.add_argument("--lr-reference", default="", help="the true LR array (LR-fit quality)")
@@ -208,20 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-reconstruction", default="", help="the decoded LR array")
     p.add_argument(
         "--tissue-window",
-        type=float,
+        type=a.finite_or_nan,
         nargs=2,
         default=[-1024.0, float("nan")],
         help="low and high of the second 8-bit window (nan high: the image max)",
     )
-    p.add_argument("--per-slice", default="", help="a CSV of per-slice PSNR and SSIM")
+    p.add_argument(
+        "--per-slice", type=a.output_file, default="", help="a CSV of per-slice PSNR and SSIM"
+    )
     p.add_argument("--container", default="", help="the container file the image came from")
     p.add_argument(
         "--sr-amortize-over",
-        type=_positive_int,
+        type=a.positive_int,
         default=100,
         help="volumes sharing the SR model, for the amortized rate",
     )
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=a.output_file, required=True)
     p.set_defaults(run="run_evaluate")
 
     p = sub.add_parser("tables", help="paper-vs-ours tables (CSV + Markdown)")
@@ -233,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="slice",
         help="volume: the paper's slice numbers do not apply and print as n/a",
     )
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", type=a.output_dir, required=True)
     p.set_defaults(run="run_tables")
 
     p = sub.add_parser("rate-distortion", help="rate-distortion table and figure, all methods")
@@ -241,14 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codecs", default="", help="the codec sweep CSV (volinr codecs)")
     p.add_argument("--published", required=True, help="the paper's numbers (YAML)")
     p.add_argument("--mode", choices=["slice", "volume"], default="slice")
-    p.add_argument("--sr-amortize-over", type=_positive_int, default=100)
-    p.add_argument("--out-dir", required=True, help="tables folder")
-    p.add_argument("--figure", required=True, help="output PNG")
+    p.add_argument("--sr-amortize-over", type=a.positive_int, default=100)
+    p.add_argument("--out-dir", type=a.output_dir, required=True, help="tables folder")
+    p.add_argument("--figure", type=a.output_file, required=True, help="output PNG")
     p.set_defaults(run="run_rate_distortion")
 
     p = sub.add_parser("codecs", help="sweep classical codecs over rates on an image or volume")
     p.add_argument("--input", required=True, help="the full-resolution array (.npy)")
-    p.add_argument("--out", required=True, help="output CSV, one row per codec setting")
+    p.add_argument(
+        "--out", type=a.output_file, required=True, help="output CSV, one row per codec setting"
+    )
     p.set_defaults(run="run_codecs")
 
     p = sub.add_parser("figure", help="one of the paper's figures from the pipeline's outputs")
@@ -268,15 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--results", required=True, help="results folder")
     p.add_argument("--tables-dir", required=True)
-    p.add_argument("--layers", type=int, nargs="+", required=True)
-    p.add_argument("--seed", type=int, default=0, help="the seed whose images are shown")
-    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--layers", type=a.positive_int, nargs="+", required=True)
+    p.add_argument(
+        "--seed", type=a.non_negative_int, default=0, help="the seed whose images are shown"
+    )
+    p.add_argument("--out", type=a.output_file, required=True, help="output PNG")
     p.set_defaults(run="run_figure")
 
     p = sub.add_parser("summary", help="Markdown summary of a run; optionally into README.md")
     p.add_argument("--tables-dir", required=True)
     p.add_argument("--results", required=True, help="results folder (logs, benchmarks)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=a.output_file, required=True)
     p.add_argument("--readme", default="", help="README.md whose generated section to replace")
     p.add_argument(
         "--benchmark", nargs="*", default=[], help="benchmark Markdown files for the README too"
@@ -284,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run="run_summary")
 
     p = sub.add_parser("bench", help="SIREN fitting speed: ours vs a reference loop, roofline")
-    p.add_argument("--layers", type=_positive_int, nargs="+", default=[2, 3, 4])
-    p.add_argument("--iterations", type=_positive_int, default=30)
+    p.add_argument("--layers", type=a.positive_int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--iterations", type=a.positive_int, default=30)
     p.add_argument(
         "--variants",
         nargs="+",
@@ -297,18 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--targets", nargs="+", default=[], help="a subset of the configurations (default: all)"
     )
-    p.add_argument("--out-dir", default="results/benchmarks")
+    p.add_argument("--out-dir", type=a.output_dir, default="results/benchmarks")
     p.add_argument("--stem", default="fit_speed", help="output file name stem")
     _add_common(p)
     p.set_defaults(run="run_bench")
 
     p = sub.add_parser("bench-sr", help="SRDenseNet training and inference speed, by variant")
-    p.add_argument("--steps", type=_positive_int, default=20, help="timed training steps")
-    p.add_argument("--patch", type=_positive_int, default=24, help="LR training patch side")
-    p.add_argument("--batch", type=_positive_int, default=16)
-    p.add_argument("--slice-size", type=_positive_int, default=512, help="full-resolution side")
+    p.add_argument("--steps", type=a.positive_int, default=20, help="timed training steps")
+    p.add_argument("--patch", type=a.positive_int, default=24, help="LR training patch side")
+    p.add_argument("--batch", type=a.positive_int, default=16)
+    p.add_argument("--slice-size", type=a.positive_int, default=512, help="full-resolution side")
     p.add_argument("--checkpoint", default="", help="SR weights for inference (default: random)")
-    p.add_argument("--out-dir", default="results/benchmarks")
+    p.add_argument("--out-dir", type=a.output_dir, default="results/benchmarks")
     p.add_argument("--stem", default="sr_speed", help="output file name stem")
     _add_common(p)
     p.set_defaults(run="run_bench_sr")
@@ -317,29 +351,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--curve", required=True)
     p.add_argument("--log", default="")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", type=a.output_dir, required=True)
     p.add_argument("--name", required=True)
     p.set_defaults(run="run_publish_sr")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from volinr.io import InputError
+class Terminated(BaseException):
+    """SIGTERM, raised so that every ``finally`` block (temporary files) runs before exit."""
 
-    args = build_parser().parse_args(argv)
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; exit status 0, 2 (bad input or an unwritable output, named),
+    3 (numerical failure), 130 (Ctrl-C) or 143 (SIGTERM): never a traceback for those."""
+    from volinr.io import InputError, atomic_outputs, os_error_message
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = a.check_paths(args)
+    if problem:
+        parser.error(problem)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         from volinr import stages
 
-        getattr(stages, args.run)(args)
+        # all of a stage's outputs, or none of them
+        with atomic_outputs():
+            getattr(stages, args.run)(args)
     except InputError as err:
         log.error("%s", err)
+        return 2
+    except OSError as err:  # a file the user named cannot be read or written
+        log.error("%s", os_error_message(err))
         return 2
     except FloatingPointError as err:
         log.error("numerical failure: %s", err)
         return 3
+    except KeyboardInterrupt:
+        log.error("interrupted; the %s outputs were not written", args.command)
+        return 130
+    except Terminated:
+        log.error("terminated (SIGTERM); the %s outputs were not written", args.command)
+        return 128 + signal.SIGTERM
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0

@@ -13,8 +13,12 @@ Downloads (http, https and file URLs; stdlib ``urllib``, no extra dependency):
   appended, a 200 answer from a server that ignores ranges restarts from zero), and the
   ``.part`` is renamed into place only when complete (checked against Content-Length);
 - a file already downloaded whose sha256 matches the configured one is not fetched again;
-- a configured sha256 that does not match deletes the file and raises ``InputError``; with none
-  configured a warning says so and the manifest records the sha256 seen, so it can be pinned.
+- a download is checked before it is renamed into place: a configured sha256 that does not
+  match deletes the ``.part`` and raises ``InputError``; with none configured a warning says so
+  and the manifest records the sha256 seen, so it can be pinned;
+- the program removes only files it wrote: ``downloads_dir/.volinr-downloads.json`` records the
+  sha256 of every file it downloaded there, and a file of the same name that it did not write
+  (or that changed since) is refused, never replaced (``*.part`` files are volinr's by name).
 
 Archives come from the internet, so extraction trusts nothing in them. ``.zip``, ``.tar``,
 ``.tar.gz``/``.tgz``, ``.tar.bz2`` and ``.tar.xz`` files are unpacked by hand, member by member
@@ -32,7 +36,9 @@ is. A member is refused, with an ``InputError`` naming the archive and the membe
 - it would overwrite a file already extracted (files are created with ``O_EXCL``).
 
 Everything is extracted into a temporary folder beside ``out_dir`` that is renamed to
-``out_dir`` at the end; on any error it is removed and ``out_dir`` is left as it was.
+``out_dir`` at the end; on any error it is removed and ``out_dir`` is left as it was. An
+existing ``out_dir`` is replaced only when it is empty or volinr extracted it (it holds the
+marker file ``.volinr-dataset.json``); any other folder, file or link there is refused.
 
 The tests need no network: they serve archives from a local HTTP server on 127.0.0.1.
 """
@@ -40,14 +46,13 @@ The tests need no network: they serve archives from a local HTTP server on 127.0
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import lzma
 import os
 import re
-import shutil
 import stat
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -58,7 +63,7 @@ from typing import IO, Any, NoReturn
 
 from tqdm import tqdm
 
-from volinr.io import InputError, sha256_file
+from volinr.io import InputError, atomic_dir, atomic_path, check_replaceable, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ SCHEMES = ("http", "https", "file")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 CHUNK = 1 << 20
 USER_AGENT = "volinr-download/0.1 (Python urllib)"
+DATASET_MARKER = ".volinr-dataset.json"  # in out_dir: volinr extracted this folder
+DOWNLOADS_RECORD = ".volinr-downloads.json"  # in downloads_dir: what volinr downloaded there
 
 
 def fetch_dataset(
@@ -98,6 +105,7 @@ def fetch_dataset(
     for url, name, configured in plan:
         path = downloads_dir / name
         seen = _obtain(url, path, configured, timeout_seconds, progress)
+        _record_download(path, seen)
         entries.append(
             {
                 "url": url,
@@ -109,17 +117,14 @@ def fetch_dataset(
             }
         )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    # renamed into place (replacing the folder of an earlier extraction) only when complete
+    with atomic_dir(out_dir) as staging:
+        # first, so that an archive member of the same name is refused, not overwritten
+        marker = {"written_by": "volinr download", "urls": list(urls)}
+        (staging / DATASET_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         extractor = _Extractor(staging, max_member_bytes, max_total_bytes)
         for entry in entries:
             entry["members"] = extractor.unpack(Path(entry["file"]), progress)
-        os.chmod(staging, 0o777 & ~_umask())
-        _replace_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     count = sum(len(entry["members"]) for entry in entries)
     log.info("%s: %d files (%d bytes) from %d URLs", out_dir, count, extractor.total, len(urls))
     return {"files": entries, "out_dir": str(out_dir), "extracted_files": count}
@@ -176,6 +181,38 @@ def _check_folders(out_dir: Path, downloads_dir: Path) -> None:
     if downloads == out or downloads.is_relative_to(out):
         # Replacing out_dir would delete the downloads.
         raise InputError(f"{downloads_dir}: the downloads folder must not be inside {out_dir}")
+    check_replaceable(out_dir, directory=True)
+    check_replaceable(downloads_dir, directory=True)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / DATASET_MARKER).is_file():
+        raise InputError(
+            f"{out_dir}: the folder exists and was not extracted by volinr (no {DATASET_MARKER}"
+            " in it); it is left as it is: give another --out-dir, or empty it"
+        )
+
+
+def _owned_downloads(downloads_dir: Path) -> dict[str, str]:
+    """File name -> sha256 of the files volinr downloaded into ``downloads_dir``."""
+    try:
+        record = json.loads((downloads_dir / DOWNLOADS_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _record_download(path: Path, sha256: str) -> None:
+    record = _owned_downloads(path.parent) | {path.name: sha256}
+    # kept whatever happens later in the stage: the downloads persist between runs
+    with atomic_path(path.parent / DOWNLOADS_RECORD, deferred=False) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _check_ours(path: Path, seen: str, why: str) -> None:
+    """Refuse to replace ``path`` (sha256 ``seen``) unless volinr downloaded it as it is."""
+    if _owned_downloads(path.parent).get(path.name) != seen:
+        raise InputError(
+            f"{path}: {why}, and volinr did not download this file (or it changed since); it "
+            "is left as it is: move it away, or give another --downloads-dir"
+        )
 
 
 # --- downloading ---------------------------------------------------------------------------
@@ -183,24 +220,19 @@ def _check_folders(out_dir: Path, downloads_dir: Path) -> None:
 
 def _obtain(url: str, path: Path, configured: str | None, timeout: float, progress: bool) -> str:
     """Make sure ``path`` holds the file at ``url``; return its sha256."""
-    if path.exists() and configured:
+    check_replaceable(path)
+    if path.exists():
         seen = sha256_file(path)
         if seen == configured:
             log.info("%s: %s is already downloaded and its sha256 matches", url, path)
             return seen
-        log.warning(
-            "%s: %s exists but its sha256 is %s, not %s; downloading it again",
-            url,
-            path,
-            seen,
-            configured,
-        )
-        path.unlink()
-    elif path.exists():
-        log.info("%s: no sha256 configured to check %s against; downloading it again", url, path)
+        why = f"its sha256 is {seen}, not {configured}" if configured else "no sha256 is set"
+        _check_ours(path, seen, f"it must be downloaded again ({why})")
+        log.warning("%s: %s is downloaded again (%s)", url, path, why)
 
-    _download(url, path, timeout, progress)
-    seen = sha256_file(path)
+    part = path.with_name(path.name + ".part")
+    _download(url, part, timeout, progress)
+    seen = sha256_file(part)
     if configured is None:
         log.warning(
             "%s: no sha256 configured, so the download cannot be verified; its sha256 is %s "
@@ -209,11 +241,12 @@ def _obtain(url: str, path: Path, configured: str | None, timeout: float, progre
             seen,
         )
     elif seen != configured:
-        path.unlink()
+        part.unlink()
         raise InputError(
             f"{url}: sha256 mismatch: expected {configured}, downloaded {seen} "
-            f"(the file was deleted)"
+            f"(the download was deleted)"
         )
+    os.replace(part, path)
     return seen
 
 
@@ -230,9 +263,10 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _download(url: str, path: Path, timeout: float, progress: bool) -> None:
-    """Download ``url`` to ``path`` through ``path.part``, resuming a ``.part`` left before."""
-    part = path.with_name(path.name + ".part")
+def _download(url: str, part: Path, timeout: float, progress: bool) -> None:
+    """Download ``url`` into ``part`` (a ``.part`` file), resuming one left before."""
+    check_replaceable(part)
+    path = part.with_suffix("")
     opener = urllib.request.build_opener(_HttpOnlyRedirects)
     for _ in range(2):
         offset = part.stat().st_size if part.exists() else 0
@@ -259,7 +293,6 @@ def _download(url: str, path: Path, timeout: float, progress: bool) -> None:
                 _receive(url, response, part, offset, progress)
         except _Restart:
             continue
-        os.replace(part, path)
         return
     raise InputError(f"{url}: the server answered range requests inconsistently")
 
@@ -477,29 +510,3 @@ class _Extractor:
             self._refuse(name, f"cannot be written ({err})")
         self.total += written
         self.members.append(target.relative_to(self.root).as_posix())
-
-
-# --- replacing the dataset folder ----------------------------------------------------------
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename ``new`` to ``target``, replacing whatever ``target`` is (folder, file or link)."""
-    if not target.exists() and not target.is_symlink():
-        os.rename(new, target)
-        return
-    holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    old = holder / target.name
-    os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except BaseException:
-        os.rename(old, target)
-        shutil.rmtree(holder, ignore_errors=True)
-        raise
-    shutil.rmtree(holder, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

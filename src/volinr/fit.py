@@ -303,7 +303,8 @@ class _FitState:
             "train_seconds": self.train_seconds,
             "first_seconds": self.first_seconds,
         }
-        with atomic_path(path) as tmp:
+        # written now, not with the stage's outputs: it is what survives a kill
+        with atomic_path(path, deferred=False) as tmp:
             torch.save(payload, tmp)
 
     def load(self, payload: dict[str, Any]) -> None:
@@ -320,20 +321,46 @@ class _FitState:
         self.first_seconds = float(payload["first_seconds"])
 
 
-def _read_resume(path: Path | None, fingerprint: str, device) -> dict[str, Any] | None:
-    """A usable resume checkpoint at ``path``, or None (absent, unreadable or another fit's)."""
-    if path is None or not path.exists():
+def _read_resume(
+    path: Path | None, fingerprint: str, device, replace_stale: bool = False
+) -> dict[str, Any] | None:
+    """This fit's resume checkpoint at ``path``, or None where there is none.
+
+    Anything else there is refused before training and left as it is (the program removes only
+    files it wrote): a folder, a link or a file that is not a readable SIREN resume checkpoint,
+    and a checkpoint of another fit. With ``replace_stale`` (the default path beside the
+    weights) a checkpoint of another fit is this job's own, left by a killed run with other data
+    or settings, and is replaced. Checkpoints are renamed into place whole, so a kill never
+    leaves a truncated one.
+    """
+    if path is None or not (path.exists() or path.is_symlink()):
         return None
+    keep = "it is left as it is: remove it to start over, or give another --resume"
+    if path.is_symlink() or not path.is_file():
+        kind = "a symbolic link" if path.is_symlink() else "not a regular file"
+        raise InputError(f"{path}: the resume path is {kind}, not a resume checkpoint; {keep}")
     try:
+        with open(path, "rb") as handle:
+            if handle.read(2) != b"PK":  # torch.save writes a zip archive
+                raise ValueError("not a torch checkpoint")
         payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # a checkpoint cut short by a kill: start over
-        log.warning("%s: unreadable resume checkpoint (%s); starting over", path, err)
-        return None
+    except Exception as err:  # noqa: BLE001  (torch raises many types on foreign files)
+        reason = str(err).split(". ")[0].strip() or type(err).__name__
+        raise InputError(
+            f"{path}: not a readable SIREN resume checkpoint ({reason}); {keep}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT:
-        log.warning("%s: not a SIREN resume checkpoint; starting over", path)
-        return None
+        raise InputError(f"{path}: not a SIREN resume checkpoint; {keep}")
     if payload.get("fingerprint") != fingerprint:
-        log.warning("%s: made by another fit (data or settings differ); starting over", path)
+        if not replace_stale:
+            raise InputError(
+                f"{path}: a resume checkpoint of another fit (its data or settings differ); {keep}"
+            )
+        log.warning(
+            "%s: left by an earlier run of this job with other data or settings; starting over "
+            "(it will be replaced)",
+            path,
+        )
         return None
     return payload
 
@@ -354,13 +381,15 @@ def fit_siren(
     label: str = "",
     spacing_mm: Sequence[float] | None = None,
     resume_path: str | os.PathLike | None = None,
+    replace_stale_resume: bool = False,
 ) -> FitResult:
     """Adam on MSE over the voxels of ``target``; keeps the snapshot with the best PSNR.
 
     ``spacing_mm`` (one entry per axis) scales the coordinates by physical extent. With
     ``resume_path`` and ``settings.checkpoint_every``, the fit's whole state is written there
     every that many iterations, a rerun continues from it to the result an uninterrupted fit
-    gives (bitwise on a CPU), and the file is removed once the fit is done. A NaN/Inf loss
+    gives (bitwise on a CPU), and the file is removed once the fit is done; a file there that
+    is not this fit's checkpoint is refused before training (``_read_resume``). A NaN/Inf loss
     stops the fit naming its configuration, or restarts it ``settings.divergence_retries``
     times with the learning rate scaled by ``settings.divergence_lr_factor``.
     """
@@ -388,7 +417,7 @@ def fit_siren(
     values = torch.from_numpy(target.reshape(-1, 1)).to(device)
     resume = Path(resume_path) if resume_path is not None else None
     fingerprint = _fingerprint(target, settings, extent, device)
-    payload = _read_resume(resume, fingerprint, device)
+    payload = _read_resume(resume, fingerprint, device, replace_stale_resume)
     attempt = int(payload["attempt"]) if payload else 0
     learning_rate = float(payload["learning_rate"]) if payload else settings.learning_rate
     while True:
@@ -410,6 +439,7 @@ def fit_siren(
             learning_rate *= settings.divergence_lr_factor
             log.warning("%s; restarting with learning rate %.3g", err, learning_rate)
     if resume is not None:
+        # refused above unless absent or this job's own, so whatever is there now is ours
         resume.unlink(missing_ok=True)
     result.value_range = (lo, hi)
     result.grid_shape = tuple(target.shape)

@@ -6,6 +6,7 @@ Each ``run_*`` function is one ``volinr`` subcommand (see ``volinr.cli``) and on
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -20,7 +21,8 @@ from volinr.io import (
     InputError,
     atomic_path,
     load_array,
-    read_json,
+    load_image,
+    read_json_object,
     save_array,
     sha256_file,
     write_json,
@@ -36,7 +38,7 @@ def _device(args):
     try:
         return resolve_device(args.device)
     except RuntimeError as err:
-        raise InputError(str(err)) from None
+        raise InputError(f"--device {args.device}: {err}") from None
 
 
 def write_csv(path: str | Path, rows: list[dict], block: dict) -> None:
@@ -184,7 +186,10 @@ def run_prepare_volume(args) -> None:
     spec = dict(args.spec)
     if spec.get("kind") == "nifti" and Path(spec.get("path", "")).is_dir():
         spec["path"] = str(_nifti_in(Path(spec["path"])))
-    volume = read_volume(spec)
+    try:
+        volume = read_volume(spec)
+    except (TypeError, ValueError) as err:  # the spec's own values: kind, shape, policies
+        raise InputError(f"--spec {json.dumps(args.spec)}: {err}") from None
     source = volume.meta.get("source") or spec.get("path") or spec.get("kind")
     slices = len(volume.voxels)
     start, stop = args.evaluation_slices or (0, slices)
@@ -206,7 +211,7 @@ def run_prepare_volume(args) -> None:
 def run_downsample(args) -> None:
     from volinr.resample import downsampled_shape, lanczos_resize
 
-    array, meta = load_array(args.input)
+    array, meta = load_image(args.input)
     try:
         shape = downsampled_shape(array.shape, args.factor)
     except ValueError as err:
@@ -279,10 +284,45 @@ def _reuse_reason(args, split: dict) -> str | None:
     return None
 
 
+def _sr_settings(args):
+    """The SR training settings and architecture of the command line, checked before any work."""
+    from volinr.checkpoints import architecture_shapes
+    from volinr.models.srdensenet import SRDenseNet
+    from volinr.sr_training import SRTrainingSettings
+
+    try:
+        settings = SRTrainingSettings(**args.settings)
+        architecture_shapes(SRDenseNet, dict(args.model, scale=args.factor), 10_000)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"--settings {args.settings} / --model {args.model}: {err}") from None
+    bad = [
+        f"{name} {value!r}"
+        for name, value in vars(settings).items()
+        if isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and name not in ("max_seconds", "seed"))
+    ]
+    if bad:
+        raise InputError(f"--settings: {', '.join(bad)} (each must be a finite positive number)")
+    return settings
+
+
+def _read_split(path: str) -> dict:
+    """The split JSON of ``sr-dataset``: the sha256 of every training and evaluated image."""
+    split = read_json_object(path)
+    try:
+        [record["sha256"] for record in split["training"]]
+        split["evaluation"]["sha256"]
+    except (KeyError, TypeError) as err:
+        raise InputError(f"{path}: not a split written by sr-dataset (no {err})") from None
+    return split
+
+
 def run_pretrain_sr(args) -> None:
     from volinr.sr_training import (
         PatchPairs,
-        SRTrainingSettings,
         save_sr_checkpoint,
         settings_dict,
         train_srdensenet_retrying,
@@ -293,7 +333,8 @@ def run_pretrain_sr(args) -> None:
     args.settings = dict(args.settings)
     retries = int(args.settings.pop("divergence_retries", 0))
     lr_factor = float(args.settings.pop("divergence_lr_factor", 0.5))
-    split = read_json(args.split)
+    settings = _sr_settings(args)
+    split = _read_split(args.split)
     reason = _reuse_reason(args, split)
     if reason is None:
         from volinr.sr_training import load_sr_checkpoint
@@ -306,7 +347,6 @@ def run_pretrain_sr(args) -> None:
         return
     log.info("training SRDenseNet: %s", reason)
     device = _device(args)
-    settings = SRTrainingSettings(**args.settings)
     pairs = PatchPairs.from_hr_images(_training_images(args.training), args.factor)
     run = train_srdensenet_retrying(
         pairs, args.model, settings, device,
@@ -340,6 +380,8 @@ def run_publish_sr(args) -> None:
     provenance.write_sidecar(out_dir / f"{args.name}.curve.csv", block)
     with atomic_path(target) as tmp:
         shutil.copyfile(args.checkpoint, tmp)
+        # the copy is renamed into place with the other outputs, at the end
+        sha256, size = sha256_file(tmp), tmp.stat().st_size
     with atomic_path(out_dir / f"{args.name}.curve.csv") as tmp:
         shutil.copyfile(args.curve, tmp)
     if args.log:
@@ -350,8 +392,8 @@ def run_publish_sr(args) -> None:
         out_dir / f"{args.name}.json",
         {
             "file": target.name,
-            "sha256": sha256_file(target),
-            "bytes": target.stat().st_size,
+            "sha256": sha256,
+            "bytes": size,
             "architecture": payload["config"],
             "training": {k: v for k, v in payload["training"].items() if k != "split"},
             "training_split": payload["training"]["split"],
@@ -359,7 +401,7 @@ def run_publish_sr(args) -> None:
             "provenance": block,
         },
     )
-    log.info("published %s (sha256 %s)", target, sha256_file(target))
+    log.info("published %s (sha256 %s)", target, sha256)
 
 
 # --- SIREN fits and reconstruction ---------------------------------------------------------
@@ -369,7 +411,7 @@ def run_fit(args) -> None:
     from volinr.fit import FitSettings, fit_siren, save_siren
 
     device = _device(args)
-    target, meta = load_array(args.target)
+    target, meta = load_image(args.target)
     settings = FitSettings(
         sine_layers=args.sine_layers,
         iterations=args.iterations,
@@ -390,11 +432,16 @@ def run_fit(args) -> None:
     spacing = meta.get("spacing_mm")
     # Beside the weights but not a declared output: Snakemake keeps it when a killed job's
     # outputs are removed, so the rerun continues from it.
-    resume = args.resume or Path(args.weights).with_suffix(".resume.pt")
+    resume = Path(args.resume or Path(args.weights).with_suffix(".resume.pt"))
+    for option in ("target", "weights", "record", "curve"):
+        if resume.resolve() == Path(getattr(args, option)).resolve():
+            # the checkpoint is removed when the fit is done: it cannot be a file kept after
+            raise InputError(f"{resume}: the resume checkpoint cannot be the --{option} file")
     limits.check_fit(target.size, settings, device, label)
     result = fit_siren(
-        target, settings, device, label=label, spacing_mm=spacing, resume_path=resume
-    )
+        target, settings, device, label=label, spacing_mm=spacing, resume_path=resume,
+        replace_stale_resume=not args.resume,
+    )  # fmt: skip
     weights_bytes = save_siren(args.weights, result)
     evaluations = {e["iteration"]: e for e in result.evaluations}
     rows = []
@@ -462,7 +509,7 @@ def run_decode(args) -> None:
     chunk = limits.plan_decode(shape, width, args.chunk_voxels, device, f"decoding {args.weights}")
     meta = {"decoded_from": str(args.weights), "grid": list(shape), "extent_mm": extent}
     if args.like:
-        like = read_json(args.like)
+        like = read_json_object(args.like)
         meta = {k: v for k, v in like.items() if k not in ("shape", "dtype", "sha256")} | meta
     if shape != tuple(payload["grid_shape"]):
         meta["spacing_mm"] = [e / n for e, n in zip(extent, shape, strict=True)]
@@ -503,8 +550,8 @@ def upsample_array(
 
 
 def run_upsample(args) -> None:
-    low, _ = load_array(args.input)
-    reference, reference_meta = load_array(args.reference)
+    low, _ = load_image(args.input)
+    reference, reference_meta = load_image(args.reference)
     device = _device(args) if args.method == "sr" else None
     start = time.perf_counter()
     high = upsample_array(low, reference.shape, args.method, args.sr_model, device, args.z_restore)
@@ -535,22 +582,26 @@ def run_compress(args) -> None:
     if args.upsample != "none":
         if not args.reference:
             raise InputError(f"compress --upsample {args.upsample} needs --reference (its grid)")
-        reference, _ = load_array(args.reference)
+        reference, _ = load_image(args.reference)
         extra.update(target_shape=list(reference.shape), z_restore=args.z_restore)
     if args.upsample == "sr":
         if not args.sr_model:
             raise InputError("compress --upsample sr needs --sr-model (its sha256 is stored)")
         extra["sr_model_sha256"] = sha256_file(args.sr_model)
-    data = encode_container(
-        model.state_dict(),
-        model.config,
-        payload["grid_shape"],
-        payload.get("grid_extent") or [float(n) for n in payload["grid_shape"]],
-        payload["value_range"],
-        args.quantization,
-        args.coder,
-        extra,
-    )
+    try:
+        data = encode_container(
+            model.state_dict(),
+            model.config,
+            payload["grid_shape"],
+            payload.get("grid_extent") or [float(n) for n in payload["grid_shape"]],
+            payload["value_range"],
+            args.quantization,
+            args.coder,
+            extra,
+        )
+    except ValueError as err:  # e.g. weights beyond the float16 range
+        problem = f"cannot be stored as {args.quantization} ({err})"
+        raise InputError(f"{args.weights}: {problem}") from None
     provenance.write_sidecar(args.out, provenance.record(args))  # not in the rated bytes
     size = write_container(args.out, data)
     log.info(
@@ -622,33 +673,48 @@ def run_export(args) -> None:
     from volinr.volumes import write_dicom_series, write_nifti
 
     reconstruction, _ = load_array(args.reconstruction)
-    geometry = read_json(args.geometry)
+    geometry = read_json_object(args.geometry)
     if reconstruction.ndim != 3 or list(reconstruction.shape) != geometry.get("shape"):
         raise InputError(
             f"{args.reconstruction}: shape {reconstruction.shape} does not match the original's "
             f"{geometry.get('shape')} ({args.geometry})"
         )
+    dicom = Path(args.dicom)
+    if dicom.is_dir() and any(dicom.iterdir()):
+        raise InputError(f"{dicom}: the DICOM output folder exists and is not empty")
     block = provenance.record(args)
     provenance.write_sidecar(args.nifti, block)
     provenance.write_sidecar(args.dicom, block)
-    write_nifti(args.nifti, reconstruction, geometry)
-    written = write_dicom_series(
-        args.dicom, reconstruction, geometry, args.description, derived_from=args.reconstruction
-    )
+    try:
+        write_nifti(args.nifti, reconstruction, geometry)
+        written = write_dicom_series(
+            dicom, reconstruction, geometry, args.description, derived_from=args.reconstruction
+        )
+    except (KeyError, TypeError, ValueError) as err:  # the geometry's fields
+        raise InputError(f"{args.geometry}: geometry unusable for the export ({err!r})") from None
     log.info("exported %s: %s and %d DICOM files", args.reconstruction, args.nifti, len(written))
 
 
 # --- evaluation ----------------------------------------------------------------------------
 
 
+SSIM_WINDOW = 7  # scikit-image's default window side
+
+
 def _matching_pair(reference_path: str, reconstruction_path: str):
     """A reference and a reconstruction of the same shape (else an error naming both files)."""
-    reference, meta = load_array(reference_path)
-    reconstruction, recon_meta = load_array(reconstruction_path)
+    reference, meta = load_image(reference_path)
+    reconstruction, recon_meta = load_image(reconstruction_path)
     if reconstruction.shape != reference.shape:
         raise InputError(
             f"{reconstruction_path}: shape {reconstruction.shape} differs from the "
             f"reference {reference_path} {reference.shape}"
+        )
+    if min(reference.shape[-2:]) < SSIM_WINDOW:
+        # SSIM's 7x7 window must fit in every (axial) slice
+        raise InputError(
+            f"{reference_path}: slices of {reference.shape[-2]}x{reference.shape[-1]} are too "
+            f"small for SSIM (its window is {SSIM_WINDOW}x{SSIM_WINDOW})"
         )
     return reference, reconstruction, meta, recon_meta
 
@@ -661,7 +727,8 @@ def run_evaluate(args) -> None:
     )
     minmax = metrics.minmax_window(reference)
     low, high = args.tissue_window
-    if not math.isfinite(low) or math.isinf(high):  # a NaN window makes every image equal
+    # argparse refuses infinities; a NaN low end would make every image equal in this window
+    if not math.isfinite(low) or math.isinf(high):
         raise InputError(
             f"--tissue-window {low:g} {high:g}: low must be a finite number, high a finite "
             "number or nan (the image maximum)"
@@ -720,9 +787,9 @@ def run_evaluate(args) -> None:
         )
     if args.fit_record:
         try:
-            _add_fit_metrics(result, [read_json(p) for p in args.fit_record], sr_bytes)
-        except KeyError as err:
-            raise InputError(f"{args.fit_record}: fit record lacks {err}") from None
+            _add_fit_metrics(result, [read_json_object(p) for p in args.fit_record], sr_bytes)
+        except (KeyError, TypeError) as err:
+            raise InputError(f"{args.fit_record}: not a fit record ({err!r})") from None
     if args.container:
         _add_container_metrics(result, args, sr_bytes)
     if "decode_seconds" in recon_meta:
@@ -814,7 +881,7 @@ def run_tables(args) -> None:
 def run_codecs(args) -> None:
     from volinr import codecs
 
-    volume, _ = load_array(args.input)
+    volume, _ = load_image(args.input)
     rows = codecs.run_sweep(volume, codecs.default_sweep(volume.ndim))
     if not rows:
         raise InputError(f"{args.input}: no codec setting could encode this image")
@@ -887,13 +954,14 @@ def run_summary(args) -> None:
     with atomic_path(args.out) as tmp:
         tmp.write_text(text + provenance.markdown_footer(provenance.record(args)))
     if args.readme:
-        summary.splice_into_readme(Path(args.readme), text)
+        sections = {"results": text}
         if args.benchmark:
             # each benchmark's Markdown under its file name, in the order given
             parts = [
                 f"### `{Path(path).name}`\n\n{Path(path).read_text()}" for path in args.benchmark
             ]
-            summary.splice_into_readme(Path(args.readme), "\n".join(parts), "performance")
+            sections["performance"] = "\n".join(parts)
+        summary.splice_sections(Path(args.readme), sections)
 
 
 # --- benchmarks ----------------------------------------------------------------------------

@@ -113,11 +113,19 @@ def _versus_jpeg2000_lines(versus: pd.DataFrame) -> list[str]:
 
 def splice_into_readme(readme: Path, text: str, section: str = "results") -> None:
     """Replace the README's generated ``section`` (between its markers) with ``text``."""
-    start, end = markers(section)
+    splice_sections(readme, {section: text})
+
+
+def splice_sections(readme: Path, sections: dict[str, str]) -> None:
+    """Replace several generated sections in one write (a stage's outputs are renamed into
+    place only at its end, so a second read-modify-write would not see the first)."""
     content = readme.read_text()
-    if start not in content or end not in content:
-        raise InputError(f"{readme}: the {section} markers are missing")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
+    for section, text in sections.items():
+        start, end = markers(section)
+        if start not in content or end not in content:
+            raise InputError(f"{readme}: the {section} markers are missing")
+        head, rest = content.split(start, 1)
+        _, tail = rest.split(end, 1)
+        content = f"{head}{start}\n{text}{end}{tail}"
     with atomic_path(readme) as tmp:
-        tmp.write_text(f"{head}{start}\n{text}{end}{tail}")
+        tmp.write_text(content)

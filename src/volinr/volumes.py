@@ -25,8 +25,6 @@ import gzip
 import logging
 import math
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,7 +45,7 @@ from pydicom.uid import (
 from pydicom.valuerep import DSfloat
 
 from volinr import modality_lut
-from volinr.io import InputError, atomic_path, current_umask
+from volinr.io import InputError, atomic_dir, atomic_path
 from volinr.sources import IMAGE_MODALITIES, damaged_values, decode_pixels
 
 log = logging.getLogger(__name__)
@@ -812,10 +810,8 @@ def write_dicom_series(
     common.RescaleIntercept = _ds(intercept)
     common.RescaleType = "HU" if modality == "CT" else "US"
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     names = [f"{index + 1:05d}.dcm" for index in range(len(voxels))]
-    try:
+    with atomic_dir(folder) as staging:
         for index, name in enumerate(names):
             dataset = pydicom.Dataset()
             dataset.update(common)
@@ -831,11 +827,6 @@ def write_dicom_series(
             file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
             dataset.file_meta = file_meta
             dataset.save_as(staging / name, enforce_file_format=True)
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private
-        os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote %d DICOM files to %s (series %s)", len(names), folder, common.SeriesInstanceUID)
     return [folder / name for name in names]
 
