@@ -8,7 +8,9 @@ from volinr import codecs
 from volinr.io import InputError
 
 LOSSY_CODECS = list(codecs.LOSSY_SWEEP_2D)
-INT16_LOSSLESS = list(codecs.LOSSLESS_CODECS_3D)
+# The lossless settings that take any int16 HU (hevc's needs a range within 12 bits; its
+# tests are in test_codecs_anchors.py).
+INT16_LOSSLESS = [name for name in codecs.LOSSLESS_CODECS_3D if name != "hevc"]
 
 
 def synthetic_ct(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -153,11 +155,16 @@ def test_default_sweeps_hold_the_lossless_settings_and_modest_lossy_ones():
         codecs.default_sweep(4)
 
 
-def test_the_3d_default_sweep_runs(volume):
-    rows = codecs.run_sweep(volume, codecs.default_sweep(3), progress=False)
-    assert len(rows) == len(codecs.default_sweep(3))
+def test_the_3d_default_sweep_runs(volume, caplog):
+    with caplog.at_level(logging.WARNING, logger="volinr.codecs"):
+        rows = codecs.run_sweep(volume, codecs.default_sweep(3), progress=False)
+    # every setting gives a row, except hevc's lossless one on a range wider than 12 bits
+    wide = volume.max() - volume.min() > 4095
+    assert len(rows) == len(codecs.default_sweep(3)) - wide
+    assert any(row["codec"] == "hevc" and row["lossless"] for row in rows) != wide
+    assert ("within 12 bits" in caplog.text) == wide
     assert all(row["bits_per_voxel"] > 0 for row in rows)
-    assert {"jpeg2000", "jpeg2000_per_slice"} <= {row["codec"] for row in rows}
+    assert {"jpeg2000", "jpeg2000_per_slice", "hevc", "av1"} <= {row["codec"] for row in rows}
 
 
 # --- framing and corrupted streams ---------------------------------------------------------
@@ -244,6 +251,11 @@ def test_corrupted_or_mismatched_streams_raise(volume):
         (codecs.CodecSetting("zfp", None, True, 0.0), "no lossless mode"),
         (codecs.CodecSetting("zstd", 3.0, False, None), "lossless only"),
         (codecs.CodecSetting("jpeg2000", None, False, None), "finite parameter"),
+        (codecs.CodecSetting("hevc", 52.0, False, None), "crf must be in 0..51"),
+        (codecs.CodecSetting("hevc", -1.0, False, None), "crf must be in 0..51"),
+        (codecs.CodecSetting("av1", 0.0, False, None), "crf must be an integer 1..63"),
+        (codecs.CodecSetting("av1", 30.5, False, None), "crf must be an integer 1..63"),
+        (codecs.CodecSetting("av1", None, True, 0.0), "no lossless mode"),
     ],
 )
 def test_invalid_settings_are_refused(setting, message, image):

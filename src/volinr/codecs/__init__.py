@@ -3,13 +3,16 @@
 One module per job: ``base`` (settings, the Codec interface, errors, HU -> samples),
 ``streams`` (varints, slice framing), ``mosaic`` (one codestream per volume for the 2D
 codecs), ``jpeg`` (JPEG 2000, HTJ2K, JPEG-LS, JPEG XL and their ``_per_slice`` variants),
-``float_codecs`` (zstd, ZFP, SZ3), ``registry`` (every codec by name; ``encode``/``decode``)
-and ``sweep`` (default sweeps and measurement).
+``float_codecs`` (zstd, ZFP, SZ3), ``video`` (what the video codecs share: the stated HU ->
+N-bit mapping, the stream header), ``hevc`` (x265, 12 bits), ``av1`` (SVT-AV1, 10 bits),
+``registry`` (every codec by name; ``encode``/``decode``) and ``sweep`` (default sweeps and
+measurement).
 """
 
 import imagecodecs  # noqa: F401  (tests patch library functions through this name)
 
 from volinr import metrics  # noqa: F401
+from volinr.codecs.av1 import Av1
 from volinr.codecs.base import (
     INT16_MAX,
     INT16_MIN,
@@ -19,6 +22,7 @@ from volinr.codecs.base import (
     exact_float,
 )
 from volinr.codecs.float_codecs import ZSTD_LEVEL, Sz3, Zfp, Zstd
+from volinr.codecs.hevc import Hevc
 from volinr.codecs.jpeg import (
     JPEGLS_MAX_NEAR,
     JPEGXL_MAX_DISTANCE,
@@ -44,6 +48,7 @@ from volinr.codecs.sweep import (
 
 __all__ = [
     "CODECS",
+    "Av1",
     "INT16_MAX",
     "INT16_MIN",
     "JPEGLS_MAX_NEAR",
@@ -56,6 +61,7 @@ __all__ = [
     "Codec",
     "CodecError",
     "CodecSetting",
+    "Hevc",
     "Htj2k",
     "ImageCodec",
     "Jpeg2000",

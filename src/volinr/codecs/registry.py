@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from volinr.codecs.av1 import Av1
 from volinr.codecs.base import Codec, CodecSetting, check_shape, check_volume
 from volinr.codecs.float_codecs import Sz3, Zfp, Zstd
+from volinr.codecs.hevc import Hevc
 from volinr.codecs.jpeg import IMAGE_CODECS, Htj2k, Jpeg2000, JpegLs, JpegXl
 
 CODECS: dict[str, Codec] = {
@@ -18,6 +20,8 @@ CODECS: dict[str, Codec] = {
         JpegXl(),
         Zfp(),
         Sz3(),
+        Hevc(),
+        Av1(),
         *(image_codec(per_slice=True) for image_codec in IMAGE_CODECS),
     )
 }

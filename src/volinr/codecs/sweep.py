@@ -29,6 +29,8 @@ LOSSY_SWEEP_2D: dict[str, tuple[float, ...]] = {
     "jpegxl": (15, 8, 4, 2, 1, 0.3, 0.1, 0.03, 0.01),
     "zfp": (16384, 8192, 2048, 512, 128, 32, 8, 2, 0.5),
     "sz3": (2048, 1024, 512, 256, 128, 64, 32, 8, 2, 0.5),
+    "hevc": (46, 40, 34, 28, 22, 16, 10, 4, 0),
+    "av1": (63, 55, 45, 35, 25, 15, 5, 1),
 }
 LOSSY_SWEEP_3D: dict[str, tuple[float, ...]] = {
     "jpeg2000": (46, 52, 58, 64, 70, 90),
@@ -38,8 +40,11 @@ LOSSY_SWEEP_3D: dict[str, tuple[float, ...]] = {
     "jpegxl": (15, 4, 1, 0.3, 0.03),
     "zfp": (32768, 8192, 2048, 512, 32, 0.5),
     "sz3": (2048, 512, 256, 64, 8, 0.5),
+    "hevc": (46, 40, 34, 28, 22, 16, 10, 4, 0),
+    "av1": (63, 55, 45, 35, 25, 15, 5, 1),
 }
-LOSSLESS_CODECS = ("zstd", "jpeg2000", "htj2k", "jpegls", "jpegxl")
+# hevc's lossless setting refuses (and a sweep skips) data wider than 12 bits.
+LOSSLESS_CODECS = ("zstd", "jpeg2000", "htj2k", "jpegls", "jpegxl", "hevc")
 LOSSLESS_CODECS_3D = (*LOSSLESS_CODECS, "jpeg2000_per_slice")
 
 
