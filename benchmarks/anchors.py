@@ -231,10 +231,6 @@ def what_each_variant_pays(
             "wider than 4,095 HU is scaled (the stated step is in `sample_mapping`), and that "
             "error is in every metric."
         )
-    for dataset in table["dataset"].unique():
-        mapping = table[(table["dataset"] == dataset) & (table["codec"].isin(["hevc", "av1"]))]
-        for codec, text in mapping.groupby("codec")["sample_mapping"].first().items():
-            lines.append(f"  - {dataset}, {codec}: `{text}`")
     ceilings = []
     for dataset, group in table[table["codec"] == "av1"].groupby("dataset", sort=False):
         best = group.loc[group["psnr_native_db"].idxmax()]
@@ -248,20 +244,26 @@ def what_each_variant_pays(
         "no lossless setting. The 10 bits do not limit it where the sweep runs: its best "
         f"native PSNR is {'; '.join(ceilings)}."
     )
-    lossless = table[table["lossless"]].pivot_table(
-        index="codec", columns="dataset", values="bits_per_voxel", sort=False
-    )
-    lines += [
-        "",
-        "Lossless bits per voxel (HEVC's needs a range within 12 bits; AV1 has none):",
-        "",
-        lossless.to_markdown(floatfmt=".3f"),
-    ]
     lines.append(
         "- **HTJ2K and JPEG XL** code the same mosaic as JPEG 2000 (one codestream a volume); "
         "JPEG XL and JPEG-LS take unsigned samples, so their streams start with the 2-byte "
         "minimum they subtracted."
     )
+    lines += ["", "The video codecs' sample mappings, as each sweep row states them:", ""]
+    for dataset in table["dataset"].unique():
+        mapping = table[(table["dataset"] == dataset) & (table["codec"].isin(["hevc", "av1"]))]
+        for codec, text in mapping.groupby("codec", sort=False)["sample_mapping"].first().items():
+            lines.append(f"- {dataset}, {codec}: `{text}`")
+    lossless = table[table["lossless"]].pivot_table(
+        index="codec", columns="dataset", values="bits_per_voxel", sort=False
+    )
+    lines += [
+        "",
+        "Lossless bits per voxel (empty: no lossless row; HEVC's lossless mode needs a range "
+        "within 12 bits, AV1 has none, and a slice has no per-slice variant):",
+        "",
+        lossless.to_markdown(floatfmt=".3f"),
+    ]
     return lines
 
 
