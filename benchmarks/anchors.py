@@ -240,7 +240,7 @@ def what_each_variant_pays(
         )
     lines.append(
         "- **AV1** (SVT-AV1) codes 10-bit 4:2:0 only: the range is scaled to 10 bits on CT "
-        "(see the mappings above), the constant chroma planes cost a few bytes, and there is "
+        "(see the mappings below), the constant chroma planes cost a few bytes, and there is "
         "no lossless setting. The 10 bits do not limit it where the sweep runs: its best "
         f"native PSNR is {'; '.join(ceilings)}."
     )
