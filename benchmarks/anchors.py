@@ -369,6 +369,7 @@ def main() -> None:
     columns = ["dataset", "codec", "parameter", "bytes", "bits_per_voxel",
                "psnr_8bit_minmax_db", "psnr_native_db", "ssim", "max_abs_error_hu",
                "encode_seconds", "decode_seconds"]  # fmt: skip
+    table = table.astype(object).where(table.notna(), None)  # no bound: null, strict JSON
     write_benchmark(table, meta, columns, preamble, Path(args.out_dir), "anchors")
     print("\n".join(preamble[:-3]))
 
