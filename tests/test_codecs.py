@@ -8,6 +8,9 @@ from volinr import codecs
 from volinr.io import InputError
 
 LOSSY_CODECS = list(codecs.LOSSY_SWEEP_2D)
+# The lossless settings that take any int16 HU (hevc's needs a range within 12 bits; its
+# tests are in test_codecs_anchors.py).
+INT16_LOSSLESS = [name for name in codecs.LOSSLESS_CODECS_3D if name != "hevc"]
 
 
 def synthetic_ct(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -49,7 +52,7 @@ def test_synthetic_data_looks_like_ct(image):
     assert np.array_equal(image, np.rint(image))
 
 
-@pytest.mark.parametrize("name", codecs.LOSSLESS_CODECS)
+@pytest.mark.parametrize("name", INT16_LOSSLESS)
 @pytest.mark.parametrize("which", ["image", "volume"])
 def test_lossless_settings_reproduce_integer_hu(name, which, request):
     array = request.getfixturevalue(which)
@@ -101,6 +104,7 @@ def test_sweep_rows_count_the_whole_stream(image, volume):
                 "max_abs_error_hu",
                 "encode_seconds",
                 "decode_seconds",
+                "sample_mapping",
             }
         lossless = rows[1]
         assert lossless["psnr_8bit_minmax_db"] == math.inf and lossless["ssim"] == 1.0
@@ -140,9 +144,9 @@ def test_each_lossy_sweep_spans_rates_and_quality_rises_with_rate(name, default_
 
 
 def test_default_sweeps_hold_the_lossless_settings_and_modest_lossy_ones():
-    for ndim in (2, 3):
+    for ndim, lossless in ((2, codecs.LOSSLESS_CODECS), (3, codecs.LOSSLESS_CODECS_3D)):
         sweep = codecs.default_sweep(ndim)
-        assert {s.codec for s in sweep if s.lossless} == set(codecs.LOSSLESS_CODECS)
+        assert {s.codec for s in sweep if s.lossless} == set(lossless)
         for name in LOSSY_CODECS:
             assert 5 <= sum(s.codec == name and not s.lossless for s in sweep) <= 10
         for setting in sweep:
@@ -151,10 +155,16 @@ def test_default_sweeps_hold_the_lossless_settings_and_modest_lossy_ones():
         codecs.default_sweep(4)
 
 
-def test_the_3d_default_sweep_runs(volume):
-    rows = codecs.run_sweep(volume, codecs.default_sweep(3), progress=False)
-    assert len(rows) == len(codecs.default_sweep(3))
+def test_the_3d_default_sweep_runs(volume, caplog):
+    with caplog.at_level(logging.WARNING, logger="volinr.codecs"):
+        rows = codecs.run_sweep(volume, codecs.default_sweep(3), progress=False)
+    # every setting gives a row, except hevc's lossless one on a range wider than 12 bits
+    wide = volume.max() - volume.min() > 4095
+    assert len(rows) == len(codecs.default_sweep(3)) - wide
+    assert any(row["codec"] == "hevc" and row["lossless"] for row in rows) != wide
+    assert ("within 12 bits" in caplog.text) == wide
     assert all(row["bits_per_voxel"] > 0 for row in rows)
+    assert {"jpeg2000", "jpeg2000_per_slice", "hevc", "av1"} <= {row["codec"] for row in rows}
 
 
 # --- framing and corrupted streams ---------------------------------------------------------
@@ -170,14 +180,17 @@ def test_slice_framing_round_trips(count):
 
 @pytest.mark.parametrize("slices", [1, 2, 7])
 @pytest.mark.parametrize("name", ["jpeg2000", "htj2k", "jpegls", "jpegxl"])
-def test_slice_codecs_round_trip_volumes_of_any_depth(name, slices):
+def test_image_codecs_round_trip_volumes_of_any_depth(name, slices):
     volume = synthetic_ct((slices, 24, 32), seed=slices)
-    setting = codecs.CODECS[name].lossless_setting()
-    data, decoded = roundtrip(volume, setting)
-    assert np.array_equal(decoded, volume)
-    # the framing is part of the stream, and a 2D image carries none
-    payloads = codecs.unframe_slices(data[2:] if codecs.CODECS[name].unsigned else data, slices)
-    assert len(payloads) == slices
+    for variant in (name, f"{name}_per_slice"):
+        setting = codecs.CODECS[variant].lossless_setting()
+        data, decoded = roundtrip(volume, setting)
+        assert np.array_equal(decoded, volume)
+        body = data[2:] if codecs.CODECS[variant].unsigned else data
+        if variant.endswith("_per_slice"):  # the framing is part of the stream
+            assert len(codecs.unframe_slices(body, slices)) == slices
+        else:  # one codestream after the mosaic geometry (5 one-byte varints here)
+            assert list(body[:5]) == [slices, 24, 32, math.isqrt(slices - 1) + 1, slices]
 
 
 def test_unsigned_codecs_store_their_offset_in_the_stream():
@@ -192,13 +205,13 @@ def test_constant_slices_code(volume):
     padded = volume.copy()
     padded[0] = -3024  # an all-padding slice
     padded[1] = 5
-    for name in codecs.LOSSLESS_CODECS:
+    for name in INT16_LOSSLESS:
         _, decoded = roundtrip(padded, codecs.CODECS[name].lossless_setting())
         assert np.array_equal(decoded, padded)
 
 
 def test_corrupted_or_mismatched_streams_raise(volume):
-    setting = codecs.CODECS["jpeg2000"].lossless_setting()
+    setting = codecs.CODECS["jpeg2000_per_slice"].lossless_setting()
     data = codecs.encode(volume, setting)
     with pytest.raises(InputError, match="truncated or corrupted"):
         codecs.decode(data[:-10], setting, volume.shape)
@@ -238,6 +251,11 @@ def test_corrupted_or_mismatched_streams_raise(volume):
         (codecs.CodecSetting("zfp", None, True, 0.0), "no lossless mode"),
         (codecs.CodecSetting("zstd", 3.0, False, None), "lossless only"),
         (codecs.CodecSetting("jpeg2000", None, False, None), "finite parameter"),
+        (codecs.CodecSetting("hevc", 52.0, False, None), "crf must be in 0..51"),
+        (codecs.CodecSetting("hevc", -1.0, False, None), "crf must be in 0..51"),
+        (codecs.CodecSetting("av1", 0.0, False, None), "crf must be an integer 1..63"),
+        (codecs.CodecSetting("av1", 30.5, False, None), "crf must be an integer 1..63"),
+        (codecs.CodecSetting("av1", None, True, 0.0), "no lossless mode"),
     ],
 )
 def test_invalid_settings_are_refused(setting, message, image):
