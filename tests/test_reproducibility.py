@@ -54,8 +54,8 @@ def _pipeline_by_hand(folder):
     evaluate -> tables, each a `volinr` subcommand as the workflow calls it."""
     f = {name: str(folder / name) for name in (
         "hr.npy", "lr.npy", "lr_fit.pt", "lr_fit.json", "lr_curve.csv", "hr_fit.pt",
-        "hr_fit.json", "hr_curve.csv", "lr_rec.npy", "ours.npy", "base.npy", "ours.json",
-        "base.json", "ref.npy", "ref.json", "tables")}  # fmt: skip
+        "hr_fit.json", "hr_curve.csv", "lr_rec.npy", "ours.npy", "base.npy", "ours.metrics.json",
+        "base.metrics.json", "ref.npy", "ref.metrics.json", "tables")}  # fmt: skip
     common = ["--threads", "1", "--device", "cpu"]
     steps = [
         ["prepare", "--source", "pydicom:CT_small.dcm", "--out", f["hr.npy"]],
@@ -73,15 +73,17 @@ def _pipeline_by_hand(folder):
         ["decode", "--weights", f["hr_fit.pt"], "--out", f["base.npy"], *common],
         ["evaluate", "--reference", f["hr.npy"], "--reconstruction", f["ours.npy"], "--label",
          '{"method": "ours", "layers": 2, "seed": 0}', "--fit-record", f["lr_fit.json"],
-         "--out", f["ours.json"]],
+         "--out", f["ours.metrics.json"]],
         ["evaluate", "--reference", f["hr.npy"], "--reconstruction", f["base.npy"], "--label",
          '{"method": "baseline", "layers": 2, "seed": 0}', "--fit-record", f["hr_fit.json"],
-         "--out", f["base.json"]],
+         "--out", f["base.metrics.json"]],
         ["upsample", "--input", f["lr.npy"], "--method", "lanczos", "--reference", f["hr.npy"],
          "--out", f["ref.npy"], *common],
         ["evaluate", "--reference", f["hr.npy"], "--reconstruction", f["ref.npy"], "--label",
-         '{"method": "true LR + lanczos"}', "--stored-array", f["lr.npy"], "--out", f["ref.json"]],
-        ["tables", "--metrics", f["ours.json"], f["base.json"], f["ref.json"], "--published",
+         '{"method": "true LR + lanczos"}', "--stored-array", f["lr.npy"], "--out",
+         f["ref.metrics.json"]],
+        ["tables", "--metrics", f["ours.metrics.json"], f["base.metrics.json"],
+         f["ref.metrics.json"], "--published",
          "config/published.yaml", "--out-dir", f["tables"]],
     ]  # fmt: skip
     for argv in steps:
