@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from volinr import codecs
-from volinr.io import InputError
+from volinr.errors import InputError
 
 LOSSY_CODECS = list(codecs.LOSSY_SWEEP_2D)
 # The lossless settings that take any int16 HU (hevc's needs a range within 12 bits; its

@@ -10,7 +10,7 @@ from volinr import codecs
 from volinr.codecs import mosaic, video
 from volinr.codecs.av1 import temporal_units
 from volinr.codecs.streams import ByteReader, put_signed_varint, put_varint
-from volinr.io import InputError
+from volinr.errors import InputError
 from volinr.volumes import synthetic_head_phantom
 
 IMAGE_CODECS = ["jpeg2000", "htj2k", "jpegls", "jpegxl"]

@@ -17,8 +17,8 @@ from volinr.container import (
     unpack_bits,
     write_container,
 )
+from volinr.errors import InputError
 from volinr.fit import decode_siren
-from volinr.io import InputError
 from volinr.models.siren import Siren
 
 GRID_SHAPE = [4, 6, 5]

@@ -14,7 +14,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from volinr.download import DATASET_MARKER, DOWNLOADS_RECORD, fetch_dataset
-from volinr.io import InputError
+from volinr.errors import InputError
 
 
 def sha(data: bytes) -> str:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from volinr.errors import InputError
 from volinr.fit import (
     FitSettings,
     coordinate_grid,
@@ -13,7 +14,6 @@ from volinr.fit import (
     resolve_step,
     save_siren,
 )
-from volinr.io import InputError
 from volinr.models.siren import Siren
 from volinr.siren_grad import BlockedSirenStep
 

@@ -25,7 +25,7 @@ from pydicom.uid import RLELossless
 
 from test_volumes import write_series
 from volinr.container import decode_container, encode_container, frame_container
-from volinr.io import InputError
+from volinr.errors import InputError
 from volinr.models.siren import Siren
 from volinr.sources import read_dicom_frames
 from volinr.volumes import read_dicom_series, read_nifti

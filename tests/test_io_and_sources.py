@@ -5,16 +5,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from volinr import io as volinr_io
-from volinr.io import (
-    InputError,
-    atomic_dir,
-    atomic_outputs,
-    atomic_path,
-    load_array,
-    save_array,
-    write_json,
-)
+from volinr import outputs
+from volinr.errors import InputError
+from volinr.io import load_array, save_array, write_json
+from volinr.outputs import atomic_dir, atomic_outputs, atomic_path
 from volinr.sources import correlation_with, read_dicom_frames, read_frame, resolve_source
 
 EVAL = "pydicom-data:693_UNCR.dcm"
@@ -117,7 +111,7 @@ def test_an_output_set_whose_rename_fails_midway_takes_back_what_it_renamed(tmp_
             raise OSError(28, "No space left on device", str(source))
         real_replace(source, target)
 
-    monkeypatch.setattr(volinr_io.os, "replace", second_rename_fails)
+    monkeypatch.setattr(outputs.os, "replace", second_rename_fails)
     with pytest.raises(InputError, match="second.json: cannot write"):
         with atomic_outputs():
             write_json(tmp_path / "first.json", {})

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from volinr.cli import main
-from volinr.io import INFINITE_VALUES_KEY, InputError, read_json, save_array, write_json
+from volinr.errors import InputError
+from volinr.io import INFINITE_VALUES_KEY, read_json, save_array, write_json
 from volinr.summary import build_summary
 from volinr.tables import (
     CODEC_LOSSLESS_NOTE,

@@ -14,8 +14,9 @@ import torch
 from test_tables import PUBLISHED, _metrics
 from volinr import sr_training
 from volinr.cli import main
+from volinr.errors import InputError
 from volinr.fit import FitSettings, SirenDiverged, fit_siren
-from volinr.io import InputError, sha256_file
+from volinr.io import sha256_file
 from volinr.models import SRDenseNet
 from volinr.sr_training import (
     PatchPairs,

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from volinr.io import InputError, sha256_file
+from volinr.errors import InputError
+from volinr.io import sha256_file
 from volinr.models import SRDenseNet
 from volinr.resample import lanczos_resize
 from volinr.sr_training import (

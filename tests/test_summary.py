@@ -1,6 +1,6 @@
 import pytest
 
-from volinr.io import InputError
+from volinr.errors import InputError
 from volinr.summary import markers, splice_into_readme
 
 

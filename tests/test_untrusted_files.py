@@ -28,8 +28,8 @@ from volinr.checkpoints import load_checkpoint, save_checkpoint
 from volinr.cli import main
 from volinr.container import decode_container, encode_container
 from volinr.download import fetch_dataset
+from volinr.errors import InputError
 from volinr.fit import WEIGHTS_FORMAT
-from volinr.io import InputError
 from volinr.models.siren import Siren
 
 # --- checkpoints that carry code ------------------------------------------------------------

@@ -24,7 +24,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from volinr.io import InputError, sha256_file
+from volinr.errors import InputError
+from volinr.io import sha256_file
 from volinr.volumes import (
     crop_slices,
     read_dicom_series,

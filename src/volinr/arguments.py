@@ -108,7 +108,8 @@ def quantization(text: str) -> str:
 
 
 def _check_output(text: str, directory: bool) -> None:
-    from volinr.io import InputError, check_replaceable
+    from volinr.errors import InputError
+    from volinr.outputs import check_replaceable
 
     for parent in Path(text).parents:
         if parent.exists() or parent.is_symlink():

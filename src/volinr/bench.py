@@ -34,8 +34,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from volinr.devices import describe, synchronize
 from volinr.fit import FitSettings, coordinate_grid, fit_siren, index_batches, scale_to_unit
-from volinr.io import atomic_path, write_json
+from volinr.io import write_json
 from volinr.models.siren import Siren
+from volinr.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 

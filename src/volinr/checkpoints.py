@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.nn.modules import module as module_hooks
 
-from volinr.io import InputError, atomic_path
+from volinr.errors import InputError
+from volinr.outputs import atomic_path
 
 
 def save_checkpoint(path: str | os.PathLike, kind: str, model: nn.Module, **extra: Any) -> int:

@@ -368,7 +368,8 @@ def _raise_terminated(signum, frame) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; exit status 0, 2 (bad input or an unwritable output, named),
     3 (numerical failure), 130 (Ctrl-C) or 143 (SIGTERM): never a traceback for those."""
-    from volinr.io import InputError, atomic_outputs, os_error_message
+    from volinr.errors import InputError
+    from volinr.outputs import atomic_outputs, os_error_message
 
     parser = build_parser()
     args = parser.parse_args(argv)

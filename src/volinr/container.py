@@ -59,8 +59,9 @@ import torch
 
 from volinr.checkpoints import architecture_shapes
 from volinr.decode_recipe import check_decoding
-from volinr.io import InputError, atomic_path
+from volinr.errors import InputError
 from volinr.models.siren import Siren
+from volinr.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 

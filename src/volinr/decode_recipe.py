@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from volinr import limits
-from volinr.io import InputError
+from volinr.errors import InputError
 
 UPSAMPLE_METHODS = ("none", "sr", "lanczos", "bicubic")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")

@@ -63,7 +63,9 @@ from typing import IO, Any, NoReturn
 
 from tqdm import tqdm
 
-from volinr.io import InputError, atomic_dir, atomic_path, check_replaceable, sha256_file
+from volinr.errors import InputError
+from volinr.io import sha256_file
+from volinr.outputs import atomic_dir, atomic_path, check_replaceable
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from volinr import provenance  # noqa: E402
-from volinr.io import atomic_path, load_array, read_json  # noqa: E402
+from volinr.io import load_array, read_json
+from volinr.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 _PROVENANCE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

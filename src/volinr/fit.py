@@ -29,8 +29,9 @@ from tqdm import tqdm
 from volinr.checkpoints import load_checkpoint, save_checkpoint
 from volinr.decode_recipe import check_decoding
 from volinr.devices import MemoryMeter, synchronize
-from volinr.io import InputError, atomic_path
+from volinr.errors import InputError
 from volinr.models.siren import Siren
+from volinr.outputs import atomic_path
 from volinr.siren_grad import BlockedSirenStep
 
 log = logging.getLogger(__name__)

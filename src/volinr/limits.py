@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from volinr import devices
-from volinr.io import InputError
+from volinr.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut
 
-from volinr.io import InputError
+from volinr.errors import InputError
 
 log = logging.getLogger(__name__)
 

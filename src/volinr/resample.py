@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from volinr.io import InputError
+from volinr.errors import InputError
 
 _FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,

@@ -21,7 +21,8 @@ import numpy as np
 import pydicom
 from pydicom.errors import BytesLengthException
 
-from volinr.io import InputError, sha256_array
+from volinr.errors import InputError
+from volinr.io import sha256_array
 from volinr.modality_lut import apply_rescale, frame_rescales, units
 
 log = logging.getLogger(__name__)

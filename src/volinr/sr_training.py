@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from volinr.checkpoints import load_checkpoint, save_checkpoint
-from volinr.io import InputError
+from volinr.errors import InputError
 from volinr.models.srdensenet import SRDenseNet
 from volinr.resample import lanczos_resize, resize
 

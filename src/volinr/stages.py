@@ -17,16 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from volinr import limits, provenance
-from volinr.io import (
-    InputError,
-    atomic_path,
-    load_array,
-    load_image,
-    read_json_object,
-    save_array,
-    sha256_file,
-    write_json,
-)
+from volinr.errors import InputError
+from volinr.io import load_array, load_image, read_json_object, save_array, sha256_file, write_json
+from volinr.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 

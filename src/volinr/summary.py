@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from volinr.io import InputError, atomic_path
+from volinr.errors import InputError
+from volinr.outputs import atomic_path
 
 
 def markers(section: str) -> tuple[str, str]:

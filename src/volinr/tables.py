@@ -16,7 +16,9 @@ import yaml
 from scipy import stats
 
 from volinr import provenance
-from volinr.io import InputError, atomic_path, read_json
+from volinr.errors import InputError
+from volinr.io import read_json
+from volinr.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,8 @@ from pydicom.uid import (
 from pydicom.valuerep import DSfloat
 
 from volinr import modality_lut
-from volinr.io import InputError, atomic_dir, atomic_path
+from volinr.errors import InputError
+from volinr.outputs import atomic_dir, atomic_path
 from volinr.sources import IMAGE_MODALITIES, damaged_values, decode_pixels
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ import numpy as np
 from volinr.codecs.base import CodecSetting
 from volinr.codecs.streams import ByteReader
 from volinr.codecs.video import VideoCodec, require_format
-from volinr.io import InputError
+from volinr.errors import InputError
 
 MIN_CRF, MAX_CRF = 1.0, 63.0
 SVT_PRESET = "4"

@@ -31,7 +31,7 @@ from volinr.codecs.base import (
     library_call,
     require_available,
 )
-from volinr.io import InputError
+from volinr.errors import InputError
 
 ZSTD_LEVEL = 19
 

@@ -49,7 +49,7 @@ from volinr.codecs.base import (
     rounding_note,
 )
 from volinr.codecs.streams import frame_slices, unframe_slices
-from volinr.io import InputError
+from volinr.errors import InputError
 
 JPEGLS_MAX_NEAR = 255  # the JPEG-LS standard's (and CharLS's) limit
 JPEGXL_MAX_DISTANCE = 25.0  # libjxl's

@@ -27,7 +27,7 @@ import numpy as np
 
 from volinr.codecs.base import CodecError
 from volinr.codecs.streams import ByteReader, put_varint
-from volinr.io import InputError
+from volinr.errors import InputError
 
 # 64 Mpixel (128 MB of 16-bit samples) per codestream: libjxl needs ~12 bytes a pixel and
 # OpenJPEG ~6 while coding, so one codestream stays under ~1 GB of working memory.

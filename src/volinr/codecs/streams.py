@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from volinr.io import InputError
+from volinr.errors import InputError
 
 
 def put_varint(value: int) -> bytes:

@@ -15,7 +15,7 @@ from volinr import metrics
 from volinr.codecs.base import CodecError, CodecSetting, check_volume, exact_float
 from volinr.codecs.float_codecs import ZSTD_LEVEL
 from volinr.codecs.registry import CODECS, decode, encode
-from volinr.io import InputError
+from volinr.errors import InputError
 
 log = logging.getLogger("volinr.codecs")
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from volinr.codecs.base import Codec, CodecError, CodecSetting, has_fractions
 from volinr.codecs.streams import ByteReader, put_signed_varint, put_varint
-from volinr.io import InputError
+from volinr.errors import InputError
 
 
 def import_av(encoder: str):
