@@ -10,8 +10,8 @@ from volinr import codecs
 from volinr.codecs import mosaic, video
 from volinr.codecs.av1 import temporal_units
 from volinr.codecs.streams import ByteReader, put_signed_varint, put_varint
+from volinr.data.phantom import synthetic_head_phantom
 from volinr.errors import InputError
-from volinr.volumes import synthetic_head_phantom
 
 IMAGE_CODECS = ["jpeg2000", "htj2k", "jpegls", "jpegxl"]
 
@@ -24,7 +24,7 @@ def phantom():
 
 @pytest.fixture(scope="module")
 def real_slice():
-    from volinr.sources import read_frame
+    from volinr.data.dicom_frames import read_frame
 
     return read_frame("pydicom-data:693_UNCR.dcm").pixels  # -3024..1468 HU
 

@@ -13,7 +13,7 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from volinr.download import DATASET_MARKER, DOWNLOADS_RECORD, fetch_dataset
+from volinr.data.download import DATASET_MARKER, DOWNLOADS_RECORD, fetch_dataset
 from volinr.errors import InputError
 
 

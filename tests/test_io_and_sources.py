@@ -6,10 +6,10 @@ import pydicom
 import pytest
 
 from volinr import outputs
+from volinr.data.dicom_frames import correlation_with, read_dicom_frames, read_frame, resolve_source
 from volinr.errors import InputError
 from volinr.io import load_array, save_array, write_json
 from volinr.outputs import atomic_dir, atomic_outputs, atomic_path
-from volinr.sources import correlation_with, read_dicom_frames, read_frame, resolve_source
 
 EVAL = "pydicom-data:693_UNCR.dcm"
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from volinr.data.dicom_frames import correlation_with, read_dicom_frames, read_frame
 from volinr.io import sha256_array
-from volinr.sources import correlation_with, read_dicom_frames, read_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())

@@ -27,7 +27,7 @@ from test_download import assert_nothing_left, dicom_bytes, regular, sha, tar_by
 from volinr.checkpoints import load_checkpoint, save_checkpoint
 from volinr.cli import main
 from volinr.container import decode_container, encode_container
-from volinr.download import fetch_dataset
+from volinr.data.download import fetch_dataset
 from volinr.errors import InputError
 from volinr.fit import WEIGHTS_FORMAT
 from volinr.models.siren import Siren

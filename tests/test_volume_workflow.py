@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, SNAKEMAKE, workflow_env
+from volinr.data.dicom_series import read_dicom_series
+from volinr.data.export import write_dicom_series
+from volinr.data.nifti import read_nifti
+from volinr.data.phantom import synthetic_head_phantom
 from volinr.io import load_array
-from volinr.volumes import read_dicom_series, read_nifti, synthetic_head_phantom, write_dicom_series
 
 pytestmark = pytest.mark.slow
 

@@ -24,17 +24,14 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from volinr.data.dicom_series import read_dicom_series
+from volinr.data.export import write_dicom_series, write_nifti
+from volinr.data.geometry import crop_slices
+from volinr.data.nifti import read_nifti
+from volinr.data.phantom import synthetic_head_phantom
+from volinr.data.volume import read_volume
 from volinr.errors import InputError
 from volinr.io import sha256_file
-from volinr.volumes import (
-    crop_slices,
-    read_dicom_series,
-    read_nifti,
-    read_volume,
-    synthetic_head_phantom,
-    write_dicom_series,
-    write_nifti,
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADSQ = ROOT / "data/headsq"  # shipped with the repository (data/README.md)
@@ -225,7 +222,7 @@ def test_a_duplicated_slice_is_an_error_or_the_first_is_kept(tmp_path, small, ca
     with pytest.raises(InputError, match="duplicate") as error:
         read_dicom_series(tmp_path)
     assert str(paths[3]) in str(error.value) and str(copy) in str(error.value)
-    with caplog.at_level(logging.WARNING, logger="volinr.volumes"):
+    with caplog.at_level(logging.WARNING, logger="volinr.data"):
         kept = read_dicom_series(tmp_path, duplicate_policy="first")
     np.testing.assert_array_equal(kept.voxels, small + INTERCEPT)  # not the zeros
     assert kept.meta["dropped_duplicates"] == [str(copy)] and "duplicate" in caplog.text

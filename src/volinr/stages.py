@@ -49,7 +49,7 @@ def write_csv(path: str | Path, rows: list[dict], block: dict) -> None:
 
 
 def run_prepare(args) -> None:
-    from volinr.sources import read_frame
+    from volinr.data.dicom_frames import read_frame
 
     frame = read_frame(args.source, args.frame)
     save_array(args.out, frame.pixels, frame.meta | {"provenance": provenance.record(args)})
@@ -57,8 +57,8 @@ def run_prepare(args) -> None:
 
 
 def run_sr_dataset(args) -> None:
+    from volinr.data.dicom_frames import correlation_with, read_dicom_frames
     from volinr.io import sha256_array
-    from volinr.sources import correlation_with, read_dicom_frames
 
     if not 0 < args.max_correlation <= 1:  # NaN or inf would let a copy of the image through
         raise InputError(f"--max-correlation {args.max_correlation:g}: must be in (0, 1]")
@@ -148,7 +148,7 @@ def run_sr_dataset(args) -> None:
 
 
 def run_download(args) -> None:
-    from volinr.download import fetch_dataset
+    from volinr.data.download import fetch_dataset
 
     sha256s = list(args.sha256) + [""] * (len(args.url) - len(args.sha256))
     if len(sha256s) != len(args.url):
@@ -173,8 +173,9 @@ def _nifti_in(folder: Path) -> Path:
 
 
 def run_prepare_volume(args) -> None:
+    from volinr.data.geometry import crop_slices
+    from volinr.data.volume import read_volume
     from volinr.resample import downsampled_shape
-    from volinr.volumes import crop_slices, read_volume
 
     spec = dict(args.spec)
     if spec.get("kind") == "nifti" and Path(spec.get("path", "")).is_dir():
@@ -663,7 +664,7 @@ def run_decompress(args) -> None:
 
 
 def run_export(args) -> None:
-    from volinr.volumes import write_dicom_series, write_nifti
+    from volinr.data.export import write_dicom_series, write_nifti
 
     reconstruction, _ = load_array(args.reconstruction)
     geometry = read_json_object(args.geometry)

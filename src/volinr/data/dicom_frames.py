@@ -21,9 +21,9 @@ import numpy as np
 import pydicom
 from pydicom.errors import BytesLengthException
 
+from volinr.data.modality_lut import apply_rescale, frame_rescales, units
 from volinr.errors import InputError
 from volinr.io import sha256_array
-from volinr.modality_lut import apply_rescale, frame_rescales, units
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,128 @@
+"""A volume and its geometry in patient coordinates.
+
+A :class:`Volume` is ``voxels``, float32 of shape (slices, rows, cols) in real-world units (HU
+for CT: the rescale slope and intercept are applied), and ``meta``, a JSON-serializable dict.
+
+Geometry follows DICOM, in patient LPS millimetres (x to the patient's left, y to the posterior,
+z to the head):
+
+- ``orientation``: ImageOrientationPatient, the row cosines (the direction in which the column
+  index grows, along a row) then the column cosines (the direction in which the row index grows);
+- ``slice_normal``: row cosines x column cosines; slices always ascend along it, as a DICOM reader
+  sorts them, so that a volume written as a DICOM series reads back in the same order;
+- ``slice_positions_mm``: ImagePositionPatient, the centre of voxel (k, 0, 0), per slice k;
+- ``origin_mm``: the position of voxel (0, 0, 0), i.e. ``slice_positions_mm[0]``;
+- ``spacing_mm``: [slice step along the normal, row spacing, column spacing], i.e. [z, y, x]
+  (DICOM's PixelSpacing is [row spacing, column spacing]).
+
+So voxel (k, j, i) lies at ``slice_positions_mm[k] + j * spacing_y * column_cosines +
+i * spacing_x * row_cosines``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from volinr.errors import InputError
+
+
+@dataclass
+class Volume:
+    """Voxels (float32, (slices, rows, cols), real-world units) and their JSON metadata."""
+
+    voxels: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.voxels.shape)
+
+
+def floats(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values]
+
+
+def unit_vector(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def slice_normal(orientation: Sequence[float]) -> np.ndarray:
+    row, column = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    return np.cross(row, column)
+
+
+def geometry_meta(
+    orientation: Sequence[float], spacing_mm: Sequence[float], positions: np.ndarray
+) -> dict[str, Any]:
+    """The geometry entries of ``meta`` from orientation, spacing and per-slice positions."""
+    positions = np.asarray(positions, float).reshape(-1, 3)
+    return {
+        "spacing_mm": floats(spacing_mm),
+        "origin_mm": floats(positions[0]),
+        "orientation": floats(orientation),
+        "slice_normal": floats(unit_vector(slice_normal(orientation))),
+        "slice_positions_mm": [floats(p) for p in positions],
+    }
+
+
+def slice_positions(meta: dict[str, Any], slices: int) -> np.ndarray:
+    """Per-slice positions from ``meta``: listed, or from origin, normal and spacing."""
+    listed = meta.get("slice_positions_mm")
+    if listed is not None:
+        positions = np.asarray(listed, float).reshape(-1, 3)
+        if len(positions) != slices:
+            raise ValueError(
+                f"meta lists {len(positions)} slice positions for a volume of {slices} slices"
+            )
+        return positions
+    orientation = meta.get("orientation", [1, 0, 0, 0, 1, 0])
+    normal = unit_vector(slice_normal(orientation))
+    origin = np.asarray(meta.get("origin_mm", [0, 0, 0]), float)
+    step = float(meta["spacing_mm"][0])
+    return origin + np.arange(slices)[:, None] * step * normal
+
+
+def affine_lps(meta: dict[str, Any], shape: Sequence[int]) -> np.ndarray:
+    """4x4 matrix from (column i, row j, slice k, 1) to LPS mm."""
+    orientation = np.asarray(meta.get("orientation", [1, 0, 0, 0, 1, 0]), float)
+    spacing = np.asarray(meta["spacing_mm"], float)
+    positions = slice_positions(meta, shape[0])
+    if len(positions) > 1:
+        # The mean step between slices, not normal x spacing: keeps a tilted stack in place.
+        step = (positions[-1] - positions[0]) / (len(positions) - 1)
+    else:
+        step = unit_vector(slice_normal(orientation)) * spacing[0]
+    affine = np.eye(4)
+    affine[:3, 0] = orientation[:3] * spacing[2]
+    affine[:3, 1] = orientation[3:] * spacing[1]
+    affine[:3, 2] = step
+    affine[:3, 3] = positions[0]
+    return affine
+
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse
+
+
+def crop_slices(volume: Volume, start: int, stop: int) -> Volume:
+    """Slices ``start`` to ``stop`` (exclusive) as a new volume, with positions and origin
+    moved; ``meta["source_slice_range"]`` says where they are in the volume as read."""
+    slices = len(volume.voxels)
+    source = volume.meta.get("source", "volume")
+    if not 0 <= start < stop <= slices:
+        raise InputError(f"{source}: slice range {start}..{stop} outside 0..{slices}")
+    meta = dict(volume.meta)
+    positions = slice_positions(meta, slices)[start:stop]
+    meta["slice_positions_mm"] = [floats(p) for p in positions]
+    meta["origin_mm"] = floats(positions[0])
+    if meta.get("slice_files"):
+        meta["slice_files"] = meta["slice_files"][start:stop]
+    if "filled_slices" in meta:
+        meta["filled_slices"] = [i - start for i in meta["filled_slices"] if start <= i < stop]
+    offset = meta.get("source_slice_range", [0, slices])[0]
+    meta["source_slice_range"] = [offset + start, offset + stop]
+    voxels = np.ascontiguousarray(volume.voxels[start:stop]).copy()  # frees the full volume
+    return replace(volume, voxels=voxels, meta=meta)
