@@ -64,9 +64,9 @@ def main() -> None:
     import torch
 
     from volinr import provenance
-    from volinr.fit import grid_extent
     from volinr.io import save_array
     from volinr.models.siren import Siren
+    from volinr.siren_grid import grid_extent
 
     shape = tuple(args.shape)
     python = [sys.executable, "-m", "volinr"]
@@ -80,7 +80,7 @@ def main() -> None:
         siren = Siren(3, 128, 2, 1, 30.0)
         weights = tmp / "siren.pt"
         from volinr.checkpoints import save_checkpoint
-        from volinr.fit import WEIGHTS_FORMAT
+        from volinr.siren_grid import WEIGHTS_FORMAT
 
         lr_shape = [round(n / 4) for n in shape]
         save_checkpoint(

@@ -26,11 +26,11 @@ from test_volumes import write_series
 from volinr.checkpoints import save_checkpoint
 from volinr.cli import main
 from volinr.container import encode_container
-from volinr.fit import WEIGHTS_FORMAT
 from volinr.io import save_array
 from volinr.models.siren import Siren
 from volinr.models.srdensenet import SRDenseNet
-from volinr.sr_training import SR_FORMAT
+from volinr.siren_grid import WEIGHTS_FORMAT
+from volinr.super_resolution import SR_FORMAT
 
 # 8 slices of 8 x 8: the smallest series a x4 downsampling accepts (round(8 / 4) = 2).
 RAW = (np.arange(8 * 8 * 8).reshape(8, 8, 8) % 251 + 900).astype(np.uint16)

@@ -18,8 +18,8 @@ from volinr.container import (
     write_container,
 )
 from volinr.errors import InputError
-from volinr.fit import decode_siren
 from volinr.models.siren import Siren
+from volinr.siren_grid import decode_siren
 
 GRID_SHAPE = [4, 6, 5]
 GRID_EXTENT = [8.0, 6.0, 5.0]

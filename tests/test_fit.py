@@ -3,19 +3,17 @@ import pytest
 import torch
 
 from volinr.errors import InputError
-from volinr.fit import (
-    FitSettings,
+from volinr.models.siren import Siren
+from volinr.siren_grid import (
     coordinate_grid,
     decode_siren,
-    fit_siren,
     grid_coordinates,
     grid_extent,
     load_siren,
-    resolve_step,
     save_siren,
 )
-from volinr.models.siren import Siren
-from volinr.siren_grad import BlockedSirenStep
+from volinr.training.siren import FitSettings, fit_siren, resolve_step
+from volinr.training.siren_blocked import BlockedSirenStep
 
 
 def test_coordinate_grid_2d_and_3d():

@@ -26,12 +26,13 @@ import torch
 from conftest import ROOT
 from volinr.checkpoints import save_checkpoint
 from volinr.cli import main
-from volinr.fit import RESUME_FORMAT, WEIGHTS_FORMAT
 from volinr.io import save_array
 from volinr.models.siren import Siren
 from volinr.models.srdensenet import SRDenseNet
-from volinr.siren_grad import BlockedSirenStep
-from volinr.sr_training import SR_FORMAT
+from volinr.siren_grid import WEIGHTS_FORMAT
+from volinr.super_resolution import SR_FORMAT
+from volinr.training.siren_blocked import BlockedSirenStep
+from volinr.training.siren_resume import RESUME_FORMAT
 
 FIT = ["--sine-layers", "2", "--width", "8", "--iterations", "20", "--eval-every", "10",
        "--batch-size", "64", "--threads", "1"]  # fmt: skip

@@ -12,29 +12,27 @@ import pytest
 import torch
 
 from test_tables import PUBLISHED, _metrics
-from volinr import sr_training
 from volinr.cli import main
 from volinr.errors import InputError
-from volinr.fit import FitSettings, SirenDiverged, fit_siren
 from volinr.io import sha256_file
 from volinr.models import SRDenseNet
-from volinr.sr_training import (
-    PatchPairs,
-    SRDiverged,
-    SRTrainingSettings,
-    load_sr_checkpoint,
-    super_resolve,
-    super_resolve_volume,
-    train_srdensenet,
-    train_srdensenet_retrying,
-)
 from volinr.summary import build_summary
+from volinr.super_resolution import load_sr_checkpoint, super_resolve, super_resolve_volume
 from volinr.tables import (
     build_tables,
     load_metrics,
     load_published,
     published_for_volume,
     write_tables,
+)
+from volinr.training import sr as sr_training
+from volinr.training.siren import FitSettings, SirenDiverged, fit_siren
+from volinr.training.sr import (
+    PatchPairs,
+    SRDiverged,
+    SRTrainingSettings,
+    train_srdensenet,
+    train_srdensenet_retrying,
 )
 
 # ------------------------------------------------------------------------------------------
@@ -151,7 +149,7 @@ def test_a_nan_in_the_last_interval_is_caught_before_the_model_is_returned(pairs
 
 
 def test_divergence_retries_restart_from_the_initial_weights_at_a_lower_rate(pairs, caplog):
-    with caplog.at_level(logging.WARNING, logger="volinr.sr_training"):
+    with caplog.at_level(logging.WARNING, logger="volinr.training.sr"):
         run = train_srdensenet_retrying(
             pairs, TINY, _settings(learning_rate=1e6), CPU, progress=False,
             divergence_retries=2, divergence_lr_factor=1e-3,

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from volinr.cli import main
-from volinr.fit import FitSettings, fit_siren
 from volinr.io import load_array
 from volinr.provenance import determinism
+from volinr.training.siren import FitSettings, fit_siren
 
 # Columns that are timings or say where a run happened, not what it computed.
 NOT_RESULTS = ("seconds", "memory", "speed")

@@ -9,16 +9,14 @@ from volinr.errors import InputError
 from volinr.io import sha256_file
 from volinr.models import SRDenseNet
 from volinr.resample import lanczos_resize
-from volinr.sr_training import (
-    PatchPairs,
-    SRTrainingSettings,
+from volinr.stages import _reuse_reason
+from volinr.super_resolution import (
     load_sr_checkpoint,
     save_sr_checkpoint,
     super_resolve,
     super_resolve_volume,
-    train_srdensenet,
 )
-from volinr.stages import _reuse_reason
+from volinr.training.sr import PatchPairs, SRTrainingSettings, train_srdensenet
 
 TINY = {"blocks": 1, "layers_per_block": 2, "growth": 4, "bottleneck": 8, "global_residual": True}
 

@@ -29,9 +29,9 @@ from test_bad_inputs import assert_refused, volinr
 from test_container import frame, split
 from volinr.checkpoints import save_checkpoint
 from volinr.container import encode_container, write_container
-from volinr.fit import WEIGHTS_FORMAT
 from volinr.io import save_array, sha256_array
 from volinr.models.siren import Siren
+from volinr.siren_grid import WEIGHTS_FORMAT
 
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 STORED = (np.arange(16).reshape(4, 4) * 10 + 1000).astype(np.uint16)

@@ -29,8 +29,8 @@ from volinr.cli import main
 from volinr.container import decode_container, encode_container
 from volinr.data.download import fetch_dataset
 from volinr.errors import InputError
-from volinr.fit import WEIGHTS_FORMAT
 from volinr.models.siren import Siren
+from volinr.siren_grid import WEIGHTS_FORMAT
 
 # --- checkpoints that carry code ------------------------------------------------------------
 

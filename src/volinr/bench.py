@@ -33,10 +33,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from volinr.devices import describe, synchronize
-from volinr.fit import FitSettings, coordinate_grid, fit_siren, index_batches, scale_to_unit
 from volinr.io import write_json
 from volinr.models.siren import Siren
 from volinr.outputs import atomic_path
+from volinr.siren_grid import coordinate_grid, scale_to_unit
+from volinr.training.siren import FitSettings, fit_siren, index_batches
 
 log = logging.getLogger(__name__)
 

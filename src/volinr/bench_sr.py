@@ -33,16 +33,15 @@ from volinr.bench import write_benchmark
 from volinr.devices import synchronize
 from volinr.models.srdensenet import SRDenseNet
 from volinr.resample import lanczos_resize
-from volinr.sr_training import (
-    PatchPairs,
+from volinr.super_resolution import (
     SRExecution,
     default_execution,
     describe_model,
     load_sr_checkpoint,
-    make_train_step,
     super_resolve,
     to_model_input,
 )
+from volinr.training.sr import PatchPairs, make_train_step
 
 log = logging.getLogger(__name__)
 

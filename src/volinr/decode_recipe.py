@@ -135,7 +135,7 @@ def _check_architecture(source: str, architecture: Any) -> int:
 
 
 def _check_recipe(source: str, recipe: Any, grid_shape: list[int]) -> None:
-    """A container's ``extra``: what follows the SIREN (see ``stages.upsample_array``)."""
+    """A container's ``extra``: what follows the SIREN (see ``super_resolution.upsample_array``)."""
     if not isinstance(recipe, dict):
         raise InputError(f"{source}: extra is not a JSON object")
     method = recipe.get("upsample", "none")
@@ -163,7 +163,7 @@ def _check_recipe(source: str, recipe: Any, grid_shape: list[int]) -> None:
             f"{source}: extra.target_shape {target} has {math.prod(target)} voxels, more than "
             f"the {limits.MAX_DECODE_VOXELS} a file may ask for (volinr.limits.MAX_DECODE_VOXELS)"
         )
-    from volinr.sr_training import Z_RESTORE_METHODS
+    from volinr.super_resolution import Z_RESTORE_METHODS
 
     z_restore = recipe.get("z_restore", "lanczos")
     if z_restore not in Z_RESTORE_METHODS:

@@ -28,7 +28,7 @@ FIT_BYTES_PER_VOXEL = 3 * FLOAT + FLOAT + FLOAT + 8
 # per-axis remainders (int64), per-axis and stacked coordinates, the output column.
 DECODE_BYTES_PER_CHUNK_VOXEL = 3 * 8 + 3 * FLOAT + 3 * FLOAT + FLOAT
 MIN_DECODE_CHUNK = 1024
-EVAL_CHUNK = 1 << 13  # volinr.fit's full-grid evaluation chunk
+EVAL_CHUNK = 1 << 13  # volinr.training.siren's full-grid evaluation chunk
 
 # What a file may ask a decoder for (checked by volinr.decode_recipe before anything is built).
 # A container's constant tensors store no bytes, so without these a file of a few hundred bytes
@@ -67,7 +67,7 @@ def fit_bytes(
     """The parts of a fit's working set, in bytes (see ``estimate_fit_bytes``)."""
     batch = min(batch, voxels)
     if step == "blocked":
-        from volinr.siren_grad import DEFAULT_BLOCK_ROWS
+        from volinr.training.siren_blocked import DEFAULT_BLOCK_ROWS
 
         rows = min(block_rows or DEFAULT_BLOCK_ROWS, batch)
         # each worker's sin and cos buffers per layer and two gradient buffers; the batch's
@@ -130,7 +130,7 @@ def _available(device: torch.device) -> tuple[int | None, str]:
 def check_fit(voxels: int, settings, device: torch.device, what: str = "SIREN fit") -> int:
     """Refuse (InputError) a fit whose working set exceeds the device's available memory;
     returns the estimate in bytes."""
-    from volinr.fit import resolve_step
+    from volinr.training.siren import resolve_step
 
     step = resolve_step(settings, device)
     workers = torch.get_num_threads() if step == "blocked" and device.type == "cpu" else 1

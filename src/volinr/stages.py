@@ -20,6 +20,7 @@ from volinr import limits, provenance
 from volinr.errors import InputError
 from volinr.io import load_array, load_image, read_json_object, save_array, sha256_file, write_json
 from volinr.outputs import atomic_path
+from volinr.super_resolution import upsample_array
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ def _training_images(path: str) -> list[np.ndarray]:
 
 def _reuse_reason(args, split: dict) -> str | None:
     """Why the committed checkpoint cannot be reused (None: it can)."""
-    from volinr.sr_training import load_sr_checkpoint
+    from volinr.super_resolution import load_sr_checkpoint
 
     if args.retrain:
         return "retraining was asked for"
@@ -282,7 +283,7 @@ def _sr_settings(args):
     """The SR training settings and architecture of the command line, checked before any work."""
     from volinr.checkpoints import architecture_shapes
     from volinr.models.srdensenet import SRDenseNet
-    from volinr.sr_training import SRTrainingSettings
+    from volinr.training.sr import SRTrainingSettings
 
     try:
         settings = SRTrainingSettings(**args.settings)
@@ -315,12 +316,8 @@ def _read_split(path: str) -> dict:
 
 
 def run_pretrain_sr(args) -> None:
-    from volinr.sr_training import (
-        PatchPairs,
-        save_sr_checkpoint,
-        settings_dict,
-        train_srdensenet_retrying,
-    )
+    from volinr.super_resolution import save_sr_checkpoint
+    from volinr.training.sr import PatchPairs, settings_dict, train_srdensenet_retrying
 
     # What to do on divergence is not a training setting: it changes nothing in a run that
     # converges, so it stays out of the settings a committed checkpoint is matched against.
@@ -331,7 +328,7 @@ def run_pretrain_sr(args) -> None:
     split = _read_split(args.split)
     reason = _reuse_reason(args, split)
     if reason is None:
-        from volinr.sr_training import load_sr_checkpoint
+        from volinr.super_resolution import load_sr_checkpoint
 
         log.info("reusing the pretrained checkpoint %s (sha256 verified)", args.pretrained)
         _, payload = load_sr_checkpoint(args.pretrained)
@@ -365,7 +362,7 @@ def run_pretrain_sr(args) -> None:
 
 
 def run_publish_sr(args) -> None:
-    from volinr.sr_training import load_sr_checkpoint
+    from volinr.super_resolution import load_sr_checkpoint
 
     _, payload = load_sr_checkpoint(args.checkpoint)
     out_dir = Path(args.out_dir)
@@ -402,7 +399,8 @@ def run_publish_sr(args) -> None:
 
 
 def run_fit(args) -> None:
-    from volinr.fit import FitSettings, fit_siren, save_siren
+    from volinr.siren_grid import save_siren
+    from volinr.training.siren import FitSettings, fit_siren
 
     device = _device(args)
     target, meta = load_image(args.target)
@@ -488,7 +486,7 @@ def run_fit(args) -> None:
 
 
 def run_decode(args) -> None:
-    from volinr.fit import decode_siren, load_siren
+    from volinr.siren_grid import decode_siren, load_siren
 
     device = _device(args)
     model, payload = load_siren(args.weights, device)
@@ -510,37 +508,6 @@ def run_decode(args) -> None:
     meta["provenance"] = provenance.record(args, device)
     decoded = decode_siren(model, shape, tuple(payload["value_range"]), device, extent, chunk)
     save_array(args.out, decoded, meta)
-
-
-def upsample_array(
-    low: np.ndarray,
-    shape: tuple[int, ...],
-    method: str,
-    sr_model: str = "",
-    device=None,
-    z_restore: str = "lanczos",
-) -> np.ndarray:
-    """Restore full resolution: SRDenseNet (in-plane, then the slice axis of a volume as
-    ``z_restore`` says) or a Pillow filter. The pipeline and ``volinr decompress`` share it,
-    so a decompressed file equals the pipeline's reconstruction."""
-    from volinr.resample import resize
-
-    shape = tuple(int(n) for n in shape)
-    if low.ndim != len(shape):
-        raise InputError(f"a {low.ndim}D image cannot be upsampled to shape {shape}")
-    if method != "sr":
-        return resize(low, shape, method)
-    from volinr.sr_training import load_sr_checkpoint, super_resolve, super_resolve_volume
-
-    if not sr_model:
-        raise InputError("upsampling by SR needs an SR model (--sr-model)")
-    model, _ = load_sr_checkpoint(sr_model, device)
-    if low.ndim == 3:
-        high = super_resolve_volume(model, low, shape, device, z_restore)
-    else:
-        high = super_resolve(model, low, device)
-    # SR gives scale x the LR grid; odd full-resolution sizes are matched by a small resize.
-    return high if high.shape == shape else resize(high, shape, "lanczos")
 
 
 def run_upsample(args) -> None:
@@ -568,7 +535,7 @@ def run_upsample(args) -> None:
 
 def run_compress(args) -> None:
     from volinr.container import encode_container, write_container
-    from volinr.fit import load_siren
+    from volinr.siren_grid import load_siren
 
     model, payload = load_siren(args.weights)
     # The recipe a decoder follows after evaluating the SIREN on its own grid.
@@ -607,7 +574,7 @@ def run_decompress(args) -> None:
     """Rebuild the image from a container alone (plus the shared SR model it names)."""
     from volinr.container import siren_from_container
     from volinr.devices import synchronize
-    from volinr.fit import decode_siren
+    from volinr.siren_grid import decode_siren
 
     device = _device(args)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Network definitions only; the training loops live in volinr.fit and volinr.sr_training."""
+"""Network definitions only; the training loops live in volinr.training."""
 
 from volinr.models.siren import Siren
 from volinr.models.srdensenet import SRDenseNet

@@ -1,4 +1,4 @@
-"""Fitting a SIREN to a 2D slice or a 3D volume, and decoding it back onto a grid.
+"""Fitting a SIREN to a 2D slice or a 3D volume (Adam on the MSE; the best snapshot kept).
 
 Intensities are mapped linearly from the target's min..max to [-1, 1] before the MSE; the
 PSNR in the training curves is therefore the 8-bit PSNR in the target's own min..max window
@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import json
 import logging
 import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,96 +24,21 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from volinr.checkpoints import load_checkpoint, save_checkpoint
 from volinr.decode_recipe import check_decoding
 from volinr.devices import MemoryMeter, synchronize
 from volinr.errors import InputError
 from volinr.models.siren import Siren
-from volinr.outputs import atomic_path
-from volinr.siren_grad import BlockedSirenStep
+from volinr.siren_grid import coordinate_grid, grid_extent, scale_to_unit
+from volinr.training.siren_blocked import BlockedSirenStep
+from volinr.training.siren_resume import FitState, fit_fingerprint, read_resume
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FORMAT = "volinr-siren-1"
-
-
-def grid_extent(shape: Sequence[int], spacing_mm: Sequence[float] | None = None) -> list[float]:
-    """Physical extent (voxels x spacing) of each axis; unit spacing when none is known.
-
-    A spacing that does not have one entry per axis (e.g. a slice's PixelSpacing given for a
-    volume) is ignored rather than guessed.
-    """
-    if spacing_mm is None or len(spacing_mm) != len(shape) or min(spacing_mm) <= 0:
-        spacing_mm = [1.0] * len(shape)
-    return [float(n) * float(s) for n, s in zip(shape, spacing_mm, strict=True)]
-
-
-def grid_coordinates(
-    shape: Sequence[int],
-    extent: Sequence[float] | None = None,
-    device: torch.device | str = "cpu",
-    start: int = 0,
-    stop: int | None = None,
-) -> torch.Tensor:
-    """(N, 3) SIREN inputs (x, y, z) of the voxels ``start..stop`` (C order) of a (rows, cols)
-    slice or a (slices, rows, cols) volume; z = 0 for a slice.
-
-    Coordinates are voxel centres in physical space, centred on the grid and divided by half
-    the longest extent: the longest axis spans (-1, 1) and shorter or anisotropic axes keep
-    their true proportions. A grid of another shape over the same extent (the LR grid, or a
-    decode at full resolution) therefore lands on the same physical positions.
-    """
-    shape = tuple(int(n) for n in shape)
-    if len(shape) not in (2, 3):
-        raise ValueError(f"a SIREN grid is 2D or 3D, got shape {shape}")
-    extent = grid_extent(shape) if extent is None else [float(e) for e in extent]
-    count = math.prod(shape)
-    stop = count if stop is None else min(stop, count)
-    flat = torch.arange(start, stop, device=device)
-    half_longest = max(extent) / 2
-    axes = []
-    for n, length in zip(reversed(shape), reversed(extent), strict=True):
-        index = flat % n
-        flat = flat // n
-        # centre of voxel i at (i + 0.5) * length / n, measured from the grid's centre
-        axes.append(((index.to(torch.float32) + 0.5) * (length / n) - length / 2) / half_longest)
-    if len(shape) == 2:
-        axes.append(torch.zeros_like(axes[0]))
-    return torch.stack(axes, dim=-1)  # (x, y, z): columns, rows, slices
-
-
-def coordinate_grid(
-    shape: Sequence[int],
-    device: torch.device | str = "cpu",
-    extent: Sequence[float] | None = None,
-) -> torch.Tensor:
-    """(N, 3) coordinates of every voxel of a grid, in C order (see ``grid_coordinates``)."""
-    return grid_coordinates(shape, extent, device)
-
-
-def scale_to_unit(
-    values: np.ndarray, lo: float, hi: float, slab_voxels: int = 1 << 22
-) -> np.ndarray:
-    """lo..hi -> -1..1 as float32, computed in float64 slab by slab (no float64 copy of a
-    volume): distinct int32 values above 2^24 do not merge in a float32 copy, nor does
-    ``values - lo`` overflow for float32 values near its limits."""
-    values = np.asarray(values)
-    flat = values.reshape(-1)
-    out = np.empty(flat.shape, np.float32)
-    span = float(hi) - float(lo)
-    for start in range(0, flat.size, slab_voxels):
-        part = np.asarray(flat[start : start + slab_voxels], np.float64)
-        out[start : start + slab_voxels] = (part - lo) / span * 2.0 - 1.0
-    return out.reshape(values.shape)
-
-
-def unscale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return (values + 1.0) / 2.0 * (hi - lo) + lo
-
 
 STEP_KINDS = ("auto", "blocked", "autograd")
+
+
 PRECISIONS = ("float32", "tf32", "bfloat16")
-RESUME_FORMAT = "volinr-siren-resume-1"
 
 
 @dataclass
@@ -129,8 +52,8 @@ class FitSettings:
     eval_every: int = 25
     seed: int = 0
     compile: bool = False
-    # "blocked": the hand-written gradient of volinr.siren_grad (fast on a CPU); "autograd":
-    # autograd, optionally torch.compile'd; "auto": blocked on a CPU in float32, else autograd.
+    # "blocked": the hand-written gradient of volinr.training.siren_blocked (fast on a CPU);
+    # "autograd": optionally torch.compile'd; "auto": blocked on a CPU in float32, else autograd.
     step: str = "auto"
     # "tf32": TF32 matmuls (CUDA only); "bfloat16": autocast to bfloat16 (autograd step).
     precision: str = "float32"
@@ -261,111 +184,6 @@ def resolve_step(settings: FitSettings, device: torch.device) -> str:
     return "blocked" if device.type == "cpu" and settings.precision == "float32" else "autograd"
 
 
-def _fingerprint(target: np.ndarray, settings: FitSettings, extent, device) -> str:
-    """What a resume checkpoint must match: the data, every setting that changes the result,
-    the grid's extent and the device type."""
-    digest = hashlib.sha256(np.ascontiguousarray(target).tobytes())
-    relevant = {k: v for k, v in asdict(settings).items() if k != "checkpoint_every"}
-    digest.update(json.dumps([relevant, list(extent), device.type], sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-@dataclass
-class _FitState:
-    """Everything a fit carries from one iteration to the next, so it can be checkpointed."""
-
-    model: Siren
-    optimizer: torch.optim.Optimizer
-    batches: IndexBatches
-    losses: torch.Tensor
-    iteration: int = 0
-    evaluations: list[dict[str, float]] = field(default_factory=list)
-    best_psnr: float = -math.inf
-    best_iteration: int = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    train_seconds: float = 0.0
-    first_seconds: float = 0.0
-
-    def save(self, path: Path, fingerprint: str, learning_rate: float, attempt: int) -> None:
-        payload = {
-            "format": RESUME_FORMAT,
-            "fingerprint": fingerprint,
-            "learning_rate": learning_rate,
-            "attempt": attempt,
-            "iteration": self.iteration,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "batches": self.batches.state_dict(),
-            "losses": self.losses[: self.iteration].cpu(),
-            "evaluations": self.evaluations,
-            "best_psnr": self.best_psnr,
-            "best_iteration": self.best_iteration,
-            "best_state": self.best_state,
-            "train_seconds": self.train_seconds,
-            "first_seconds": self.first_seconds,
-        }
-        # written now, not with the stage's outputs: it is what survives a kill
-        with atomic_path(path, deferred=False) as tmp:
-            torch.save(payload, tmp)
-
-    def load(self, payload: dict[str, Any]) -> None:
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.batches.load_state_dict(payload["batches"])
-        self.iteration = int(payload["iteration"])
-        self.losses[: self.iteration] = payload["losses"].to(self.losses.device)
-        self.evaluations = list(payload["evaluations"])
-        self.best_psnr = float(payload["best_psnr"])
-        self.best_iteration = int(payload["best_iteration"])
-        self.best_state = payload["best_state"]
-        self.train_seconds = float(payload["train_seconds"])
-        self.first_seconds = float(payload["first_seconds"])
-
-
-def _read_resume(
-    path: Path | None, fingerprint: str, device, replace_stale: bool = False
-) -> dict[str, Any] | None:
-    """This fit's resume checkpoint at ``path``, or None where there is none.
-
-    Anything else there is refused before training and left as it is (the program removes only
-    files it wrote): a folder, a link or a file that is not a readable SIREN resume checkpoint,
-    and a checkpoint of another fit. With ``replace_stale`` (the default path beside the
-    weights) a checkpoint of another fit is this job's own, left by a killed run with other data
-    or settings, and is replaced. Checkpoints are renamed into place whole, so a kill never
-    leaves a truncated one.
-    """
-    if path is None or not (path.exists() or path.is_symlink()):
-        return None
-    keep = "it is left as it is: remove it to start over, or give another --resume"
-    if path.is_symlink() or not path.is_file():
-        kind = "a symbolic link" if path.is_symlink() else "not a regular file"
-        raise InputError(f"{path}: the resume path is {kind}, not a resume checkpoint; {keep}")
-    try:
-        with open(path, "rb") as handle:
-            if handle.read(2) != b"PK":  # torch.save writes a zip archive
-                raise ValueError("not a torch checkpoint")
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001  (torch raises many types on foreign files)
-        reason = str(err).split(". ")[0].strip() or type(err).__name__
-        raise InputError(
-            f"{path}: not a readable SIREN resume checkpoint ({reason}); {keep}"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT:
-        raise InputError(f"{path}: not a SIREN resume checkpoint; {keep}")
-    if payload.get("fingerprint") != fingerprint:
-        if not replace_stale:
-            raise InputError(
-                f"{path}: a resume checkpoint of another fit (its data or settings differ); {keep}"
-            )
-        log.warning(
-            "%s: left by an earlier run of this job with other data or settings; starting over "
-            "(it will be replaced)",
-            path,
-        )
-        return None
-    return payload
-
-
 def _optimizer(model: Siren, learning_rate: float, device: torch.device):
     # One fused kernel for the whole parameter update where this build has it.
     try:
@@ -390,7 +208,7 @@ def fit_siren(
     ``resume_path`` and ``settings.checkpoint_every``, the fit's whole state is written there
     every that many iterations, a rerun continues from it to the result an uninterrupted fit
     gives (bitwise on a CPU), and the file is removed once the fit is done; a file there that
-    is not this fit's checkpoint is refused before training (``_read_resume``). A NaN/Inf loss
+    is not this fit's checkpoint is refused before training (``read_resume``). A NaN/Inf loss
     stops the fit naming its configuration, or restarts it ``settings.divergence_retries``
     times with the learning rate scaled by ``settings.divergence_lr_factor``.
     """
@@ -417,8 +235,8 @@ def fit_siren(
     coords = coordinate_grid(target.shape, device, extent)
     values = torch.from_numpy(target.reshape(-1, 1)).to(device)
     resume = Path(resume_path) if resume_path is not None else None
-    fingerprint = _fingerprint(target, settings, extent, device)
-    payload = _read_resume(resume, fingerprint, device, replace_stale_resume)
+    fingerprint = fit_fingerprint(target, settings, extent, device)
+    payload = read_resume(resume, fingerprint, device, replace_stale_resume)
     attempt = int(payload["attempt"]) if payload else 0
     learning_rate = float(payload["learning_rate"]) if payload else settings.learning_rate
     while True:
@@ -463,7 +281,7 @@ def _fit_attempt(coords, values, settings: FitSettings, device, step_kind: str,
     model = Siren(3, settings.width, settings.sine_layers, 1, settings.omega0).to(device)
     count = coords.shape[0]
     batch = min(settings.batch_size, count)
-    state = _FitState(
+    state = FitState(
         model=model,
         optimizer=_optimizer(model, learning_rate, device),
         batches=index_batches(count, batch, settings.seed, device),
@@ -594,83 +412,3 @@ def _matmul_precision(precision: str, device: torch.device):
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
-def save_siren(path: str | os.PathLike, result: FitResult) -> int:
-    """Write the weights and everything needed to decode them; returns the file's bytes."""
-    return save_checkpoint(
-        path,
-        WEIGHTS_FORMAT,
-        result.model,
-        value_range=list(result.value_range),
-        grid_shape=list(result.grid_shape),
-        grid_extent=list(result.grid_extent),
-    )
-
-
-def load_siren(
-    path: str | os.PathLike, device: torch.device | str = "cpu"
-) -> tuple[Siren, dict[str, Any]]:
-    model, payload = load_checkpoint(path, WEIGHTS_FORMAT, Siren, device)
-    # What decoding needs beside the weights; a foreign or edited file may lack or bend it.
-    config, shape = model.config, payload.get("grid_shape")
-    if config["in_features"] != 3 or config["out_features"] != 1:
-        raise InputError(f"{path}: a SIREN of {config['in_features']} inputs and "
-                         f"{config['out_features']} outputs; decoding needs 3 and 1")  # fmt: skip
-    if not (
-        isinstance(shape, list)
-        and len(shape) in (2, 3)
-        and all(isinstance(n, int) and n > 0 for n in shape)
-    ):
-        raise InputError(f"{path}: bad or missing grid_shape {shape!r}")
-    extent, value_range = payload.get("grid_extent"), payload.get("value_range")
-    if not (
-        isinstance(extent, list)
-        and len(extent) == len(shape)
-        and all(isinstance(e, int | float) and math.isfinite(e) and e > 0 for e in extent)
-    ):
-        raise InputError(f"{path}: bad or missing grid_extent {extent!r}")
-    if not (
-        isinstance(value_range, list)
-        and len(value_range) == 2
-        and all(isinstance(v, int | float) and math.isfinite(v) for v in value_range)
-    ):
-        raise InputError(f"{path}: bad or missing value_range {value_range!r}")
-    # as a container's: a reversed range decodes an inverted image, an extreme extent or range
-    # overflows float32 (the architecture is backed by the tensors the file stores)
-    check_decoding(str(path), shape, extent, value_range)
-    return model, payload
-
-
-def decode_siren(
-    model: Siren,
-    shape: Sequence[int],
-    value_range: tuple[float, float],
-    device: torch.device | str = "cpu",
-    extent: Sequence[float] | None = None,
-    chunk: int = 1 << 18,
-    progress: bool | None = None,
-) -> np.ndarray:
-    """Evaluate the SIREN on every voxel of a grid of ``shape`` spanning ``extent`` (the fit's
-    physical extent; default: the grid's own, unit spacing).
-
-    Coordinates are made chunk by chunk, so the memory is the output plus one chunk: a
-    512x512x463 volume decodes without its 1.4 GB coordinate array.
-    """
-    shape = tuple(int(n) for n in shape)
-    extent = grid_extent(shape) if extent is None else extent
-    count = math.prod(shape)
-    out = np.empty(count, np.float32)
-    if progress is None:
-        progress = os.isatty(2)
-    starts = range(0, count, chunk)
-    with torch.inference_mode():
-        for start in tqdm(starts, desc="decode", unit="chunk", disable=not progress):
-            coords = grid_coordinates(shape, extent, device, start, start + chunk)
-            out[start : start + chunk] = model(coords)[:, 0].float().cpu().numpy()
-    lo, hi = value_range
-    # in place (unscale() would allocate two more volumes)
-    out += 1.0
-    out *= (hi - lo) / 2.0
-    out += lo
-    return out.reshape(shape)
