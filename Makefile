@@ -43,22 +43,22 @@ report: setup
 
 # Put the last run's summary into README.md (between the results markers).
 readme: setup
-	$(BIN)/volinr summary --tables-dir results/tables --results results --out results/summary.md --readme README.md --benchmark benchmarks/results/cpu.md benchmarks/results/cpu_agreement.md benchmarks/results/sr_cpu.md
+	$(BIN)/volinr-dev readme --summary results/summary.md --readme README.md --benchmark benchmarks/results/cpu.md benchmarks/results/cpu_agreement.md benchmarks/results/sr_cpu.md
 
 # The CPU speed benchmarks committed under benchmarks/results/ (about 25 minutes on 2 cores):
 # speed and roofline of every configuration and variant; agreement of our loop's PSNR with the
 # reference loop's over 500 iterations; SRDenseNet training and inference.
 bench: setup
-	$(BIN)/volinr bench --layers 2 3 4 --iterations 30 --variants default compiled bfloat16 --threads 2 --out-dir benchmarks/results --stem cpu
-	$(BIN)/volinr bench --layers 2 3 4 --iterations 500 --targets lr_slice_128x128 --threads 2 --out-dir benchmarks/results --stem cpu_agreement
-	$(BIN)/volinr bench-sr --steps 20 --patch 24 --batch 16 --slice-size 512 --checkpoint models/srdensenet-cpu.pt --threads 2 --out-dir benchmarks/results --stem sr_cpu
+	$(BIN)/volinr-dev bench --layers 2 3 4 --iterations 30 --variants default compiled bfloat16 --threads 2 --out-dir benchmarks/results --stem cpu
+	$(BIN)/volinr-dev bench --layers 2 3 4 --iterations 500 --targets lr_slice_128x128 --threads 2 --out-dir benchmarks/results --stem cpu_agreement
+	$(BIN)/volinr-dev bench-sr --steps 20 --patch 24 --batch 16 --slice-size 512 --checkpoint models/srdensenet-cpu.pt --threads 2 --out-dir benchmarks/results --stem sr_cpu
 
 # Retrain the committed SR checkpoint with the workflow's own rule, then publish it.
 pretrain-sr: setup
 	$(SNAKEMAKE) --cores 2 --resources gpu=1 --configfile config/config.yaml config/pretrain_sr.yaml -- results/sr/srdensenet.pt
 
 publish-sr: setup
-	$(BIN)/volinr publish-sr --checkpoint results/sr/srdensenet.pt --curve results/sr/training_curve.csv --log results/logs/pretrain_sr.log --out-dir models --name srdensenet-cpu
+	$(BIN)/volinr-dev publish-sr --checkpoint results/sr/srdensenet.pt --curve results/sr/training_curve.csv --log results/logs/pretrain_sr.log --out-dir models --name srdensenet-cpu
 	@echo "now set sr.checkpoint_sha256 in config/config.yaml to the sha256 in models/srdensenet-cpu.json"
 
 clean:

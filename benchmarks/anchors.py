@@ -285,9 +285,9 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from volinr import codecs, provenance
-    from volinr.bench import write_benchmark
     from volinr.data.dicom_frames import read_frame
     from volinr.data.phantom import synthetic_head_phantom
+    from volinr.tools.bench import write_benchmark
 
     datasets = {
         "693_UNCR slice": read_frame("pydicom-data:693_UNCR.dcm").pixels,

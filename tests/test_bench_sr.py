@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
-from volinr.bench_sr import DEFAULT_MODEL, run_sr_benchmark, write_sr_results
 from volinr.io import read_json
 from volinr.models import SRDenseNet
 from volinr.super_resolution import default_execution, resolve_execution, super_resolve
+from volinr.tools.bench_sr import DEFAULT_MODEL, run_sr_benchmark, write_sr_results
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"blocks": 1, "layers_per_block": 2, "growth": 4, "bottleneck": 8, "global_residual": True}

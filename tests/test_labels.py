@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from volinr import figures
 from volinr.cli import build_parser, main
 from volinr.io import read_json, save_array, write_json
-from volinr.summary import _versus_jpeg2000_lines
-from volinr.tables import RATE_NOTE, build_tables, load_metrics, load_published
+from volinr.report import figure_common, paper_figures
+from volinr.report.paper_tables import build_tables
+from volinr.report.summary import _versus_jpeg2000_lines
+from volinr.report.table_io import RATE_NOTE, load_metrics, load_published
 
 PUBLISHED = "config/published.yaml"
 
@@ -114,11 +115,13 @@ def test_a_figure_titles_its_image_with_that_images_psnr(tmp_path, monkeypatch):
     mean.to_csv(tables / "table4_ours.csv", index=False)
     mean.to_csv(tables / "table5_baseline.csv", index=False)
     titles = []
-    monkeypatch.setattr(figures, "_image", lambda ax, array, window, title: titles.append(title))
-    inputs = figures.FigureInputs(results, tables, seed=1)
-    figures.pipeline_figure(inputs, 2, tmp_path / "pipeline.png")
+    monkeypatch.setattr(
+        paper_figures, "show_image", lambda ax, array, window, title: titles.append(title)
+    )
+    inputs = figure_common.FigureInputs(results, tables, seed=1)
+    paper_figures.pipeline_figure(inputs, 2, tmp_path / "pipeline.png")
     assert titles[-1] == "reconstructed HR (SRDenseNet), seed 1: 31.00 dB"
-    figures.comparison_figure(inputs, [2], tmp_path / "comparison.png")
+    paper_figures.comparison_figure(inputs, [2], tmp_path / "comparison.png")
     assert "SIREN on HR, 2 layers, seed 1\n27.00 dB" in titles
     assert "ours, 2 layers, seed 1\n31.00 dB" in titles
     assert not any("35.50" in t for t in titles)
@@ -145,7 +148,7 @@ def test_the_verdict_against_jpeg2000_counts_only_what_it_compared():
 
 def test_true_lr_with_sr_counts_the_sr_model_like_the_containers(tmp_path, reference_records):
     """Before: the 'true LR + sr' rows had no SR-counted rates (n/a beside every SIREN row's)."""
-    from volinr.tables import rate_distortion_table
+    from volinr.report.rd_tables import rate_distortion_table
 
     model = tmp_path / "sr.pt"
     model.write_bytes(b"\0" * 4096)

@@ -14,15 +14,15 @@ import pytest
 from volinr.cli import main
 from volinr.errors import InputError
 from volinr.io import INFINITE_VALUES_KEY, read_json, save_array, write_json
-from volinr.summary import build_summary
-from volinr.tables import (
+from volinr.report.paper_tables import build_tables
+from volinr.report.rd_tables import versus_codec
+from volinr.report.summary import build_summary
+from volinr.report.table_io import (
     CODEC_LOSSLESS_NOTE,
     LOSSLESS_NOTE,
-    build_tables,
     infinity_notes,
     load_metrics,
     load_published,
-    versus_codec,
 )
 
 PUBLISHED = "config/published.yaml"
@@ -242,7 +242,7 @@ def test_the_codec_comparison_says_what_its_infinities_mean():
 
 
 def test_figures_mark_an_infinite_psnr_instead_of_dropping_it(tmp_path):
-    from volinr import figures
+    from volinr.report import figure_common, rd_figure
 
     table = pd.DataFrame(
         {
@@ -255,14 +255,17 @@ def test_figures_mark_an_infinite_psnr_instead_of_dropping_it(tmp_path):
             "ssim": [0.9, 0.95, 1.0],
         }
     )
-    fig, ax = figures.plt.subplots()
+    fig, ax = figure_common.plt.subplots()
     ax.plot([0.5, 1.0], [40.0, 45.0])
-    assert figures._mark_lossless(ax, table["bits_per_voxel"], table["psnr_8bit_minmax_db"])
+    assert figure_common.mark_lossless(ax, table["bits_per_voxel"], table["psnr_8bit_minmax_db"])
     marked = ax.lines[-1]
     assert list(marked.get_xdata()) == [3.0] and marked.get_ydata()[0] == ax.get_ylim()[1]
-    figures.plt.close(fig)
-    assert figures._db(math.inf) == "∞ dB (lossless)" and figures._db(31.234) == "31.23 dB"
-    figures.rate_distortion_figure(table, 100, tmp_path / "rd.png")  # no error, no warning
+    figure_common.plt.close(fig)
+    assert (
+        figure_common.db_label(math.inf) == "∞ dB (lossless)"
+        and figure_common.db_label(31.234) == "31.23 dB"
+    )
+    rd_figure.rate_distortion_figure(table, 100, tmp_path / "rd.png")  # no error, no warning
     assert (tmp_path / "rd.png").stat().st_size > 0
 
 

@@ -16,15 +16,10 @@ from volinr.cli import main
 from volinr.errors import InputError
 from volinr.io import sha256_file
 from volinr.models import SRDenseNet
-from volinr.summary import build_summary
+from volinr.report.paper_tables import build_tables
+from volinr.report.summary import build_summary
+from volinr.report.table_io import load_metrics, load_published, published_for_volume, write_tables
 from volinr.super_resolution import load_sr_checkpoint, super_resolve, super_resolve_volume
-from volinr.tables import (
-    build_tables,
-    load_metrics,
-    load_published,
-    published_for_volume,
-    write_tables,
-)
 from volinr.training import sr as sr_training
 from volinr.training.siren import FitSettings, SirenDiverged, fit_siren
 from volinr.training.sr import (

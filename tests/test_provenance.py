@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from volinr import figures, provenance, tables
+from volinr import provenance
 from volinr.cli import main
 from volinr.io import load_array
+from volinr.report import figure_common, paper_figures, table_io
 
 KEYS = {"config", "versions", "git_commit", "device"}
 
@@ -37,7 +38,7 @@ def sidecar(path) -> dict:
 
 def png_block(path) -> dict:
     with Image.open(path) as image:
-        return json.loads(image.text[figures.PNG_KEY])
+        return json.loads(image.text[figure_common.PNG_KEY])
 
 
 def test_stages_run_by_hand_record_their_provenance(tmp_path):
@@ -89,12 +90,12 @@ def test_stages_run_by_hand_record_their_provenance(tmp_path):
 def test_tables_and_figures_carry_the_block(tmp_path):
     block = provenance.record({"command": "tables", "metrics": ["a.json"]})
     table = pd.DataFrame({"layers": [2, 3], "psnr": [30.0, 31.5]})
-    tables.TITLES["table_test"] = "Test table"
+    table_io.TITLES["table_test"] = "Test table"
     try:
-        tables.write_tables({"table_test": table}, ["a note"], tmp_path, "slice", block)
-        tables.write_tables({"table_test": table}, ["a note"], tmp_path / "bare")
+        table_io.write_tables({"table_test": table}, ["a note"], tmp_path, "slice", block)
+        table_io.write_tables({"table_test": table}, ["a note"], tmp_path / "bare")
     finally:
-        del tables.TITLES["table_test"]
+        del table_io.TITLES["table_test"]
     assert sidecar(tmp_path / "table_test.csv") == block
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "table_test.csv"), table)
     text = (tmp_path / "table_test.md").read_text()
@@ -105,9 +106,9 @@ def test_tables_and_figures_carry_the_block(tmp_path):
 
     curve = tmp_path / "curve.csv"
     curve.write_text("step,monitor_psnr_db,monitor_bicubic_psnr_db\n1,30,29\n2,31,29\n")
-    with figures.recording(block):
-        figures.sr_training_figure(curve, tmp_path / "with.png")
-    figures.sr_training_figure(curve, tmp_path / "without.png")
+    with figure_common.recording(block):
+        paper_figures.sr_training_figure(curve, tmp_path / "with.png")
+    paper_figures.sr_training_figure(curve, tmp_path / "without.png")
     assert png_block(tmp_path / "with.png") == block
     check_block(png_block(tmp_path / "without.png"))
 

@@ -9,14 +9,18 @@ from volinr.errors import InputError
 from volinr.io import sha256_file
 from volinr.models import SRDenseNet
 from volinr.resample import lanczos_resize
-from volinr.stages import _reuse_reason
 from volinr.super_resolution import (
     load_sr_checkpoint,
     save_sr_checkpoint,
     super_resolve,
     super_resolve_volume,
 )
-from volinr.training.sr import PatchPairs, SRTrainingSettings, train_srdensenet
+from volinr.training.sr import (
+    PatchPairs,
+    SRTrainingSettings,
+    checkpoint_reuse_reason,
+    train_srdensenet,
+)
 
 TINY = {"blocks": 1, "layers_per_block": 2, "growth": 4, "bottleneck": 8, "global_residual": True}
 
@@ -88,14 +92,18 @@ def test_checkpoint_is_reused_only_when_everything_matches(tmp_path):
     path = tmp_path / "sr.pt"
     save_sr_checkpoint(path, SRDenseNet(**TINY), {"settings": settings, "split": split}, [])
     sha = sha256_file(path)
-    assert _reuse_reason(_args(tmp_path, path, sha, settings), split) is None
-    assert "asked" in _reuse_reason(_args(tmp_path, path, sha, settings, retrain=True), split)
-    assert "sha256" in _reuse_reason(_args(tmp_path, path, "0" * 64, settings), split)
-    assert "settings" in _reuse_reason(_args(tmp_path, path, sha, {"steps": 2}), split)
+    assert checkpoint_reuse_reason(_args(tmp_path, path, sha, settings), split) is None
+    assert "asked" in checkpoint_reuse_reason(
+        _args(tmp_path, path, sha, settings, retrain=True), split
+    )
+    assert "sha256" in checkpoint_reuse_reason(_args(tmp_path, path, "0" * 64, settings), split)
+    assert "settings" in checkpoint_reuse_reason(_args(tmp_path, path, sha, {"steps": 2}), split)
     other = {"evaluation": {"sha256": "a"}, "training": [{"sha256": "b"}]}
-    assert "other images" in _reuse_reason(_args(tmp_path, path, sha, settings), other)
+    assert "other images" in checkpoint_reuse_reason(_args(tmp_path, path, sha, settings), other)
     leaked = {"evaluation": {"sha256": "a"}, "training": split["training"]}
-    assert "evaluation image" in _reuse_reason(_args(tmp_path, path, sha, settings), leaked)
+    assert "evaluation image" in checkpoint_reuse_reason(
+        _args(tmp_path, path, sha, settings), leaked
+    )
 
 
 def test_a_foreign_file_is_not_a_checkpoint(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 
 from volinr.errors import InputError
-from volinr.summary import markers, splice_into_readme
+from volinr.tools.readme import markers, splice_into_readme
 
 
 def test_generated_sections_replace_only_their_own_text(tmp_path):

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from volinr.tables import build_tables, load_published, mean_ci95, notes_for, write_tables
+from volinr.report.paper_tables import build_tables
+from volinr.report.table_io import load_published, mean_ci95, notes_for, write_tables
 
 PUBLISHED = "config/published.yaml"
 
@@ -89,7 +90,7 @@ def test_mean_ci95():
 
 
 def test_versus_codec_interpolates_in_log_rate_and_knows_lossless():
-    from volinr.tables import versus_codec
+    from volinr.report.rd_tables import versus_codec
 
     def row(method, setting, family, bits, psnr):
         return {

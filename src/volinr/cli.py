@@ -1,6 +1,8 @@
-"""`volinr <stage>`: argument parsing only; each subcommand calls one module.
+"""`volinr <stage>`: argument parsing, and the table of which function runs each subcommand.
 
 Every Snakemake rule is a call of one of these subcommands, so every stage also runs by hand.
+The stage functions are thin adapters grouped by job in ``volinr.stages``; the developer tools
+(benchmarks, publishing, the README) are ``volinr-dev`` (``volinr.tools.cli``).
 """
 
 from __future__ import annotations
@@ -10,14 +12,44 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from volinr import arguments as a
 
 log = logging.getLogger("volinr")
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+# subcommand -> "module:function"; the module is imported only when its subcommand runs
+SUBCOMMANDS = {
+    "prepare": "volinr.stages.data:run_prepare",
+    "prepare-volume": "volinr.stages.data:run_prepare_volume",
+    "download": "volinr.stages.data:run_download",
+    "sr-dataset": "volinr.stages.data:run_sr_dataset",
+    "downsample": "volinr.stages.data:run_downsample",
+    "export": "volinr.stages.data:run_export",
+    "pretrain-sr": "volinr.stages.sr:run_pretrain_sr",
+    "upsample": "volinr.stages.sr:run_upsample",
+    "fit": "volinr.stages.siren:run_fit",
+    "decode": "volinr.stages.siren:run_decode",
+    "compress": "volinr.stages.siren:run_compress",
+    "decompress": "volinr.stages.siren:run_decompress",
+    "evaluate": "volinr.stages.evaluate:run_evaluate",
+    "codecs": "volinr.stages.methods:run_codecs",
+    "tables": "volinr.stages.report:run_tables",
+    "rate-distortion": "volinr.stages.report:run_rate_distortion",
+    "figure": "volinr.stages.report:run_figure",
+    "summary": "volinr.stages.report:run_summary",
+}
+
+
+def stage_function(table: Mapping[str, str], command: str) -> Callable:
+    import importlib
+
+    module, name = table[command].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=a.non_negative_int, default=0, help="CPU threads for torch (0: default)"
     )
@@ -35,7 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=a.output_file, required=True, help="output .npy (sidecar .json beside it)"
     )
-    p.set_defaults(run="run_prepare")
 
     p = sub.add_parser(
         "prepare-volume", help="read a volume (DICOM series, NIfTI, phantom) and its evaluated slab"
@@ -57,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=a.output_file, default="", help="the evaluated slab (.npy + .json)"
     )
-    p.set_defaults(run="run_prepare_volume")
 
     p = sub.add_parser("download", help="fetch, verify and safely extract a dataset's archives")
     p.add_argument("--url", action="append", required=True)
@@ -75,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--manifest", type=a.output_file, required=True, help="output JSON: files, sizes, checksums"
     )
-    p.set_defaults(run="run_download")
 
     p = sub.add_parser("compress", help="write a fitted SIREN as one compressed container file")
     p.add_argument("--weights", required=True, help="a SIREN weights file from `volinr fit`")
@@ -96,15 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--z-restore", choices=["lanczos", "sr-coronal"], default="lanczos")
     p.add_argument("--sr-model", default="", help="the SR model the decoder needs (its sha256)")
     p.add_argument("--out", type=a.output_file, required=True)
-    p.set_defaults(run="run_compress")
 
     p = sub.add_parser("decompress", help="rebuild the image or volume from a container file")
     p.add_argument("--container", required=True)
     p.add_argument("--sr-model", default="", help="the SR model the container names")
     p.add_argument("--chunk-voxels", type=a.positive_int, default=1 << 18)
     p.add_argument("--out", type=a.output_file, required=True)
-    _add_common(p)
-    p.set_defaults(run="run_decompress")
+    add_common(p)
 
     p = sub.add_parser("export", help="write a reconstructed volume as NIfTI and a DICOM series")
     p.add_argument("--reconstruction", required=True)
@@ -114,7 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dicom", type=a.output_dir, required=True, help="output folder of the DICOM series"
     )
-    p.set_defaults(run="run_export")
 
     p = sub.add_parser("sr-dataset", help="collect SR training images, excluding the eval image")
     p.add_argument("--eval", required=True, help="the prepared evaluation array (.npy)")
@@ -136,13 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split", type=a.output_file, required=True, help="output JSON recording the split"
     )
-    p.set_defaults(run="run_sr_dataset")
 
     p = sub.add_parser("downsample", help="antialiased Lanczos downsampling by a factor per axis")
     p.add_argument("--input", required=True)
     p.add_argument("--factor", type=a.positive_int, default=4)
     p.add_argument("--out", type=a.output_file, required=True)
-    p.set_defaults(run="run_downsample")
 
     p = sub.add_parser("pretrain-sr", help="train SRDenseNet, or reuse a verified checkpoint")
     p.add_argument("--training", required=True, help=".npz from sr-dataset")
@@ -155,8 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="train even if the checkpoint matches")
     p.add_argument("--out", type=a.output_file, required=True)
     p.add_argument("--curve", type=a.output_file, required=True, help="training curve CSV")
-    _add_common(p)
-    p.set_defaults(run="run_pretrain_sr")
+    add_common(p)
 
     p = sub.add_parser("fit", help="fit a SIREN to an array; writes weights, curve and records")
     p.add_argument("--target", required=True)
@@ -191,8 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--curve", type=a.output_file, required=True, help="output CSV of loss and PSNR curves"
     )
-    _add_common(p)
-    p.set_defaults(run="run_fit")
+    add_common(p)
 
     p = sub.add_parser("decode", help="evaluate a fitted SIREN on its grid (or another shape)")
     p.add_argument("--weights", required=True)
@@ -202,8 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--like", default="", help="a sidecar JSON whose geometry the output keeps")
     p.add_argument("--chunk-voxels", type=a.positive_int, default=1 << 18, help="bounds memory")
     p.add_argument("--out", type=a.output_file, required=True)
-    _add_common(p)
-    p.set_defaults(run="run_decode")
+    add_common(p)
 
     p = sub.add_parser("upsample", help="restore full resolution: SRDenseNet, lanczos or bicubic")
     p.add_argument("--input", required=True)
@@ -217,8 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="volumes, method sr: how the slice axis is restored after in-plane SR",
     )
     p.add_argument("--out", type=a.output_file, required=True)
-    _add_common(p)
-    p.set_defaults(run="run_upsample")
+    add_common(p)
 
     p = sub.add_parser("evaluate", help="quality and size of a reconstruction against the original")
     p.add_argument("--reference", required=True, help="the original full-resolution array")
@@ -252,7 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="volumes sharing the SR model, for the amortized rate",
     )
     p.add_argument("--out", type=a.output_file, required=True)
-    p.set_defaults(run="run_evaluate")
 
     p = sub.add_parser("tables", help="paper-vs-ours tables (CSV + Markdown)")
     p.add_argument("--metrics", nargs="+", required=True, help="evaluate JSON files")
@@ -264,7 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="volume: the paper's slice numbers do not apply and print as n/a",
     )
     p.add_argument("--out-dir", type=a.output_dir, required=True)
-    p.set_defaults(run="run_tables")
 
     p = sub.add_parser("rate-distortion", help="rate-distortion table and figure, all methods")
     p.add_argument("--metrics", nargs="+", required=True, help="container and reference JSONs")
@@ -274,14 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sr-amortize-over", type=a.positive_int, default=100)
     p.add_argument("--out-dir", type=a.output_dir, required=True, help="tables folder")
     p.add_argument("--figure", type=a.output_file, required=True, help="output PNG")
-    p.set_defaults(run="run_rate_distortion")
 
     p = sub.add_parser("codecs", help="sweep classical codecs over rates on an image or volume")
     p.add_argument("--input", required=True, help="the full-resolution array (.npy)")
     p.add_argument(
         "--out", type=a.output_file, required=True, help="output CSV, one row per codec setting"
     )
-    p.set_defaults(run="run_codecs")
 
     p = sub.add_parser("figure", help="one of the paper's figures from the pipeline's outputs")
     p.add_argument(
@@ -305,55 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=a.non_negative_int, default=0, help="the seed whose images are shown"
     )
     p.add_argument("--out", type=a.output_file, required=True, help="output PNG")
-    p.set_defaults(run="run_figure")
 
-    p = sub.add_parser("summary", help="Markdown summary of a run; optionally into README.md")
+    p = sub.add_parser("summary", help="Markdown summary of a run (its tables' verdicts)")
     p.add_argument("--tables-dir", required=True)
     p.add_argument("--results", required=True, help="results folder (logs, benchmarks)")
     p.add_argument("--out", type=a.output_file, required=True)
-    p.add_argument("--readme", default="", help="README.md whose generated section to replace")
-    p.add_argument(
-        "--benchmark", nargs="*", default=[], help="benchmark Markdown files for the README too"
-    )
-    p.set_defaults(run="run_summary")
 
-    p = sub.add_parser("bench", help="SIREN fitting speed: ours vs a reference loop, roofline")
-    p.add_argument("--layers", type=a.positive_int, nargs="+", default=[2, 3, 4])
-    p.add_argument("--iterations", type=a.positive_int, default=30)
-    p.add_argument(
-        "--variants",
-        nargs="+",
-        choices=("default", "compiled", "bfloat16", "tf32"),
-        default=["default"],
-        help="our loop's variants (tf32: CUDA only)",
-    )
-    p.add_argument("--smoke", action="store_true", help="one tiny configuration (for CI)")
-    p.add_argument(
-        "--targets", nargs="+", default=[], help="a subset of the configurations (default: all)"
-    )
-    p.add_argument("--out-dir", type=a.output_dir, default="results/benchmarks")
-    p.add_argument("--stem", default="fit_speed", help="output file name stem")
-    _add_common(p)
-    p.set_defaults(run="run_bench")
-
-    p = sub.add_parser("bench-sr", help="SRDenseNet training and inference speed, by variant")
-    p.add_argument("--steps", type=a.positive_int, default=20, help="timed training steps")
-    p.add_argument("--patch", type=a.positive_int, default=24, help="LR training patch side")
-    p.add_argument("--batch", type=a.positive_int, default=16)
-    p.add_argument("--slice-size", type=a.positive_int, default=512, help="full-resolution side")
-    p.add_argument("--checkpoint", default="", help="SR weights for inference (default: random)")
-    p.add_argument("--out-dir", type=a.output_dir, default="results/benchmarks")
-    p.add_argument("--stem", default="sr_speed", help="output file name stem")
-    _add_common(p)
-    p.set_defaults(run="run_bench_sr")
-
-    p = sub.add_parser("publish-sr", help="copy a trained SR checkpoint with its log and sha256")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--curve", required=True)
-    p.add_argument("--log", default="")
-    p.add_argument("--out-dir", type=a.output_dir, required=True)
-    p.add_argument("--name", required=True)
-    p.set_defaults(run="run_publish_sr")
     return parser
 
 
@@ -366,12 +339,17 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), SUBCOMMANDS, argv)
+
+
+def run(
+    parser: argparse.ArgumentParser, table: Mapping[str, str], argv: Sequence[str] | None
+) -> int:
     """Run one subcommand; exit status 0, 2 (bad input or an unwritable output, named),
     3 (numerical failure), 130 (Ctrl-C) or 143 (SIGTERM): never a traceback for those."""
     from volinr.errors import InputError
     from volinr.outputs import atomic_outputs, os_error_message
 
-    parser = build_parser()
     args = parser.parse_args(argv)
     problem = a.check_paths(args)
     if problem:
@@ -384,11 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
-        from volinr import stages
-
+        stage = stage_function(table, args.command)
         # all of a stage's outputs, or none of them
         with atomic_outputs():
-            getattr(stages, args.run)(args)
+            stage(args)
     except InputError as err:
         log.error("%s", err)
         return 2

@@ -6,6 +6,7 @@ beside it (same stem): units, spacing, source and the sha256 of the pixel data.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -237,3 +238,16 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
             f"{path}: expected a 2D slice or a 3D volume, found an array of shape {array.shape}"
         )
     return array, meta
+
+
+def write_csv(path: str | Path, rows: list[dict], block: dict) -> None:
+    """Rows as CSV, with the provenance ``block`` beside it (``<path>.provenance``)."""
+    if not rows:
+        raise ValueError(f"no rows to write to {path}")
+    from volinr import provenance  # it reads the package versions: only where one is written
+
+    provenance.write_sidecar(path, block)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -17,9 +17,10 @@ import subprocess
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported only where a device was used: most stages need none
+    import torch
 
 PACKAGES = ("volinr", "torch", "numpy", "pillow", "pydicom", "scikit-image", "pandas", "snakemake")
 SIDECAR_SUFFIX = ".provenance"
@@ -66,16 +67,18 @@ def git_commit(folder: str | Path | None = None) -> str:
 
 def device_info(device: torch.device | None = None) -> dict[str, Any]:
     """The device a stage computed on; None: the host alone (a stage without torch work)."""
-    from volinr.devices import describe
-
     if device is None:
         return {
             "type": "cpu",
             "name": f"CPU ({platform.processor() or platform.machine()})",
             "cpus": os.cpu_count(),
             "machine": platform.machine(),
-            "torch": str(torch.__version__),
+            "torch": versions().get("torch", "not installed"),
         }
+    import torch
+
+    from volinr.devices import describe
+
     return {
         "type": device.type,
         "name": describe(device),
@@ -122,6 +125,8 @@ def record(
     if isinstance(config, argparse.Namespace):
         config = {k: v for k, v in vars(config).items() if k != "run"}  # run: a dispatch name
     if isinstance(device, str):
+        import torch
+
         device = torch.device(device)
     return {
         "config": _plain(dict(config or {})),

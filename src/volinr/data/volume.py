@@ -4,6 +4,7 @@ to a :class:`~volinr.data.geometry.Volume`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from volinr.data.dicom_frames import IMAGE_MODALITIES
@@ -52,3 +53,12 @@ def read_volume(spec: dict[str, Any]) -> Volume:
         start, stop = (int(v) for v in spec["slices"])
         volume = crop_slices(volume, start, stop)
     return volume
+
+
+def nifti_in_folder(folder: Path) -> Path:
+    """The one NIfTI file of a (downloaded) folder."""
+    found = sorted(p for p in folder.rglob("*") if p.name.endswith((".nii", ".nii.gz")))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise InputError(f"{folder}: expected exactly one .nii or .nii.gz file, found {names}")
+    return found[0]

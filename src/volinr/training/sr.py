@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from volinr.errors import InputError
+from volinr.io import sha256_file
 from volinr.models.srdensenet import SRDenseNet
 from volinr.resample import lanczos_resize
 from volinr.super_resolution import (
@@ -297,3 +299,35 @@ def train_srdensenet_retrying(
 
 def settings_dict(settings: SRTrainingSettings) -> dict[str, Any]:
     return asdict(settings)
+
+
+def checkpoint_reuse_reason(args, split: dict) -> str | None:
+    """Why the committed checkpoint cannot be reused (None: it can). ``args`` carries
+    ``retrain``, ``pretrained`` (its path), ``pretrained_sha256``, ``model``, ``factor`` and
+    ``settings``; ``split`` is this run's training split (``volinr sr-dataset``)."""
+    from volinr.super_resolution import load_sr_checkpoint
+
+    if args.retrain:
+        return "retraining was asked for"
+    if not args.pretrained:
+        return "no pretrained checkpoint is configured"
+    path = Path(args.pretrained)
+    if not path.is_file():
+        return f"{path} does not exist"
+    seen = sha256_file(path)
+    if seen != args.pretrained_sha256:
+        return f"{path} has sha256 {seen}, the config expects {args.pretrained_sha256 or 'none'}"
+    _, payload = load_sr_checkpoint(path)
+    wanted = dict(args.model, scale=args.factor)
+    if "training" not in payload:
+        return f"{path} has no training record"
+    if payload["config"] != wanted:
+        return f"{path} holds architecture {payload['config']}, the config asks for {wanted}"
+    trained_on = [r["sha256"] for r in payload["training"]["split"]["training"]]
+    if trained_on != [r["sha256"] for r in split["training"]]:
+        return f"{path} was trained on other images than this run's training split"
+    if split["evaluation"]["sha256"] in trained_on:
+        return f"{path} was trained on this run's evaluation image"
+    if payload["training"]["settings"] != args.settings:
+        return f"{path} was trained with other settings than the config's"
+    return None

@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from volinr.bench import write_benchmark
 from volinr.devices import synchronize
 from volinr.models.srdensenet import SRDenseNet
 from volinr.resample import lanczos_resize
@@ -41,6 +40,7 @@ from volinr.super_resolution import (
     super_resolve,
     to_model_input,
 )
+from volinr.tools.bench import write_benchmark
 from volinr.training.sr import PatchPairs, make_train_step
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def sr_benchmark_meta(
     device: torch.device, steps: int, patch: int, batch: int, slice_size: int, command: str,
     checkpoint: str | Path | None = None,
 ) -> dict:  # fmt: skip
-    from volinr.bench import benchmark_meta
+    from volinr.tools.bench import benchmark_meta
 
     return benchmark_meta(device, steps, command) | {
         "steps": steps, "patch": patch, "batch": batch, "slice_size": slice_size,

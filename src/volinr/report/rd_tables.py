@@ -1,0 +1,147 @@
+"""Rate-distortion tables: every method's points on the same image, and each method against a
+classical anchor at the same rate and at the same quality.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from volinr.errors import InputError
+from volinr.report.paper_tables import mean_of
+from volinr.report.table_io import mean_ci95
+
+RD_NOTE = (
+    "Rate-distortion: bits per voxel = 8 x bytes / voxels of the full-resolution original, "
+    "bytes taken from real files: the volinr container (SIREN weights quantized and "
+    "entropy-coded, with architecture, grid, intensity scaling and the decoding recipe), the "
+    "codec's own output stream, or the LR image coded losslessly. 'with SR' adds the whole "
+    "SRDenseNet checkpoint; 'SR amortized' adds it divided by the number of volumes sharing it "
+    "(rate_distortion.sr_amortize_over). Published points: the paper's compression rate read as "
+    "8-bit bytes / weights bytes, i.e. 8 / rate bits per voxel. Decode seconds: rebuilding the "
+    "full-resolution image from the stored bytes (SIREN evaluation + SR, or the codec's decoder); "
+    "for a 'true LR' row, the upsampling alone (the LR image's lossless decode is not timed)."
+)
+
+
+INR_LABELS = {"ours container": "SIREN on LR + SR (paper)", "baseline container": "SIREN on HR"}
+
+
+def _rd_row(method: str, setting: str, group: pd.DataFrame, family: str) -> dict[str, Any]:
+    psnr, ci, seeds = mean_ci95(group["psnr_8bit_minmax_db"])
+    return {
+        "method": method,
+        "setting": setting,
+        "family": family,
+        "bits_per_voxel": mean_of(group, "bits_per_voxel"),
+        "bits_per_voxel_with_sr_amortized": mean_of(group, "bits_per_voxel_with_sr_amortized"),
+        "bits_per_voxel_with_sr": mean_of(group, "bits_per_voxel_with_sr"),
+        "psnr_8bit_minmax_db": psnr,
+        "psnr_ci95_db": ci,
+        "psnr_native_db": mean_of(group, "psnr_native_db"),
+        "ssim": mean_of(group, "ssim"),
+        "max_abs_error_hu": mean_of(group, "max_abs_error_hu"),
+        "decode_seconds": mean_of(group, "decode_seconds"),
+        "seeds": seeds,
+    }
+
+
+def rate_distortion_table(
+    containers: pd.DataFrame,
+    references: pd.DataFrame,
+    codecs: pd.DataFrame | None,
+    published: dict[str, Any] | None,
+) -> pd.DataFrame:
+    """Every method's rate and quality on the same image, SIREN points averaged over seeds."""
+    rows = []
+    for (method, layers, quantization), group in containers.groupby(
+        ["method", "layers", "quantization"]
+    ):
+        label = f"{INR_LABELS.get(method, method)}, {int(layers)} layers"
+        rows.append(_rd_row(label, str(quantization), group, "siren"))
+    for _, row in references.iterrows():
+        codec = row.get("stored_codec")
+        by = f" by {codec}" if isinstance(codec, str) else ""
+        method = f"{row['method']} (LR coded losslessly{by})"
+        rows.append(_rd_row(method, "", row.to_frame().T, "lr + upsampling"))
+    if codecs is not None:
+        for _, row in codecs.iterrows():
+            setting = "lossless" if row["lossless"] else f"{float(row['parameter']):g}"
+            rows.append(_rd_row(str(row["codec"]), setting, row.to_frame().T, "codec"))
+    if published is not None:
+        for key, label in (
+            ("ours", "SIREN on LR + SR (paper)"),
+            ("baseline_full_res_siren", "SIREN on HR"),
+        ):
+            paper = published[key]
+            for layers, rate in paper["compression_rate"].items():
+                rows.append(
+                    {
+                        "method": f"published: {label}, {layers} layers",
+                        "setting": "published",
+                        "family": "published",
+                        "bits_per_voxel": 8.0 / rate,
+                        "psnr_8bit_minmax_db": paper["best_psnr_db"][layers],
+                    }
+                )
+    table = pd.DataFrame(rows)
+    return table.sort_values(["family", "method", "bits_per_voxel"], ignore_index=True)
+
+
+def _monotone_curve(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A codec's (log bits per voxel, PSNR) with PSNR made non-decreasing in rate, so that it
+    can be inverted; the sweep's points are sorted by rate."""
+    curve = curve.sort_values("bits_per_voxel")
+    log_rate = np.log(curve["bits_per_voxel"].to_numpy(float))
+    psnr = np.maximum.accumulate(curve["psnr_8bit_minmax_db"].to_numpy(float))
+    return log_rate, psnr
+
+
+def versus_codec(table: pd.DataFrame, codec: str = "jpeg2000") -> pd.DataFrame:
+    """Each stored-image method against a codec at the same rate and at the same quality,
+    interpolated on the codec's sweep in log rate; outside the sweep: empty; at or above the
+    codec's lossless rate: inf (the codec stores the image exactly)."""
+    curve = table[
+        (table["method"] == codec) & (table["setting"] != "lossless") & table["ssim"].notna()
+    ]
+    if len(curve) < 2:
+        raise InputError(f"the codec sweep has fewer than two lossy {codec} points")
+    log_rate, psnr = _monotone_curve(curve)
+    lossless = table[(table["method"] == codec) & (table["setting"] == "lossless")]
+    lossless_bits = float(lossless["bits_per_voxel"].min()) if len(lossless) else math.inf
+
+    def codec_psnr(bits: float) -> float:
+        if np.isfinite(bits) and bits >= lossless_bits:
+            return math.inf  # at this rate the codec stores the image losslessly
+        if not np.isfinite(bits) or not log_rate[0] <= math.log(bits) <= log_rate[-1]:
+            return math.nan
+        return float(np.interp(math.log(bits), log_rate, psnr))
+
+    def codec_rate(target_db: float) -> float:
+        if not psnr[0] <= target_db <= psnr[-1]:
+            return math.nan
+        # first rate at which the (monotone) curve reaches the target
+        return float(np.exp(np.interp(target_db, psnr, log_rate)))
+
+    rows = []
+    for _, row in table[table["family"].isin(["siren", "lr + upsampling"])].iterrows():
+        same_rate = codec_psnr(row["bits_per_voxel"])
+        same_rate_sr = codec_psnr(row.get("bits_per_voxel_with_sr_amortized", math.nan))
+        needed = codec_rate(row["psnr_8bit_minmax_db"])
+        rows.append(
+            {
+                "method": row["method"],
+                "setting": row["setting"],
+                "bits_per_voxel": row["bits_per_voxel"],
+                "psnr_8bit_minmax_db": row["psnr_8bit_minmax_db"],
+                f"{codec}_psnr_at_same_rate_db": same_rate,
+                f"gain_over_{codec}_db": row["psnr_8bit_minmax_db"] - same_rate,
+                f"gain_over_{codec}_sr_amortized_db": row["psnr_8bit_minmax_db"] - same_rate_sr,
+                f"{codec}_bits_per_voxel_at_same_psnr": needed,
+                f"size_vs_{codec}_at_same_psnr": row["bits_per_voxel"] / needed,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,224 @@
+"""What every table shares: the metric definitions printed above it, the paper's published
+numbers, the metrics records it reads (refusing non-finite values), the mean and 95%
+confidence interval over seeds, and writing CSV + Markdown with provenance.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
+
+from volinr import provenance
+from volinr.errors import InputError
+from volinr.io import read_json
+from volinr.outputs import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+PSNR_NOTE = (
+    "PSNR (dB): the paper's definition, 8-bit images (peak 255) after the min..max window of "
+    "the original image, rounded to integers; 'tissue' uses the window {tissue}; 'native' is "
+    "PSNR on HU with peak = the original's max - min; SSIM on HU (scikit-image, data_range = "
+    "max - min; a volume's SSIM is the mean over its axial slices). With several seeds: "
+    "mean, and the 95% confidence interval half-width (t)."
+)
+
+
+RATE_NOTE = (
+    "Compression rate, paper convention: bytes of the 8-bit original (1 byte a voxel) / bytes "
+    "of the saved SIREN weights file (SR model not counted). 16-bit: 2 bytes a voxel of the "
+    "original / the weights file; 'with SR' adds the SRDenseNet checkpoint's bytes. Bits per "
+    "voxel: 8 x the stored bytes / voxels of the full-resolution original, the stored bytes "
+    "being the SIREN weights file, or for a 'true LR' row the LR image coded losslessly by the "
+    "smallest of the lossless codecs (named in the row); the SR model not counted."
+)
+
+
+TIME_NOTE = (
+    "Time: wall-clock seconds of the training steps alone (evaluation passes excluded) for "
+    "the iterations we ran, on {device} (torch.compile's one-off compile time, where used, is "
+    "in its own column); 'per 50k' extrapolates our steady-state time per "
+    "iteration to the paper's 50,000. Memory: the paper's 'GPU memory (KB)'; ours is {memory}."
+)
+
+
+PEAK2_DB = 20 * math.log10(2.0)  # peak-to-peak 2 ([-1, 1]) against peak 1
+
+
+LR_FIT_NOTE = (
+    "LR fit (Table 4 only): PSNR of the SIREN against the LR slice during training, in the LR "
+    "slice's own min..max window (peak-to-peak 2 on the [-1, 1] scale of the MSE loss); the "
+    "paper's Figure 5/6 values satisfy PSNR = -10 log10(loss), i.e. peak 1 on the loss's scale, "
+    "so '_peak1' gives ours on that relation (6.02 dB lower). Losses: MSE on the [-1, 1] scale."
+)
+
+
+LOSSLESS_NOTE = (
+    "Lossless: the PSNR of a reconstruction identical to the original (MSE 0) is infinite, "
+    "shown as inf (a mean over seeds that includes one is inf, its interval n/a); the metrics "
+    "JSON writes it as null and lists it under infinite_values."
+)
+
+
+CODEC_LOSSLESS_NOTE = (
+    "Against a codec: at or above the codec's lossless rate its PSNR at the same rate is inf "
+    "(it stores the image exactly) and the gain over it -inf; empty: outside the codec's sweep."
+)
+
+
+MEMORY_KINDS = {
+    "cuda_max_memory_allocated": "torch.cuda.max_memory_allocated (KB)",
+    "cpu_peak_rss_increase": "the process's peak RSS increase during training on CPU (KB)",
+}
+
+
+PUBLISHED_KEYS = ("siren_params", "ours", "baseline_full_res_siren", "other_methods_best_psnr_db")
+
+
+def load_published(path: str | Path) -> dict[str, Any]:
+    try:
+        published = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(f"{path}: cannot read the published numbers ({err})") from None
+    missing = [k for k in PUBLISHED_KEYS if k not in (published or {})]
+    if missing:
+        raise InputError(f"{path}: the published numbers lack {', '.join(missing)}")
+    return published
+
+
+def published_for_volume(published: dict[str, Any]) -> dict[str, Any]:
+    """The paper reports one 2D slice: for a volume every published quality, time, memory and
+    rate is 'n/a'; only the SIREN parameter counts (architecture) still apply."""
+    return {
+        "siren_params": published["siren_params"],
+        "ours": {key: {} for key in published["ours"]},
+        "baseline_full_res_siren": {key: {} for key in published["baseline_full_res_siren"]},
+        "other_methods_best_psnr_db": {},
+    }
+
+
+def mean_ci95(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean, 95% confidence half-width (Student t; NaN for one value, or where a value is an
+    infinite PSNR) and count."""
+    values = np.asarray(list(values), dtype=np.float64)
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = float(values.mean())
+    if n < 2 or not np.all(np.isfinite(values)):
+        return mean, math.nan, n
+    half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    return mean, half, n
+
+
+def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
+    records = []
+    for path in paths:
+        try:
+            record = read_json(path)  # an infinite PSNR (written as null) comes back as inf
+        except OSError as err:
+            raise InputError(f"{path}: unreadable metrics file ({err})") from None
+        check_record_finite(path, record)
+        record.pop("provenance", None)  # the tables carry their own
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def check_record_finite(path: str | Path, record: dict[str, Any]) -> None:
+    """A measured value (PSNR, SSIM, seconds, sizes) that is NaN/Inf is a failed run, not a
+    missing number: refuse it here, where the file is known; a table's mean would skip a NaN
+    silently. The one exception is a PSNR of +inf: a lossless reconstruction (MSE 0). Missing
+    keys stay missing (NaN in the frame, 'n/a' in the Markdown)."""
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: not a metrics record (a JSON object)")
+    for key, value in record.items():
+        values = value if isinstance(value, list) else [value]
+        lossless = "psnr" in key and all(v == math.inf for v in values)
+        if not lossless and any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise FloatingPointError(f"{path}: measured value {key} is {value} (not finite)")
+
+
+def check_finite(name: str, table: pd.DataFrame, columns: Iterable[str]) -> None:
+    """NaN is a failed run; +inf is allowed only for a PSNR (a lossless reconstruction)."""
+    for column in columns:
+        if column not in table:
+            continue
+        values = table[column].astype(float)
+        allowed = np.isfinite(values) | (("psnr" in column) & (values == np.inf))
+        if not np.all(allowed):
+            raise FloatingPointError(f"table {name}: column {column} holds non-finite values")
+
+
+def infinity_notes(tables: Iterable[pd.DataFrame]) -> list[str]:
+    """The notes that explain the infinities the ``tables`` hold (none: no note). A codec's
+    comparison columns are infinite where the codec is lossless; any other infinity in a table
+    is a lossless PSNR, the only one ``load_metrics`` lets through."""
+    notes = []
+    for table in tables:
+        numbers = table.select_dtypes("number")
+        infinite = [c for c in numbers if np.isinf(numbers[c].to_numpy(float)).any()]
+        versus = [c for c in infinite if "same_rate" in c or c.startswith("gain_over_")]
+        if versus:
+            notes.append(CODEC_LOSSLESS_NOTE)
+        if len(versus) < len(infinite):
+            notes.append(LOSSLESS_NOTE)
+    return list(dict.fromkeys(notes))
+
+
+TITLES = {
+    "table4_ours": "Table 4: SIREN on the Lanczos x4 LR slice + SRDenseNet (the paper's method)",
+    "table5_baseline": "Table 5: SIREN fitted on the full-resolution slice (baseline)",
+    "table6_side_by_side": "Table 6: baseline vs the paper's method, paper and measured",
+    "table7_other_methods": "Table 7: best PSNR against the other methods the paper quotes",
+    "table_sr_check": "SR check: the true LR slice upsampled by SRDenseNet, Lanczos, bicubic",
+    "table_ablation": "Ablation: where the quality of the paper's pipeline comes from",
+    "table_rate_distortion": "Rate-distortion: every method's bits per voxel and quality, "
+    "from real files",
+    "table_vs_jpeg2000": "The stored-image methods against JPEG 2000 at the same rate and at "
+    "the same PSNR",
+}
+
+
+def notes_for(metrics: pd.DataFrame) -> list[str]:
+    row = metrics[metrics["method"] == "ours"].iloc[0]
+    tissue = f"{row['window_tissue'][0]:g}..{row['window_tissue'][1]:g}"
+    minmax = f"{row['window_minmax'][0]:g}..{row['window_minmax'][1]:g}"
+    memory = MEMORY_KINDS.get(row.get("memory_kind"), str(row.get("memory_kind")))
+    return [
+        PSNR_NOTE.format(tissue=tissue) + f" Min..max window here: {minmax}.",
+        RATE_NOTE,
+        TIME_NOTE.format(device=row.get("device", "?"), memory=memory),
+        LR_FIT_NOTE,
+    ]
+
+
+def write_tables(
+    tables: dict[str, pd.DataFrame],
+    notes: list[str],
+    out_dir: str | Path,
+    mode: str = "slice",
+    block: dict[str, Any] | None = None,
+) -> None:
+    """CSV (empty cells where a value does not exist) and Markdown ('n/a' there); the
+    provenance ``block`` beside each CSV and as the Markdown's last line."""
+    out_dir = Path(out_dir)
+    block = block or provenance.record(None)
+    for name, table in tables.items():
+        provenance.write_sidecar(out_dir / f"{name}.csv", block)
+        with atomic_path(out_dir / f"{name}.csv") as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6g")
+        title = TITLES[name] if mode == "slice" else TITLES[name].replace("slice", "volume")
+        text = [f"## {title}", ""] + [f"> {n}" for n in notes] + [""]
+        shown = table.astype(object).where(table.notna(), None)
+        text.append(shown.to_markdown(index=False, floatfmt=".4g", missingval="n/a"))
+        with atomic_path(out_dir / f"{name}.md") as tmp:
+            tmp.write_text("\n".join(text) + "\n" + provenance.markdown_footer(block))
