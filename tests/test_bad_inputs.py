@@ -25,10 +25,10 @@ from conftest import ROOT, SNAKEMAKE, workflow_env
 from test_volumes import write_series
 from volinr.checkpoints import save_checkpoint
 from volinr.cli import main
-from volinr.container import encode_container
 from volinr.io import save_array
 from volinr.models.siren import Siren
 from volinr.models.srdensenet import SRDenseNet
+from volinr.siren_container import encode_container
 from volinr.siren_grid import WEIGHTS_FORMAT
 from volinr.super_resolution import SR_FORMAT
 

@@ -6,20 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from volinr.container import (
-    decode_container,
-    encode_container,
-    pack_bits,
-    parse_quantization,
-    quantize_state_dict,
-    read_container,
-    siren_from_container,
-    unpack_bits,
-    write_container,
-)
+from volinr.container import write_container
 from volinr.errors import InputError
 from volinr.models.siren import Siren
+from volinr.siren_container import (
+    decode_container,
+    encode_container,
+    read_container,
+    siren_from_container,
+)
 from volinr.siren_grid import decode_siren
+from volinr.weights_coding import pack_bits, parse_quantization, quantize_state_dict, unpack_bits
 
 GRID_SHAPE = [4, 6, 5]
 GRID_EXTENT = [8.0, 6.0, 5.0]

@@ -24,12 +24,13 @@ from hypothesis import strategies as st
 from pydicom.uid import RLELossless
 
 from test_volumes import write_series
-from volinr.container import decode_container, encode_container, frame_container
+from volinr.container import frame_container
 from volinr.data.dicom_frames import read_dicom_frames
 from volinr.data.dicom_series import read_dicom_series
 from volinr.data.nifti import read_nifti
 from volinr.errors import InputError
 from volinr.models.siren import Siren
+from volinr.siren_container import decode_container, encode_container
 
 EXAMPLES = int(os.environ.get("VOLINR_FUZZ_EXAMPLES", "0")) or 500
 SECONDS_PER_EXAMPLE = 10  # a reader still busy after this is taken to hang

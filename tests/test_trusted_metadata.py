@@ -28,9 +28,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 from test_bad_inputs import assert_refused, volinr
 from test_container import frame, split
 from volinr.checkpoints import save_checkpoint
-from volinr.container import encode_container, write_container
+from volinr.container import write_container
 from volinr.io import save_array, sha256_array
 from volinr.models.siren import Siren
+from volinr.siren_container import encode_container
 from volinr.siren_grid import WEIGHTS_FORMAT
 
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"

@@ -26,10 +26,10 @@ from test_container import frame, split
 from test_download import assert_nothing_left, dicom_bytes, regular, sha, tar_bytes
 from volinr.checkpoints import load_checkpoint, save_checkpoint
 from volinr.cli import main
-from volinr.container import decode_container, encode_container
 from volinr.data.download import fetch_dataset
 from volinr.errors import InputError
 from volinr.models.siren import Siren
+from volinr.siren_container import decode_container, encode_container
 from volinr.siren_grid import WEIGHTS_FORMAT
 
 # --- checkpoints that carry code ------------------------------------------------------------

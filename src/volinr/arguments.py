@@ -98,7 +98,7 @@ def json_object(text: str) -> dict:
 
 
 def quantization(text: str) -> str:
-    from volinr.container import parse_quantization
+    from volinr.weights_coding import parse_quantization
 
     try:
         parse_quantization(text)

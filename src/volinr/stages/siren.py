@@ -138,7 +138,8 @@ def run_decode(args) -> None:
 
 
 def run_compress(args) -> None:
-    from volinr.container import encode_container, write_container
+    from volinr.container import write_container
+    from volinr.siren_container import encode_container
     from volinr.siren_grid import load_siren
 
     model, payload = load_siren(args.weights)
@@ -176,8 +177,8 @@ def run_compress(args) -> None:
 
 def run_decompress(args) -> None:
     """Rebuild the image from a container alone (plus the shared SR model it names)."""
-    from volinr.container import siren_from_container
     from volinr.devices import synchronize
+    from volinr.siren_container import siren_from_container
     from volinr.siren_grid import decode_siren
 
     device = device_from_args(args)
