@@ -54,7 +54,7 @@ def _phantom(size=32):
 
 def test_a_short_fit_reduces_the_loss_and_keeps_the_best_snapshot(tmp_path):
     target = _phantom()
-    settings = FitSettings(sine_layers=2, iterations=60, width=32, eval_every=10, seed=0)
+    settings = FitSettings.make(sine_layers=2, iterations=60, width=32, eval_every=10, seed=0)
     result = fit_siren(target, settings, torch.device("cpu"), progress=False)
     assert result.loss[-10:].mean() < 0.5 * result.loss[:5].mean()
     assert result.best_psnr_db >= result.final_psnr_db
@@ -72,13 +72,13 @@ def test_a_short_fit_reduces_the_loss_and_keeps_the_best_snapshot(tmp_path):
 
 def test_minibatches_cover_every_voxel_once_per_epoch():
     target = _phantom(16)  # 256 voxels, batch 64: four batches an epoch
-    settings = FitSettings(sine_layers=2, iterations=8, width=8, batch_size=64, eval_every=8)
+    settings = FitSettings.make(sine_layers=2, iterations=8, width=8, batch_size=64, eval_every=8)
     result = fit_siren(target, settings, torch.device("cpu"), progress=False)
     assert len(result.loss) == 8 and np.isfinite(result.loss).all()
 
 
 def test_constant_image_and_bad_weights_are_refused(tmp_path):
-    settings = FitSettings(sine_layers=2, iterations=2)
+    settings = FitSettings.make(sine_layers=2, iterations=2)
     with pytest.raises(InputError, match="constant"):
         fit_siren(np.zeros((8, 8), np.float32), settings, torch.device("cpu"), progress=False)
     bad = tmp_path / "bad.pt"
@@ -92,7 +92,7 @@ def test_compile_falls_back_to_eager_when_it_fails(monkeypatch, caplog):
         raise RuntimeError("no C compiler found")
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    settings = FitSettings(
+    settings = FitSettings.make(
         sine_layers=2, iterations=4, width=8, eval_every=2, compile=True, step="autograd"
     )
     result = fit_siren(_phantom(16), settings, torch.device("cpu"), progress=False)
@@ -121,7 +121,9 @@ def test_blocked_step_gives_autograd_gradient(sine_layers, workers):
 
 def test_blocked_and_autograd_fits_agree():
     target = _phantom(32)
-    settings = FitSettings(sine_layers=2, iterations=60, width=32, eval_every=20, batch_size=256)
+    settings = FitSettings.make(
+        sine_layers=2, iterations=60, width=32, eval_every=20, batch_size=256
+    )
     blocked = fit_siren(target, settings, torch.device("cpu"), progress=False)
     autograd = fit_siren(
         target, FitSettings(**{**vars(settings), "step": "autograd"}), torch.device("cpu")
@@ -133,12 +135,12 @@ def test_blocked_and_autograd_fits_agree():
 def test_precision_options_are_checked():
     cpu = torch.device("cpu")
     with pytest.raises(InputError, match="tf32 needs a CUDA"):
-        resolve_step(FitSettings(sine_layers=2, iterations=1, precision="tf32"), cpu)
+        resolve_step(FitSettings.make(sine_layers=2, iterations=1, precision="tf32"), cpu)
     with pytest.raises(InputError, match="blocked step runs in float32"):
         resolve_step(
-            FitSettings(sine_layers=2, iterations=1, precision="bfloat16", step="blocked"), cpu
+            FitSettings.make(sine_layers=2, iterations=1, precision="bfloat16", step="blocked"), cpu
         )
-    settings = FitSettings(
+    settings = FitSettings.make(
         sine_layers=2, iterations=4, width=16, eval_every=2, precision="bfloat16"
     )
     result = fit_siren(_phantom(16), settings, cpu, progress=False)
@@ -151,7 +153,7 @@ class _Killed(Exception):
 
 def test_an_interrupted_fit_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     target = _phantom(24)
-    settings = FitSettings(
+    settings = FitSettings.make(
         sine_layers=2, iterations=30, width=16, eval_every=5, batch_size=128, checkpoint_every=10
     )
     cpu = torch.device("cpu")
@@ -183,7 +185,9 @@ def test_a_resume_file_that_is_not_this_fits_checkpoint_is_refused_and_kept(tmp_
     target = _phantom(16)
     cpu = torch.device("cpu")
     resume = tmp_path / "fit.resume.pt"
-    first = FitSettings(sine_layers=2, iterations=10, width=8, eval_every=5, checkpoint_every=5)
+    first = FitSettings.make(
+        sine_layers=2, iterations=10, width=8, eval_every=5, checkpoint_every=5
+    )
     another = {"format": "volinr-siren-resume-1", "fingerprint": "another"}
     for content, problem in [(another, "of another fit"), (b"cut short", "not a readable")]:
         if isinstance(content, dict):

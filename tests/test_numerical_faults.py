@@ -1,6 +1,7 @@
 """Numerical faults: a run whose loss becomes NaN/Inf stops naming its configuration (or
 restarts at a lower learning rate where configured), and no NaN reaches a result or a table."""
 
+import dataclasses
 import json
 import logging
 import math
@@ -39,7 +40,10 @@ def _noise_image(size: int = 16) -> np.ndarray:
 
 
 def test_a_diverging_siren_fit_stops_naming_its_configuration():
-    settings = FitSettings(sine_layers=2, iterations=20, width=16, eval_every=5, learning_rate=1e30)
+    # a rate far beyond the schema's range, to make the fit diverge
+    settings = dataclasses.replace(
+        FitSettings.make(sine_layers=2, iterations=20, width=16, eval_every=5), learning_rate=1e30
+    )
     with pytest.raises(SirenDiverged) as caught:
         fit_siren(_noise_image(), settings, torch.device("cpu"), progress=False, label="fit X")
     message = str(caught.value)
@@ -49,15 +53,13 @@ def test_a_diverging_siren_fit_stops_naming_its_configuration():
 
 
 def test_siren_divergence_retries_lower_the_rate_until_the_fit_is_finite(caplog):
-    settings = FitSettings(
-        sine_layers=2,
-        iterations=20,
-        width=16,
-        eval_every=5,
-        learning_rate=1e30,
-        divergence_retries=40,
-        divergence_lr_factor=1e-4,
-    )
+    settings = dataclasses.replace(
+        FitSettings.make(
+            sine_layers=2, iterations=20, width=16, eval_every=5, divergence_retries=40,
+            divergence_lr_factor=1e-4,
+        ),
+        learning_rate=1e30,  # far beyond the schema's range: the fit must diverge
+    )  # fmt: skip
     with caplog.at_level(logging.WARNING):
         result = fit_siren(_noise_image(), settings, torch.device("cpu"), progress=False)
     assert result.divergence_retries_used >= 1 and "restarting with learning rate" in caplog.text
@@ -76,15 +78,13 @@ def test_siren_divergence_retries_lower_the_rate_until_the_fit_is_finite(caplog)
 
 
 def test_exhausted_siren_retries_say_so():
-    settings = FitSettings(
-        sine_layers=2,
-        iterations=10,
-        width=16,
-        eval_every=5,
+    settings = dataclasses.replace(
+        FitSettings.make(
+            sine_layers=2, iterations=10, width=16, eval_every=5, divergence_retries=2,
+            divergence_lr_factor=0.5,
+        ),
         learning_rate=1e30,
-        divergence_retries=2,
-        divergence_lr_factor=0.5,
-    )
+    )  # fmt: skip
     with pytest.raises(SirenDiverged, match="after 2 retries"):
         fit_siren(_noise_image(), settings, torch.device("cpu"), progress=False)
 
@@ -93,7 +93,7 @@ def test_a_siren_target_holding_nan_is_refused():
     image = _noise_image()
     image[3, 4] = np.nan
     with pytest.raises(InputError, match="NaN or Inf"):
-        fit_siren(image, FitSettings(sine_layers=2, iterations=2), torch.device("cpu"))
+        fit_siren(image, FitSettings.make(sine_layers=2, iterations=2), torch.device("cpu"))
 
 
 # ------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def _phantom(size=24):
 
 def test_a_fixed_seed_gives_bitwise_identical_weights_on_cpu():
     target = _phantom()
-    settings = FitSettings(sine_layers=2, iterations=20, width=16, eval_every=5, seed=3)
+    settings = FitSettings.make(sine_layers=2, iterations=20, width=16, eval_every=5, seed=3)
     first = fit_siren(target, settings, torch.device("cpu"), progress=False)
     second = fit_siren(target, settings, torch.device("cpu"), progress=False)
     for name, tensor in first.model.state_dict().items():
@@ -33,7 +33,9 @@ def test_a_fixed_seed_gives_bitwise_identical_weights_on_cpu():
 def test_a_fit_split_between_two_workers_is_bitwise_repeatable():
     torch.set_num_threads(2)  # two workers in the blocked step (reset by conftest)
     target = _phantom(32)
-    settings = FitSettings(sine_layers=3, iterations=15, width=16, eval_every=5, batch_size=600)
+    settings = FitSettings.make(
+        sine_layers=3, iterations=15, width=16, eval_every=5, batch_size=600
+    )
     first = fit_siren(target, settings, torch.device("cpu"), progress=False)
     second = fit_siren(target, settings, torch.device("cpu"), progress=False)
     assert torch.get_num_threads() == 2

@@ -58,6 +58,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
+    return value
+
+
 def fraction(text: str) -> float:
     """Strictly between 0 and 1 (a factor that lowers a rate)."""
     value = finite_float(text)

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from volinr import arguments as a
+from volinr import settings
 
 log = logging.getLogger("volinr")
 
@@ -34,6 +35,7 @@ SUBCOMMANDS = {
     "compress": "volinr.stages.siren:run_compress",
     "decompress": "volinr.stages.siren:run_decompress",
     "evaluate": "volinr.stages.evaluate:run_evaluate",
+    "rd": "volinr.stages.methods:run_rd",
     "codecs": "volinr.stages.methods:run_codecs",
     "tables": "volinr.stages.report:run_tables",
     "rate-distortion": "volinr.stages.report:run_rate_distortion",
@@ -181,34 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve", type=a.output_file, required=True, help="training curve CSV")
     add_common(p)
 
-    p = sub.add_parser("fit", help="fit a SIREN to an array; writes weights, curve and records")
+    p = sub.add_parser(
+        "fit",
+        help="fit a SIREN to an array; writes weights, curve and records",
+        description="Every siren setting has an option (its default: --settings, else the config "
+        "schema's); the workflow passes the config's validated siren section as --settings.",
+    )
     p.add_argument("--target", required=True)
     p.add_argument(
         "--sine-layers", type=a.positive_int, required=True, help="the paper's '2/3/4 layers'"
     )
-    p.add_argument("--width", type=a.positive_int, default=128)
-    p.add_argument("--omega0", type=a.positive_float, default=30.0)
-    p.add_argument("--learning-rate", type=a.positive_float, default=1.5e-3)
-    p.add_argument("--iterations", type=a.positive_int, required=True)
-    p.add_argument("--batch-size", type=a.positive_int, default=65536)
-    p.add_argument("--eval-every", type=a.positive_int, default=25)
     p.add_argument("--seed", type=a.non_negative_int, default=0)
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument(
-        "--step", choices=("auto", "blocked", "autograd"), default="auto", help="training step kind"
-    )
-    p.add_argument("--precision", choices=("float32", "tf32", "bfloat16"), default="float32")
-    p.add_argument(
-        "--checkpoint-every",
-        type=a.non_negative_int,
-        default=0,
-        help="iterations between resume checkpoints",
-    )
+    settings.add_section_options(p, "siren", skip=("baseline_iterations",))
     p.add_argument(
         "--resume", default="", help="resume checkpoint file (default: WEIGHTS.resume.pt)"
     )
-    p.add_argument("--divergence-retries", type=a.non_negative_int, default=0)
-    p.add_argument("--divergence-lr-factor", type=a.fraction, default=0.5)
     p.add_argument("--weights", type=a.output_file, required=True, help="output SIREN weights file")
     p.add_argument("--record", type=a.output_file, required=True, help="output JSON of the fit")
     p.add_argument(
@@ -292,6 +281,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sr-amortize-over", type=a.positive_int, default=100)
     p.add_argument("--out-dir", type=a.output_dir, required=True, help="tables folder")
     p.add_argument("--figure", type=a.output_file, required=True, help="output PNG")
+
+    p = sub.add_parser(
+        "rd",
+        help="one method's group of operating points: files, decodes and metrics",
+        description="Encode the image at every operating point of one group of a method into "
+        "a file, decode each file from its bytes alone (plus the method's shared assets), and "
+        "measure every reconstruction; rates come from the files' sizes.",
+    )
+    p.add_argument("--method", required=True, help="a method family (volinr.methods)")
+    p.add_argument("--group", required=True, help="one of its groups (e.g. L2_s0, jpeg2000)")
+    p.add_argument("--image", required=True, help="the original array (.npy + sidecar)")
+    p.add_argument(
+        "--settings", type=a.json_object, required=True, help="the method's config sections (JSON)"
+    )
+    p.add_argument(
+        "--inputs", type=a.json_object, default={}, help="the group's input files by name (JSON)"
+    )
+    p.add_argument(
+        "--tissue-window",
+        type=a.finite_or_nan,
+        nargs=2,
+        default=[-1024.0, float("nan")],
+        help="low and high of the second 8-bit window (nan high: the image max)",
+    )
+    p.add_argument("--sr-amortize-over", type=a.positive_int, default=100)
+    p.add_argument(
+        "--keep-reconstruction",
+        action="store_true",
+        help="also write the paper point's reconstruction (.npy) beside its file",
+    )
+    p.add_argument("--files-dir", type=a.output_dir, required=True, help="the points' files")
+    p.add_argument("--out", type=a.output_file, required=True, help="output JSON of the rows")
+    add_common(p)
 
     p = sub.add_parser("codecs", help="sweep classical codecs over rates on an image or volume")
     p.add_argument("--input", required=True, help="the full-resolution array (.npy)")

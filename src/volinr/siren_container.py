@@ -287,12 +287,14 @@ def read_container(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
 
 
 def siren_from_container(
-    path_or_bytes: str | os.PathLike | bytes, device: torch.device | str = "cpu"
+    path_or_bytes: str | os.PathLike | bytes,
+    device: torch.device | str = "cpu",
+    source: str = "container",
 ) -> tuple[Siren, dict[str, Any]]:
     """The SIREN (eval mode, on ``device``) with the container's dequantized weights, and the
-    header."""
+    header; errors name ``source`` (bytes) or the path."""
     if isinstance(path_or_bytes, bytes | bytearray | memoryview):
-        state_dict, header = decode_container(bytes(path_or_bytes))
+        state_dict, header = decode_container(bytes(path_or_bytes), source)
     else:
         state_dict, header = read_container(path_or_bytes)
     with torch.device("meta"):  # no random initialisation of weights about to be replaced

@@ -39,11 +39,13 @@ from volinr.codecs.sweep import (
     LOSSLESS_CODECS_3D,
     LOSSY_SWEEP_2D,
     LOSSY_SWEEP_3D,
+    decode_lossless_stream,
     default_sweep,
     max_abs_error,
     measure,
     run_sweep,
     smallest_lossless,
+    smallest_lossless_stream,
 )
 
 __all__ = [
@@ -79,6 +81,8 @@ __all__ = [
     "max_abs_error",
     "measure",
     "run_sweep",
+    "decode_lossless_stream",
     "smallest_lossless",
+    "smallest_lossless_stream",
     "unframe_slices",
 ]

@@ -12,40 +12,18 @@ import numpy as np
 from tqdm import tqdm
 
 from volinr import metrics
+from volinr.codec_sweeps import (
+    LOSSLESS_CODECS,
+    LOSSLESS_CODECS_3D,
+    LOSSY_SWEEP_2D,
+    LOSSY_SWEEP_3D,
+)
 from volinr.codecs.base import CodecError, CodecSetting, check_volume, exact_float
 from volinr.codecs.float_codecs import ZSTD_LEVEL
 from volinr.codecs.registry import CODECS, decode, encode
 from volinr.errors import InputError
 
 log = logging.getLogger("volinr.codecs")
-
-# About 0.01 .. 3 bits per voxel on 693_UNCR, each crossing 30..45 dB 8-bit PSNR (min..max
-# window) except where the codec cannot go so low (JPEG-LS: NEAR <= 255; ZFP: per-block
-# exponents). The 3D sweep keeps fewer points: a setting codes the whole volume.
-LOSSY_SWEEP_2D: dict[str, tuple[float, ...]] = {
-    "jpeg2000": (46, 50, 54, 58, 62, 66, 70, 80, 90, 110),
-    "htj2k": (0.1, 0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4, 3e-5, 1e-5),
-    "jpegls": (255, 128, 64, 32, 16, 8, 4, 2, 1),
-    "jpegxl": (15, 8, 4, 2, 1, 0.3, 0.1, 0.03, 0.01),
-    "zfp": (16384, 8192, 2048, 512, 128, 32, 8, 2, 0.5),
-    "sz3": (2048, 1024, 512, 256, 128, 64, 32, 8, 2, 0.5),
-    "hevc": (46, 40, 34, 28, 22, 16, 10, 4, 0),
-    "av1": (63, 55, 45, 35, 25, 15, 5, 1),
-}
-LOSSY_SWEEP_3D: dict[str, tuple[float, ...]] = {
-    "jpeg2000": (46, 52, 58, 64, 70, 90),
-    "jpeg2000_per_slice": (46, 52, 58, 64, 70, 90),
-    "htj2k": (0.1, 0.03, 0.01, 0.001, 1e-4, 1e-5),
-    "jpegls": (255, 64, 16, 4, 1),
-    "jpegxl": (15, 4, 1, 0.3, 0.03),
-    "zfp": (32768, 8192, 2048, 512, 32, 0.5),
-    "sz3": (2048, 512, 256, 64, 8, 0.5),
-    "hevc": (46, 40, 34, 28, 22, 16, 10, 4, 0),
-    "av1": (63, 55, 45, 35, 25, 15, 5, 1),
-}
-# hevc's lossless setting refuses (and a sweep skips) data wider than 12 bits.
-LOSSLESS_CODECS = ("zstd", "jpeg2000", "htj2k", "jpegls", "jpegxl", "hevc")
-LOSSLESS_CODECS_3D = (*LOSSLESS_CODECS, "jpeg2000_per_slice")
 
 
 def default_sweep(ndim: int) -> list[CodecSetting]:
@@ -136,22 +114,43 @@ def run_sweep(
     return rows
 
 
-def smallest_lossless(volume: np.ndarray) -> tuple[int, str]:
-    """Bytes of ``volume`` (integer HU) under the best of the lossless codecs, and which one:
-    the honest size of storing an image losslessly (e.g. the LR image of the ablation)."""
+FLOAT32_ZSTD = "zstd (float32)"  # for images that are not integer HU
+
+
+def smallest_lossless_stream(volume: np.ndarray) -> tuple[str, bytes]:
+    """``volume`` (integer HU) under the best of the lossless codecs: which one, and its
+    stream. The honest size of storing an image losslessly (e.g. the LR image of the
+    ablation); ``decode_lossless_stream`` reads it back exactly."""
     volume = check_volume(volume)
     if volume.dtype.kind == "f" and not np.array_equal(volume, np.rint(volume)):
         # Not integer HU (e.g. a resampled NIfTI): zstd on the float32 bytes is lossless.
         raw = np.ascontiguousarray(volume, "<f4").tobytes()
-        return len(imagecodecs.zstd_encode(raw, level=ZSTD_LEVEL)), "zstd (float32)"
-    sizes = {}
+        return FLOAT32_ZSTD, imagecodecs.zstd_encode(raw, level=ZSTD_LEVEL)
+    streams = {}
     for name in LOSSLESS_CODECS:
         setting = CODECS[name].lossless_setting()
         try:
-            sizes[name] = len(encode(volume, setting))
+            streams[name] = encode(volume, setting)
         except CodecError as err:
             log.info("lossless %s skipped: %s", name, err)
-    if not sizes:
+    if not streams:
         raise InputError("no lossless codec could encode the image (is it integer-valued?)")
-    best = min(sizes, key=sizes.get)
-    return sizes[best], best
+    best = min(streams, key=lambda name: len(streams[name]))
+    return best, streams[best]
+
+
+def decode_lossless_stream(codec: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """float32 HU of ``shape`` from a stream of ``smallest_lossless_stream``."""
+    if codec == FLOAT32_ZSTD:
+        raw = imagecodecs.zstd_decode(data)
+        count = int(np.prod(shape))
+        if len(raw) != 4 * count:
+            raise ValueError(f"{codec}: {len(raw)} bytes decoded, expected {4 * count}")
+        return np.frombuffer(raw, "<f4").reshape(shape).astype(np.float32)
+    return decode(data, CODECS[codec].lossless_setting(), shape)
+
+
+def smallest_lossless(volume: np.ndarray) -> tuple[int, str]:
+    """Bytes of ``volume`` under the best of the lossless codecs, and which one."""
+    codec, stream = smallest_lossless_stream(volume)
+    return len(stream), codec

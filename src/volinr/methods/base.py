@@ -17,9 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+if TYPE_CHECKING:  # the workflow imports this package while building the DAG: keep it light
+    import numpy as np
+    import torch
+
+
+class PointSkipped(Exception):
+    """A method cannot code this image at this point (a codec library refuses the setting):
+    the point is left out with the reason logged, as a sweep skips it."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +72,22 @@ class Method:
     shared_assets: ClassVar[tuple[str, ...]] = ()
     #: the workflow gives jobs of a method that runs torch the ``gpu`` resource
     uses_torch: ClassVar[bool] = False
+    #: the config sections its jobs receive (validated by the schema)
+    sections: ClassVar[tuple[str, ...]] = ()
+    #: the point whose reconstruction and full record the paper's tables and figures read
+    paper_point: ClassVar[str | None] = None
 
-    def __init__(self, section: Mapping[str, Any], group: str, inputs: Mapping[str, str]):
-        self.section = section
+    def __init__(
+        self,
+        section: Mapping[str, Any],
+        group: str,
+        inputs: Mapping[str, str],
+        device: torch.device | None = None,
+    ):
+        self.section = section  # the config sections the method reads (see ``sections``)
         self.group = group
         self.inputs = dict(inputs)
+        self.device = device
 
     # --- what the workflow asks while building the DAG (no heavy imports) -------------------
 
@@ -99,12 +117,16 @@ class Method:
     def encode(self, image: Image, point: OperatingPoint) -> bytes:
         raise NotImplementedError
 
-    def decode(self, data: bytes, source: str, reference: Image) -> Decoded:
-        """Rebuild the image from ``data`` alone (and declared shared assets). ``reference``
-        is passed only for what every decoder of this benchmark knows without reading the
-        file (none of its voxels may be used)."""
+    def decode(
+        self, data: bytes, source: str, point: OperatingPoint, shape: tuple[int, ...]
+    ) -> Decoded:
+        """Rebuild the image from ``data`` (read from ``source``) and the declared shared
+        assets. Besides the bytes, a decoder knows only the operating point's settings (as a
+        codec's decoder knows its mode) and the grid's shape (the original's geometry); what
+        else it needs must be in the bytes, and ``counts`` says what they hold."""
         raise NotImplementedError
 
-    def record(self, point: OperatingPoint) -> dict[str, Any]:
-        """Extra facts about how a point was made (e.g. the fit it comes from)."""
+    def record(self, image: Image, point: OperatingPoint, data: bytes) -> dict[str, Any]:
+        """Extra facts about how a point was made (e.g. the fit it comes from, the codec its
+        bytes name, what was done to the samples)."""
         return {}

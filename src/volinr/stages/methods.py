@@ -1,15 +1,25 @@
-"""Stages of the rate-distortion benchmark's methods."""
+"""Stages of the rate-distortion benchmark's methods.
+
+``volinr rd`` runs one group of one method (a SIREN fit's weight formats, a codec's sweep):
+each operating point is encoded into a file, the file is read back and decoded from its bytes
+alone (plus the shared assets the method declares), and the reconstruction is evaluated with
+the same metrics as every other method; the rates come from the file's size. The method's
+paper point (the SIREN's float32 weights, the stored true LR) also gets the full record the
+paper's tables read, its per-slice metrics, and, when asked, its reconstruction.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
+from typing import Any
 
-from volinr import provenance
+from volinr import evaluation, metrics, provenance, rates
 from volinr.errors import InputError
-from volinr.io import (
-    load_image,
-    write_csv,
-)
+from volinr.io import load_image, save_array, write_csv, write_json
+from volinr.methods.base import Image, Method, OperatingPoint, PointSkipped
+from volinr.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -22,3 +32,168 @@ def run_codecs(args) -> None:
     if not rows:
         raise InputError(f"{args.input}: no codec setting could encode this image")
     write_csv(args.out, rows, provenance.record(args))
+
+
+def file_stem(point: OperatingPoint) -> str:
+    return point.name.replace(" ", "_")
+
+
+def run_rd(args) -> None:
+    from volinr.methods import family
+    from volinr.stages.common import device_from_args
+
+    cls = family(args.method)
+    missing = sorted(set(cls.sections) - set(args.settings))
+    if missing:
+        raise InputError(f"--settings: the {args.method} method needs the sections {missing}")
+    if args.group not in cls.groups(args.settings, args.settings):
+        raise InputError(f"--group {args.group}: not a group of {args.method} with these settings")
+    for name, path in args.inputs.items():
+        if not Path(path).is_file():
+            raise InputError(f"{path}: the {args.method} input {name!r} does not exist")
+    device = device_from_args(args) if cls.uses_torch else None
+    method = cls(args.settings, args.group, args.inputs, device)
+    voxels, meta = load_image(args.image)
+    image = Image(voxels, meta, str(args.image))
+    minmax, tissue = evaluation.windows(voxels, args.tissue_window, args.image)
+    sr_model = args.inputs.get("sr_model", "")
+    sr_bytes = Path(sr_model).stat().st_size if sr_model else 0
+    block = provenance.record(args, device)
+    rows = []
+    for point in method.points():
+        row = _run_point(method, image, point, args, (minmax, tissue), sr_bytes)
+        if row is not None:
+            rows.append(row)
+    if not rows:
+        raise InputError(f"{args.image}: no point of {args.method} {args.group} could code it")
+    write_json(
+        args.out,
+        {
+            "family": cls.family,
+            "kind": cls.kind,
+            "group": args.group,
+            "counts": cls.counts,
+            "shared_assets": {name: args.inputs.get(name) for name in cls.shared_assets},
+            "rows": rows,
+            "provenance": block,
+        },
+    )
+
+
+def _run_point(
+    method: Method,
+    image: Image,
+    point: OperatingPoint,
+    args,
+    windows: tuple[tuple[float, float], tuple[float, float]],
+    sr_bytes: int,
+) -> dict[str, Any] | None:
+    minmax, tissue = windows
+    try:
+        start = time.perf_counter()
+        data = method.encode(image, point)
+        encode_seconds = time.perf_counter() - start
+    except PointSkipped as err:
+        log.warning("skipping %s %s: %s", method.group, point.name, err)
+        return None
+    path = Path(args.files_dir) / f"{file_stem(point)}{method.suffix}"
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        # decoded from the bytes written, not from the encoder's memory
+        stored = tmp.read_bytes()
+        start = time.perf_counter()
+        decoded = method.decode(stored, str(path), point, tuple(image.voxels.shape))
+        decode_seconds = time.perf_counter() - start
+    reconstruction = decoded.voxels
+    evaluation.check_pair(image.voxels, reconstruction, image.path, str(path))
+    quality = evaluation.quality(image.voxels, reconstruction, minmax, tissue)
+    voxels = quality["voxels"]
+    label = method.label(point)
+    facts = method.record(image, point, stored)
+    is_paper_point = point.name == method.paper_point
+    row: dict[str, Any] = {
+        **label,
+        "family": method.family,
+        "kind": method.kind,
+        "group": method.group,
+        "point": point.name,
+        "file": str(path),
+        "bytes": len(stored),
+        "what_bytes_count": method.counts,
+        **quality,
+        "max_abs_error_hu": evaluation.max_abs_error_hu(image.voxels, reconstruction),
+        "encode_seconds": encode_seconds,
+        "decode_seconds": decode_seconds,
+        **{k: v for k, v in facts.items() if k != "fit_record"},
+    }
+    paper = None
+    if "fit_record" in facts:  # a SIREN: its fit's timing and memory, the rates of its file
+        row.update(rates.fit_rates([facts["fit_record"]], voxels, sr_bytes))
+        if is_paper_point:
+            paper = _paper_view(method, quality, facts, sr_bytes, decoded, minmax)
+        row.update(
+            sr_model_bytes=sr_bytes,
+            **rates.original_bytes(voxels),
+            container_bytes=len(stored),
+            weights_bytes=len(stored),
+            **rates.file_rates(len(stored), voxels, sr_bytes, args.sr_amortize_over),
+        )
+    elif "stored_codec" in facts:  # an image stored losslessly and upsampled
+        stored_rates = rates.stored_rates(len(stored), voxels, sr_bytes, args.sr_amortize_over)
+        row.update(
+            sr_model_bytes=sr_bytes,
+            **rates.original_bytes(voxels),
+            stored_bytes=len(stored),
+            **stored_rates,
+        )
+        paper = {"method": row["method"], **quality, "sr_model_bytes": sr_bytes}
+        paper.update(rates.original_bytes(voxels), stored_bytes=len(stored), **facts)
+        paper.update(stored_rates)
+    else:
+        row["bits_per_voxel"] = metrics.bits_per_voxel(len(stored), voxels)
+    if is_paper_point and paper is not None:
+        paper["decode_seconds"] = decode_seconds
+        row["paper_view"] = evaluation.finish(paper, str(path))
+        _keep_paper_outputs(method, point, image, decoded, minmax, args, paper)
+    log.info(
+        "%s %s %s: %d bytes, %.4f bits per voxel, %.2f dB",
+        method.family,
+        method.group,
+        point.name,
+        len(stored),
+        row["bits_per_voxel"],
+        row["psnr_8bit_minmax_db"],
+    )
+    return evaluation.finish(row, str(path))
+
+
+def _paper_view(method, quality, facts, sr_bytes, decoded, minmax) -> dict[str, Any]:
+    """The record the paper's tables read for a SIREN fit: its reconstruction's quality, and
+    rates from the SIREN weights file as the fit saved it (the paper's convention)."""
+    layers, seed = method.layers_and_seed()
+    paper = {"method": method.paper_name, "layers": layers, "seed": seed, **quality}
+    if "lr" in decoded.intermediates and "lr" in method.inputs:
+        lr_reference, _ = load_image(method.inputs["lr"])
+        lr = decoded.intermediates["lr"]
+        evaluation.check_pair(lr_reference, lr, method.inputs["lr"], "the decoded LR image")
+        paper["lr_psnr_8bit_minmax_db"] = metrics.psnr_8bit(lr_reference, lr, minmax)
+    paper["sr_model_bytes"] = sr_bytes
+    paper.update(rates.original_bytes(quality["voxels"]))
+    paper.update(rates.fit_rates([facts["fit_record"]], quality["voxels"], sr_bytes))
+    return paper
+
+
+def _keep_paper_outputs(method, point, image, decoded, minmax, args, paper) -> None:
+    """The paper point's per-slice metrics and, when asked, its reconstruction (figures,
+    export): ``<point>.slices.csv``, ``<point>.npy`` and each intermediate's ``.npy``."""
+    stem = Path(args.files_dir) / file_stem(point)
+    label = {key: paper[key] for key in ("method", "layers", "seed") if key in paper}
+    rows = evaluation.per_slice_rows(image.voxels, decoded.voxels, minmax, label)
+    write_csv(f"{stem}.slices.csv", rows, provenance.record(args))
+    if not args.keep_reconstruction:
+        return
+    geometry = {k: v for k, v in image.meta.items() if k not in ("shape", "dtype", "sha256")}
+    record = {"decoded_from": f"{stem}{method.suffix}", "provenance": provenance.record(args)}
+    save_array(f"{stem}.npy", decoded.voxels, geometry | record)
+    for name, array in decoded.intermediates.items():
+        save_array(f"{stem}.{name}.npy", array, record)

@@ -15,38 +15,23 @@ from volinr.io import (
     load_image,
     read_json_object,
     save_array,
-    sha256_file,
     write_csv,
     write_json,
 )
 from volinr.stages.common import device_from_args
-from volinr.super_resolution import upsample_array
 
 log = logging.getLogger(__name__)
 
 
 def run_fit(args) -> None:
+    from volinr.settings import section_from_args
     from volinr.siren_grid import save_siren
     from volinr.training.siren import FitSettings, fit_siren
 
     device = device_from_args(args)
     target, meta = load_image(args.target)
-    settings = FitSettings(
-        sine_layers=args.sine_layers,
-        iterations=args.iterations,
-        width=args.width,
-        omega0=args.omega0,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        compile=args.compile,
-        step=args.step,
-        precision=args.precision,
-        checkpoint_every=args.checkpoint_every,
-        divergence_retries=args.divergence_retries,
-        divergence_lr_factor=args.divergence_lr_factor,
-    )
+    section = section_from_args(args, "siren")
+    settings = FitSettings.from_section(section, args.sine_layers, args.seed, section["iterations"])
     label = f"SIREN {args.sine_layers} layers, seed {args.seed}, on {Path(args.target).name}"
     spacing = meta.get("spacing_mm")
     # Beside the weights but not a declared output: Snakemake keeps it when a killed job's
@@ -90,9 +75,13 @@ def run_fit(args) -> None:
             "weights_bytes": weights_bytes,
             "best_psnr_db": result.best_psnr_db,
             "best_iteration": result.best_iteration,
+            "snapshot_voxels_used": result.snapshot_voxels_used,
+            "snapshot_psnr_db": result.snapshot_psnr_db,
             "final_psnr_db": result.final_psnr_db,
             "final_loss": float(result.loss[-1]),
-            "psnr_definition": "8-bit PSNR in the fit target's own min..max window, unrounded",
+            "psnr_definition": "8-bit PSNR in the fit target's own min..max window, unrounded; "
+            "best_psnr_db on every voxel, the curve's evaluations on snapshot_voxels_used "
+            "(0: every voxel)",
             "intensity_scaling": "target min..max -> [-1, 1]",
             "value_range": list(result.value_range),
             "train_seconds": result.train_seconds,
@@ -139,35 +128,22 @@ def run_decode(args) -> None:
 
 def run_compress(args) -> None:
     from volinr.container import write_container
-    from volinr.siren_container import encode_container
-    from volinr.siren_grid import load_siren
+    from volinr.methods.siren import encode_siren_file
 
-    model, payload = load_siren(args.weights)
-    # The recipe a decoder follows after evaluating the SIREN on its own grid.
-    extra = {"upsample": args.upsample}
+    target_shape = None
     if args.upsample != "none":
         if not args.reference:
             raise InputError(f"compress --upsample {args.upsample} needs --reference (its grid)")
-        reference, _ = load_image(args.reference)
-        extra.update(target_shape=list(reference.shape), z_restore=args.z_restore)
-    if args.upsample == "sr":
-        if not args.sr_model:
-            raise InputError("compress --upsample sr needs --sr-model (its sha256 is stored)")
-        extra["sr_model_sha256"] = sha256_file(args.sr_model)
-    try:
-        data = encode_container(
-            model.state_dict(),
-            model.config,
-            payload["grid_shape"],
-            payload.get("grid_extent") or [float(n) for n in payload["grid_shape"]],
-            payload["value_range"],
-            args.quantization,
-            args.coder,
-            extra,
-        )
-    except ValueError as err:  # e.g. weights beyond the float16 range
-        problem = f"cannot be stored as {args.quantization} ({err})"
-        raise InputError(f"{args.weights}: {problem}") from None
+        target_shape = load_image(args.reference)[0].shape
+    data = encode_siren_file(
+        args.weights,
+        args.quantization,
+        args.coder,
+        args.upsample,
+        target_shape,
+        args.z_restore,
+        args.sr_model,
+    )
     provenance.write_sidecar(args.out, provenance.record(args))  # not in the rated bytes
     size = write_container(args.out, data)
     log.info(
@@ -178,50 +154,18 @@ def run_compress(args) -> None:
 def run_decompress(args) -> None:
     """Rebuild the image from a container alone (plus the shared SR model it names)."""
     from volinr.devices import synchronize
-    from volinr.siren_container import siren_from_container
-    from volinr.siren_grid import decode_siren
+    from volinr.methods.siren import decode_siren_file
 
     device = device_from_args(args)
     start = time.perf_counter()
-    model, header = siren_from_container(args.container, device)
-    extra = header.get("extra", {})
-    method = extra.get("upsample", "none")
-    upsampled = {}
-    if method != "none":
-        # the restored volume, an intermediate of SR or of the slice-axis resize, and its copy
-        voxels = math.prod(int(n) for n in extra["target_shape"])
-        upsampled = {"upsampled output and its intermediates": 3 * voxels * 4}
-    chunk = limits.plan_decode(
-        header["grid_shape"],
-        model.config["hidden_features"],
-        args.chunk_voxels,
-        device,
-        f"decompressing {args.container}",
-        upsampled,
+    try:
+        data = Path(args.container).read_bytes()
+    except OSError as err:
+        raise InputError(f"{args.container}: cannot read ({err.strerror or err})") from None
+    high, _, header = decode_siren_file(
+        data, str(args.container), args.sr_model, device, args.chunk_voxels
     )
-    low = decode_siren(
-        model,
-        header["grid_shape"],
-        tuple(header["value_range"]),
-        device,
-        header["grid_extent"],
-        chunk,
-    )
-    if method != "none":
-        expected = extra.get("sr_model_sha256")
-        if method == "sr" and (not args.sr_model or sha256_file(args.sr_model) != expected):
-            raise InputError(
-                f"{args.container}: needs the SR model with sha256 {expected}; "
-                f"{args.sr_model or 'none'} was given"
-            )
-        low = upsample_array(
-            low,
-            extra["target_shape"],
-            method,
-            args.sr_model,
-            device,
-            extra.get("z_restore", "lanczos"),
-        )
+    method = header.get("extra", {}).get("upsample", "none")
     synchronize(device)
     seconds = time.perf_counter() - start
     meta = {
@@ -232,4 +176,4 @@ def run_decompress(args) -> None:
         "decode_seconds": seconds,
         "provenance": provenance.record(args, device),
     }
-    save_array(args.out, low, meta)
+    save_array(args.out, high, meta)

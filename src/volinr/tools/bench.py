@@ -188,8 +188,10 @@ def bench_one(name: str, shape, batch: int, layers: int, iterations: int, varian
               device: torch.device, ceilings: dict) -> list[BenchRow]:  # fmt: skip
     """One configuration: the reference loop once, then each variant of ours."""
     target = synthetic_target(shape)
-    base = FitSettings(sine_layers=layers, iterations=iterations, batch_size=batch,
-                       eval_every=iterations)  # fmt: skip
+    base = FitSettings.make(
+        sine_layers=layers, iterations=iterations, batch_size=batch, eval_every=iterations,
+        checkpoint_every=0,
+    )  # fmt: skip
     reference_seconds, reference_loop_seconds, reference_psnr = reference_fit(target, base, device)
     used_batch = min(batch, target.size)
     flops = matmul_flops_per_iteration(used_batch, base.width, layers)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,23 +44,46 @@ PRECISIONS = ("float32", "tf32", "bfloat16")
 
 @dataclass
 class FitSettings:
+    """One fit's settings: the layer count, iterations and seed of this fit, and the rest of
+    the config's ``siren`` section (each key documented, with its range and default, in the
+    config schema; ``make`` takes the schema's defaults)."""
+
     sine_layers: int
     iterations: int
-    width: int = 128
-    omega0: float = 30.0
-    learning_rate: float = 1.5e-3
-    batch_size: int = 65536
-    eval_every: int = 25
-    seed: int = 0
-    compile: bool = False
-    # "blocked": the hand-written gradient of volinr.training.siren_blocked (fast on a CPU);
-    # "autograd": optionally torch.compile'd; "auto": blocked on a CPU in float32, else autograd.
-    step: str = "auto"
-    # "tf32": TF32 matmuls (CUDA only); "bfloat16": autocast to bfloat16 (autograd step).
-    precision: str = "float32"
-    checkpoint_every: int = 0  # iterations between resume checkpoints (0: none)
-    divergence_retries: int = 0  # restarts at a lower learning rate after a NaN/Inf loss
-    divergence_lr_factor: float = 0.5
+    seed: int
+    width: int
+    omega0: float
+    learning_rate: float
+    batch_size: int
+    eval_every: int
+    compile: bool
+    step: str
+    precision: str
+    checkpoint_every: int
+    divergence_retries: int
+    divergence_lr_factor: float
+    snapshot_voxels: int
+
+    @classmethod
+    def from_section(
+        cls, section: Mapping[str, Any], sine_layers: int, seed: int, iterations: int
+    ) -> FitSettings:
+        """A fit of the validated ``siren`` section."""
+        own = {"sine_layers", "seed", "iterations"}
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in own]
+        return cls(
+            sine_layers=sine_layers,
+            iterations=iterations,
+            seed=seed,
+            **{name: section[name] for name in names},
+        )
+
+    @classmethod
+    def make(cls, sine_layers: int, iterations: int, seed: int = 0, **changes) -> FitSettings:
+        """A fit with the schema's defaults for every setting not in ``changes``."""
+        from volinr.settings import section
+
+        return cls.from_section(section("siren", changes), sine_layers, seed, iterations)
 
 
 @dataclass
@@ -82,6 +106,11 @@ class FitResult:
     learning_rate: float = 0.0  # the rate that produced the result (after any retries)
     divergence_retries_used: int = 0
     resumed_from_iteration: int = 0
+    # the best snapshot is chosen on a fixed voxel subsample where the grid is larger (0: on
+    # every voxel); best_psnr_db is then the chosen snapshot's PSNR on every voxel, and
+    # snapshot_psnr_db its PSNR on the subsample
+    snapshot_voxels_used: int = 0
+    snapshot_psnr_db: float | None = None
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -105,6 +134,17 @@ def _full_grid_mse(model, coords, values, chunk: int = 1 << 13) -> torch.Tensor:
             prediction = model(coords[start : start + chunk])
             total += F.mse_loss(prediction, values[start : start + chunk], reduction="sum")
     return total / coords.shape[0]
+
+
+def snapshot_sample(count: int, voxels: int, device: torch.device) -> torch.Tensor | None:
+    """The rows of a fixed subsample of ``voxels`` voxels on which the best snapshot is chosen
+    (None: the grid is no larger, every voxel is used). Fixed by the grid alone, so every fit
+    of one image is judged on the same voxels; a full evaluation of a 113x256x256 volume every
+    few iterations would cost several times the training itself."""
+    if count <= voxels:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    return torch.randperm(count, generator=generator)[:voxels].sort().values.to(device)
 
 
 class IndexBatches:
@@ -239,11 +279,13 @@ def fit_siren(
     payload = read_resume(resume, fingerprint, device, replace_stale_resume)
     attempt = int(payload["attempt"]) if payload else 0
     learning_rate = float(payload["learning_rate"]) if payload else settings.learning_rate
+    sample = snapshot_sample(coords.shape[0], settings.snapshot_voxels, device)
+    snapshot_set = (coords, values) if sample is None else (coords[sample], values[sample])
     while True:
         try:
             result = _fit_attempt(
-                coords, values, settings, device, step_kind, learning_rate, attempt,
-                payload, resume, fingerprint, progress, label,
+                coords, values, snapshot_set, settings, device, step_kind, learning_rate,
+                attempt, payload, resume, fingerprint, progress, label,
             )  # fmt: skip
             break
         except SirenDiverged as err:
@@ -260,6 +302,11 @@ def fit_siren(
     if resume is not None:
         # refused above unless absent or this job's own, so whatever is there now is ours
         resume.unlink(missing_ok=True)
+    if sample is not None:
+        full_mse = _full_grid_mse(result.model, coords, values).item()
+        result.snapshot_psnr_db = result.best_psnr_db
+        result.best_psnr_db = 10 * math.log10(4.0 / full_mse) if full_mse > 0 else math.inf
+        result.snapshot_voxels_used = len(sample)
     result.value_range = (lo, hi)
     result.grid_shape = tuple(target.shape)
     result.grid_extent = extent
@@ -274,7 +321,7 @@ def fit_siren(
     return result
 
 
-def _fit_attempt(coords, values, settings: FitSettings, device, step_kind: str,
+def _fit_attempt(coords, values, snapshot_set, settings: FitSettings, device, step_kind: str,
                  learning_rate: float, attempt: int, payload, resume: Path | None,
                  fingerprint: str, progress, label: str) -> FitResult:  # fmt: skip
     torch.manual_seed(settings.seed)
@@ -344,7 +391,7 @@ def _fit_attempt(coords, values, settings: FitSettings, device, step_kind: str,
             state.train_seconds += time.perf_counter() - segment_start
             meter.pause()
             # Eager evaluation: a no-grad graph would make torch.compile compile again.
-            mse = _full_grid_mse(model, coords, values).item()
+            mse = _full_grid_mse(model, *snapshot_set).item()
             since = state.evaluations[-1]["iteration"] if state.evaluations else 0
             if not (
                 math.isfinite(mse) and bool(torch.isfinite(state.losses[since:iteration]).all())
