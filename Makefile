@@ -32,11 +32,11 @@ lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(SNAKEMAKE) --lint
-	$(BIN)/snakefmt --check Snakefile workflow
+	$(BIN)/snakefmt --check workflow
 
 format: setup
 	$(BIN)/ruff format src tests
-	$(BIN)/snakefmt Snakefile workflow
+	$(BIN)/snakefmt workflow
 
 report: setup
 	$(SNAKEMAKE) --report results/report.html

@@ -10,7 +10,7 @@ import torch
 from loopback_server import server  # noqa: F401  (a fixture: a local HTTP server)
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow/Snakefile")]
 
 
 @pytest.fixture(autouse=True)
@@ -56,9 +56,9 @@ def run_workflow(workdir: Path, configfile: str, *extra: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    return run_workflow(tmp_path_factory.mktemp("tiny"), "config/tiny.yaml")
+    return run_workflow(tmp_path_factory.mktemp("tiny"), ".test/config/config.yaml")
 
 
 @pytest.fixture(scope="session")
 def volume_run(tmp_path_factory):
-    return run_workflow(tmp_path_factory.mktemp("volume"), "config/volume_tiny.yaml")
+    return run_workflow(tmp_path_factory.mktemp("volume"), ".test/config_volume/config.yaml")

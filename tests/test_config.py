@@ -14,8 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "workflow/schemas/config.schema.yaml")
 
 
+# the shipped configs by name: config/*.yaml, and the tests' (the catalog's .test/ folder)
+CONFIGS = {
+    "tiny.yaml": ROOT / ".test/config/config.yaml",
+    "volume_tiny.yaml": ROOT / ".test/config_volume/config.yaml",
+}
+
+
 def _load(name):
-    return yaml.safe_load((ROOT / "config" / name).read_text())
+    return yaml.safe_load(CONFIGS.get(name, ROOT / "config" / name).read_text())
 
 
 @pytest.mark.parametrize(
@@ -89,7 +96,7 @@ def test_conda_environment_agrees_with_pyproject():
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    env = yaml.safe_load((ROOT / "envs/volinr.yaml").read_text())
+    env = yaml.safe_load((ROOT / "workflow/envs/volinr.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert sorted(pip) == sorted(project)
     assert "torch==2.13.0" in project
@@ -228,7 +235,9 @@ SCHEMA_REFUSALS = [
     ("siren: {width: 100000000}", "100000000 is greater than the maximum of 4096"),
     ("siren: {layers: [2, 2]}", "[2, 2] has non-unique elements"),
     ("siren: {seeds: [0, 0]}", "[0, 0] has non-unique elements"),
-    ("rate_distortion: {quantizations: [q8, q8]}", "['q8', 'q8'] has non-unique elements"),
+    ("siren_container: {quantizations: [q8, q8]}", "['q8', 'q8'] has non-unique elements"),
+    ("siren_container: {quantizations: [q8]}", "does not contain items matching"),
+    ("rate_distortion: {methods: [classical, bogus]}", "'bogus' is not one of"),
     ("sr_training_sources: ['pydicom:CT_small.dcm', 'pydicom:CT_small.dcm']", "non-unique"),
     ("dataset: {kind: phantom, allow_modalities: []}", "[] should be non-empty"),
     ("evaluation: {tissue_window: [null, 100]}", "None is not of type 'number'"),
@@ -247,6 +256,14 @@ SCHEMA_REFUSALS = [
 def test_out_of_range_duplicate_and_mistyped_values_are_refused_by_the_schema(overlay, message):
     with pytest.raises(WorkflowError, match=re.escape(message)):
         _checked(overlay)
+
+
+def test_a_config_without_the_papers_methods_is_refused():
+    """The paper's tables are made from the paper points of three methods."""
+    _, problems = _checked("rate_distortion: {methods: [classical]}")
+    assert any("rate_distortion.methods" in p and "siren_lr_sr" in p for p in problems)
+    _, problems = _checked("classical: {codecs: [jpeg2000_per_slice]}")
+    assert any("jpeg2000_per_slice" in p for p in problems)
 
 
 def test_every_shipped_config_has_no_problem():
@@ -313,4 +330,5 @@ def test_a_bad_config_stops_snakemake_before_any_job(tmp_path, config_text, extr
 def test_natural_numbers_reach_the_jobs_as_numbers(tmp_path, config_text, extra):
     code, output = dry_run(tmp_path, config_text, *extra)
     assert code == 0, output[-3000:]
-    assert "--learning-rate 0.001 " in output and "--iterations 12 " in output
+    # the fit receives the validated siren section as JSON, and its iterations as a flag
+    assert '"learning_rate": 0.001,' in output and "--iterations 12 " in output

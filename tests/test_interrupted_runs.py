@@ -15,9 +15,10 @@ import torch
 
 from conftest import ROOT, SNAKEMAKE, workflow_env
 
-# The baseline's 2-layer fit and its evaluation: the shortest path through a fit in tiny.yaml.
+# The baseline's 2-layer fit and its method group (its files, decoded and measured): the
+# shortest path through a fit in the tests' config.
 FIT = "fits/hr/L2_s0"
-METRICS = "metrics/baseline/L2_s0.json"
+METRICS = "rd/siren_hr/L2_s0.json"
 # Resume checkpoints every 2 iterations (tiny.yaml's fits write none): one appearing shows
 # that the fit is training, and the rerun continues from it. The interval is not a result
 # setting, so the default run (`tiny_run`) is the reference. Where `volinr fit` takes no
@@ -34,7 +35,7 @@ def _command(workdir: Path, extra_config: Path, *extra: str) -> list[str]:
     # targets and flags first: --configfile and --resources take every word after them
     return SNAKEMAKE + [
         *extra, "--directory", str(workdir), "--cores", "2", "--resources", "gpu=1",
-        "--configfile", str(ROOT / "config/tiny.yaml"), str(extra_config),
+        "--configfile", str(ROOT / ".test/config/config.yaml"), str(extra_config),
     ]  # fmt: skip
 
 
@@ -69,7 +70,7 @@ def _checkpoints(folder: Path) -> list[str]:
 
 def _kill_during_fit(run: subprocess.Popen, results: Path) -> dict:
     """SIGKILL the run's process group while its fit trains; what was seen at the kill."""
-    log = results / "logs/fit_siren_hr/L2_s0.log"
+    log = results / "logs/fit_siren/hr_L2_s0.log"
     training_since = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -107,12 +108,15 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-def _results(metrics: dict) -> dict:
-    return {
-        k: v
-        for k, v in metrics.items()
-        if not any(word in k for word in NOT_RESULTS) and isinstance(v, int | float | str)
-    }
+def _results(group: dict) -> dict:
+    """Every operating point's results (and its paper view's), by point and key."""
+    found = {}
+    for row in group["rows"]:
+        for record, prefix in ((row, ""), (row.get("paper_view", {}), "paper view ")):
+            for k, v in record.items():
+                if not any(word in k for word in NOT_RESULTS) and isinstance(v, int | float | str):
+                    found[f"{row['point']}: {prefix}{k}"] = v
+    return found
 
 
 @pytest.mark.slow
@@ -163,13 +167,14 @@ def test_a_run_killed_during_a_fit_and_rerun_matches_an_uninterrupted_one(tiny_r
     pd.testing.assert_frame_equal(pd.read_csv(results / FIT / "curve.csv"), reference)
     expected = _results(json.loads((tiny_run / METRICS).read_text()))
     found = _results(json.loads((results / METRICS).read_text()))
-    assert "psnr_8bit_minmax_db" in expected and "fit_best_psnr_db" in expected
+    assert "float32: psnr_8bit_minmax_db" in expected
+    assert "float32: paper view fit_best_psnr_db" in expected
     assert found.keys() == expected.keys()
     for key, value in expected.items():
         same = value == found[key] or (
             isinstance(value, float) and math.isnan(value) and math.isnan(found[key])
         )
         assert same, f"{key}: {found[key]} after the kill, {value} uninterrupted"
-    slices = METRICS.replace(".json", ".slices.csv")
+    slices = METRICS.replace(".json", "/float32.slices.csv")
     pd.testing.assert_frame_equal(pd.read_csv(results / slices), pd.read_csv(tiny_run / slices))
     assert not _checkpoints(results / FIT), "the finished fit left its checkpoint behind"

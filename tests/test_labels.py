@@ -105,10 +105,12 @@ def test_a_figure_titles_its_image_with_that_images_psnr(tmp_path, monkeypatch):
     image = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
     save_array(results / "data/eval.npy", image, {})
     save_array(results / "data/lr.npy", image[::4, ::4].copy(), {})
-    for kind, psnr in (("ours", 31.0), ("baseline", 27.0)):
-        save_array(results / f"recon/{kind}/L2_s1/hr.npy", image, {})
-        write_json(results / f"metrics/{kind}/L2_s1.json", {"psnr_8bit_minmax_db": psnr})
-    save_array(results / "recon/ours/L2_s1/lr.npy", image[::4, ::4].copy(), {})
+    for family, psnr in (("siren_lr_sr", 31.0), ("siren_hr", 27.0)):
+        # the method group of the seed shown: its float32 point is the paper's reconstruction
+        save_array(results / f"rd/{family}/L2_s1/float32.npy", image, {})
+        rows = [{"point": "q8"}, {"point": "float32", "paper_view": {"psnr_8bit_minmax_db": psnr}}]
+        write_json(results / f"rd/{family}/L2_s1.json", {"rows": rows})
+    save_array(results / "rd/siren_lr_sr/L2_s1/float32.lr.npy", image[::4, ::4].copy(), {})
     tables = tmp_path / "tables"
     tables.mkdir()
     mean = pd.DataFrame({"layers": [2], "best_psnr_db_ours": [35.5]})  # mean over seeds
@@ -168,8 +170,9 @@ def test_true_lr_with_sr_counts_the_sr_model_like_the_containers(tmp_path, refer
     )
     lanczos = read_json(reference_records[1])  # no SR model: nothing added
     assert lanczos["bits_per_voxel_with_sr"] == lanczos["bits_per_voxel"]
-    containers = pd.DataFrame(columns=["method", "layers", "quantization"])
-    table = rate_distortion_table(containers, load_metrics([out]), None, None)
+    # the evaluate record as a method group's point of the true-LR kind
+    points = load_metrics([out]).assign(kind="lr + upsampling", setting="")
+    table = rate_distortion_table(points, None)
     assert (
         table["method"].iloc[0] == f"true LR + sr (LR coded losslessly by {record['stored_codec']})"
     )

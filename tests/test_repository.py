@@ -19,7 +19,7 @@ OUTSIDE = re.compile(
         ]
     )
 )
-CHECKED = ("src", "tests", "workflow", "config", "profiles", "benchmarks", "Snakefile", "Makefile")
+CHECKED = ("src", "tests", "workflow", "config", ".test", "profiles", "benchmarks", "Makefile")
 
 
 def tracked_text_files():

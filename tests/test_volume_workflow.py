@@ -1,4 +1,4 @@
-"""Volume mode end to end: the 3D DAG on a small phantom (config/volume_tiny.yaml), and a user's
+"""Volume mode end to end: the 3D DAG on a small phantom (.test/config_volume), and a user's
 bad DICOM folder stopped before any output."""
 
 import hashlib
@@ -29,10 +29,10 @@ def test_volume_dag_evaluates_the_slab_with_a_split_that_keeps_its_margin(volume
     split = json.loads((volume_run / "data/split.json").read_text())
     trained = {record["slice"] for record in split["training"]}
     assert trained == set(range(0, 10)) | set(range(30, 40))  # slab 12..28, margin 2
-    for kind in ("ours", "baseline"):
-        recon, recon_meta = load_array(volume_run / f"recon/{kind}/L2_s0/hr.npy")
+    for family in ("siren_lr_sr", "siren_hr"):
+        recon, recon_meta = load_array(volume_run / f"rd/{family}/L2_s0/float32.npy")
         assert recon.shape == evaluated.shape
-    _, sr_meta = load_array(volume_run / "recon/ours/L2_s0/hr.npy")
+    _, sr_meta = load_array(volume_run / "rd/siren_lr_sr/L2_s0/float32.npy")
     assert sr_meta["z_restore"] == "sr-coronal"
 
 
@@ -43,7 +43,7 @@ def test_volume_tables_print_na_for_the_papers_slice_numbers(volume_run):
     assert table["parameters_paper"].tolist() == [17153]  # architecture still applies
     markdown = (volume_run / "tables/table4_ours.md").read_text()
     assert "volume" in markdown.splitlines()[0] and "n/a" in markdown
-    per_slice = pd.read_csv(volume_run / "metrics/ours/L2_s0.slices.csv")
+    per_slice = pd.read_csv(volume_run / "rd/siren_lr_sr/L2_s0/float32.slices.csv")
     assert per_slice["slice"].tolist() == list(range(16))
     assert np.isfinite(per_slice[["psnr_8bit_db", "ssim"]].to_numpy()).all()
     figures = {p.name for p in (volume_run / "figures").glob("*.png")}
@@ -52,11 +52,11 @@ def test_volume_tables_print_na_for_the_papers_slice_numbers(volume_run):
 
 def test_exports_reopen_with_the_original_geometry(volume_run):
     evaluated, meta = load_array(volume_run / "data/eval.npy")
-    recon, _ = load_array(volume_run / "recon/ours/L2_s0/hr.npy")
-    nifti = read_nifti(volume_run / "export/ours/L2_s0.nii.gz")
+    recon, _ = load_array(volume_run / "rd/siren_lr_sr/L2_s0/float32.npy")
+    nifti = read_nifti(volume_run / "export/siren_lr_sr/L2_s0.nii.gz")
     np.testing.assert_allclose(nifti.voxels, recon, atol=1e-3)
     assert nifti.meta["spacing_mm"] == pytest.approx(meta["spacing_mm"])
-    series = read_dicom_series(volume_run / "export/ours/L2_s0_dicom")
+    series = read_dicom_series(volume_run / "export/siren_lr_sr/L2_s0_dicom")
     np.testing.assert_allclose(series.voxels, recon, atol=0.51)  # stored rounded to integers
     assert series.meta["spacing_mm"] == pytest.approx(meta["spacing_mm"])
     np.testing.assert_allclose(series.meta["slice_positions_mm"], meta["slice_positions_mm"])
@@ -78,7 +78,7 @@ def test_a_bad_dicom_folder_stops_the_workflow_before_any_output(tmp_path, probl
         "--directory",
         str(tmp_path),
         "--configfile",
-        str(ROOT / "config/volume_tiny.yaml"),
+        str(ROOT / ".test/config_volume/config.yaml"),
         "--config",
         f"dataset={{'kind': 'dicom_series', 'path': '{folder}'}}",
         "--cores",
@@ -116,7 +116,7 @@ def test_the_download_rule_fetches_verifies_and_prepares_a_series(tmp_path, serv
         "--directory",
         str(workdir),
         "--configfile",
-        str(ROOT / "config/volume_tiny.yaml"),
+        str(ROOT / ".test/config_volume/config.yaml"),
         "--config",
         f"dataset={dataset!r}",
         "--cores",

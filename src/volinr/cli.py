@@ -39,7 +39,7 @@ SUBCOMMANDS = {
     "codecs": "volinr.stages.methods:run_codecs",
     "tables": "volinr.stages.report:run_tables",
     "rate-distortion": "volinr.stages.report:run_rate_distortion",
-    "figure": "volinr.stages.report:run_figure",
+    "figures": "volinr.stages.report:run_figures",
     "summary": "volinr.stages.report:run_summary",
 }
 
@@ -274,8 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=a.output_dir, required=True)
 
     p = sub.add_parser("rate-distortion", help="rate-distortion table and figure, all methods")
-    p.add_argument("--metrics", nargs="+", required=True, help="container and reference JSONs")
-    p.add_argument("--codecs", default="", help="the codec sweep CSV (volinr codecs)")
+    p.add_argument("--rows", nargs="+", required=True, help="method groups' rows (volinr rd)")
     p.add_argument("--published", required=True, help="the paper's numbers (YAML)")
     p.add_argument("--mode", choices=["slice", "volume"], default="slice")
     p.add_argument("--sr-amortize-over", type=a.positive_int, default=100)
@@ -321,28 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=a.output_file, required=True, help="output CSV, one row per codec setting"
     )
 
-    p = sub.add_parser("figure", help="one of the paper's figures from the pipeline's outputs")
-    p.add_argument(
-        "--kind",
-        required=True,
-        choices=[
-            "lr-fit",
-            "pipeline",
-            "baseline",
-            "bars",
-            "comparison",
-            "sr-training",
-            "per-slice",
-            "orthogonal",
-        ],
-    )
+    p = sub.add_parser("figures", help="the paper's figures (and volume mode's) for a run")
     p.add_argument("--results", required=True, help="results folder")
     p.add_argument("--tables-dir", required=True)
     p.add_argument("--layers", type=a.positive_int, nargs="+", required=True)
+    p.add_argument("--seed", type=a.non_negative_int, default=0, help="the seed shown")
+    p.add_argument("--mode", choices=["slice", "volume"], default="slice")
     p.add_argument(
-        "--seed", type=a.non_negative_int, default=0, help="the seed whose images are shown"
-    )
-    p.add_argument("--out", type=a.output_file, required=True, help="output PNG")
+        "--kinds",
+        nargs="+",
+        choices=["lr-fit", "pipeline", "baseline", "bars", "comparison", "sr-training",
+                 "per-slice", "orthogonal"],
+        default=[],
+        help="only these figures (default: all of the mode)",
+    )  # fmt: skip
+    p.add_argument("--out-dir", type=a.output_dir, required=True, help="figures folder")
 
     p = sub.add_parser("summary", help="Markdown summary of a run (its tables' verdicts)")
     p.add_argument("--tables-dir", required=True)

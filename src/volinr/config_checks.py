@@ -32,6 +32,8 @@ _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 _INF = re.compile(r"([-+]?)\.(inf|Inf|INF)")
 _NAN = re.compile(r"\.(nan|NaN|NAN)")
 
+# The methods whose paper points the paper's Tables 4-7 are made from.
+PAPER_METHODS = ("siren_lr_sr", "siren_hr", "true_lr")
 # Dataset kinds read from a file or folder, and where their path must point.
 _PATH_KINDS = {"dicom_series": "folder", "nifti": "file"}
 _PACKAGE_SOURCES = ("pydicom-data:", "pydicom:")
@@ -144,6 +146,18 @@ def config_problems(config: dict[str, Any], repo: str | Path) -> list[str]:
         problems.append(
             f"figures.seed: {config['figures']['seed']} is not one of siren.seeds {seeds}: the "
             "figures would show a fit that no table counts"
+        )
+    missing = [m for m in PAPER_METHODS if m not in config["rate_distortion"]["methods"]]
+    if missing:
+        problems.append(
+            f"rate_distortion.methods: {missing} missing: the paper's tables are made from "
+            f"the paper points of {', '.join(PAPER_METHODS)}"
+        )
+    chosen = config["classical"]["codecs"]
+    if chosen and "jpeg2000_per_slice" in chosen and not volume_mode:
+        problems.append(
+            "classical.codecs: jpeg2000_per_slice codes a volume slice by slice; a slice is "
+            "coded whole by jpeg2000"
         )
     problems += _file_problems(config, volume_mode, repo)
     return problems

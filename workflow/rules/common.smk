@@ -1,63 +1,33 @@
-# Helpers shared by the stages: output locations, shell fragments, config paths.
+# Every config-derived global, path helper and input function of the rules; nothing else.
 import json
 import shlex
 
+from volinr import methods
+from volinr.stages.report import figure_files
+
 R = "results"
-LAYERS = config["siren"]["layers"]
-SEEDS = config["siren"]["seeds"]
-REFERENCE_METHODS = ["sr", "lanczos", "bicubic"]
+ENV = "../envs/volinr.yaml"
 
-
-def from_repo(path):
-    """A relative path from the config: under the working directory, else under this repo."""
-    return config_checks.repo_path(path, workflow.basedir)
-
-
-config["published"] = from_repo(config["published"])
-
-# Slice mode is the paper's 2D experiment; any other dataset kind runs it on a whole volume.
 DATASET = config["dataset"]
 VOLUME = config["volume"]
+SIREN = config["siren"]
+RD = config["rate_distortion"]
+LAYERS = SIREN["layers"]
+SEEDS = SIREN["seeds"]
+FIGURE_SEED = config["figures"]["seed"]
+# Slice mode is the paper's 2D experiment; any other dataset kind runs it on a whole volume.
 VOLUME_MODE = DATASET["kind"] != "slice"
 MODE = "volume" if VOLUME_MODE else "slice"
 EVAL = f"{R}/data/eval.npy"
+LR = f"{R}/data/lr.npy"
+SR_MODEL = f"{R}/sr/srdensenet.pt"
 DOWNLOAD_DIR = f"{R}/data/download"
-config["sr"]["checkpoint"] = from_repo(config["sr"]["checkpoint"])
-
-
-ENV = "../../envs/volinr.yaml"
 DEVICE_ARGS = f"--device {config['device']} --threads {{threads}}"
-DECODE_ARGS = f"--chunk-voxels {VOLUME['decode_chunk_voxels']}"
 
-
-def mem_mb(slice_mb):
-    """Memory for a job: volume-mode jobs hold whole volumes."""
-    return max(slice_mb, VOLUME["mem_mb"]) if VOLUME_MODE else slice_mb
-
-
-def volume_spec(source, downloaded=None):
-    """The reader's settings for a dataset entry; a download is read from its folder."""
-    spec = {k: v for k, v in source.items() if k != "download"}
-    spec.update(shape=source["phantom"]["shape"], seed=source["phantom"]["seed"])
-    spec["spacing_mm"] = source["phantom"]["spacing_mm"]
-    if source["kind"] == "download":
-        spec.update(kind=source["download"]["format"], path=downloaded)
-    else:
-        spec["path"] = from_repo(source["path"])
-    return spec
-
-
-def fit_dir(target):
-    return f"{R}/fits/{target}/L{{layers}}_s{{seed}}"
-
-
-def all_metrics():
-    """Every evaluate JSON the tables read."""
-    runs = expand(
-        "{kind}/L{layers}_s{seed}", kind=["ours", "baseline"], layers=LAYERS, seed=SEEDS
-    )
-    references = [f"reference/{method}" for method in REFERENCE_METHODS]
-    return [f"{R}/metrics/{run}.json" for run in [*runs, *references]]
+config["published"] = config_checks.repo_path(config["published"], REPO)
+config["sr"]["checkpoint"] = config_checks.repo_path(config["sr"]["checkpoint"], REPO)
+if DATASET["kind"] in ("dicom_series", "nifti"):
+    DATASET["path"] = config_checks.repo_path(DATASET["path"], REPO)
 
 
 def as_json(value):
@@ -65,15 +35,9 @@ def as_json(value):
     return shlex.quote(json.dumps(value))
 
 
-FIT_TARGET = {"ours": "lr", "baseline": "hr"}
-
-
-def sr_model_for_kind(wildcards):
-    return f"{R}/sr/srdensenet.pt" if wildcards.kind == "ours" else []
-
-
-def sr_model_if_needed(wildcards):
-    return rules.pretrain_sr.output.model if wildcards.method == "sr" else []
+def mem_mb(slice_mb):
+    """Memory for a job: volume-mode jobs hold whole volumes."""
+    return max(slice_mb, VOLUME["mem_mb"]) if VOLUME_MODE else slice_mb
 
 
 def tissue_window():
@@ -81,24 +45,15 @@ def tissue_window():
     return f"{low} {'nan' if high is None else high}"
 
 
-def label(method):
-    return lambda wc: as_json({"method": method, **{k: int(v) for k, v in wc.items()}})
+# --- data ------------------------------------------------------------------------------------
 
 
-def table_output(name, extension):
-    path = f"{R}/tables/{name}.{extension}"
-    if extension == "csv":
-        return report(path, caption=f"../report/{name}.rst", category="Tables")
-    return path
-
-
-def run_outputs(kind, target, name, layers="{layers}"):
-    return f"{R}/{kind}/{target}/L{layers}_s{FIGURE_SEED}/{name}"
-
-
-def shown_metrics(kind, layers="{layers}"):
-    """The metrics of the reconstruction a figure shows (figures.seed), whose PSNR it prints."""
-    return f"{R}/metrics/{kind}/L{layers}_s{FIGURE_SEED}.json"
+def volume_spec(source, downloaded=None):
+    """A dataset section as the reader takes it; a download is read from its folder."""
+    spec = {k: v for k, v in source.items() if k != "download"}
+    if source["kind"] == "download":
+        spec.update(kind=source["download"]["format"], path=downloaded)
+    return spec
 
 
 def sr_training_inputs(wildcards):
@@ -121,3 +76,134 @@ def sr_training_args(wildcards, input):
         start, stop = VOLUME["evaluation_slices"] or (0, 1 << 30)
         args += f" --exclude-slices {start} {stop} --margin {VOLUME['margin_slices']}"
     return args
+
+
+# --- SIREN fits ------------------------------------------------------------------------------
+
+FIT_TARGETS = {"lr": LR, "hr": EVAL}  # the paper's fit, and the baseline's
+FIT_ITERATIONS = {"lr": SIREN["iterations"], "hr": SIREN["baseline_iterations"]}
+
+
+def fit_dir(target="{target}", layers="{layers}", seed="{seed}"):
+    return f"{R}/fits/{target}/L{layers}_s{seed}"
+
+
+# --- methods ---------------------------------------------------------------------------------
+
+METHODS = RD["methods"]
+METHOD_GROUPS = {name: methods.family(name).groups(config, config) for name in METHODS}
+
+
+def method_group_inputs(wildcards):
+    """The evaluated image and the files the group needs (a fit, the SR model, the LR)."""
+    family = methods.family(wildcards.method)
+    inputs = family.group_inputs(config, config, wildcards.group)
+    return {"image": EVAL, **inputs}
+
+
+def method_inputs_json(wildcards):
+    family = methods.family(wildcards.method)
+    return as_json(family.group_inputs(config, config, wildcards.group))
+
+
+def method_settings_json(wildcards):
+    return as_json(methods.sections(wildcards.method, config))
+
+
+def method_gpu(wildcards):
+    return int(methods.family(wildcards.method).uses_torch)
+
+
+def rd_rows(method, groups=None):
+    return [
+        f"{R}/rd/{method}/{group}.json" for group in groups or METHOD_GROUPS[method]
+    ]
+
+
+def rd_dir(method, group):
+    return f"{R}/rd/{method}/{group}"
+
+
+def keeps_reconstruction(wildcards):
+    """The figures and the export show the reconstructions of figures.seed."""
+    return wildcards.method in ("siren_lr_sr", "siren_hr") and wildcards.group.endswith(
+        f"_s{FIGURE_SEED}"
+    )
+
+
+# The paper's tables read the paper point of these three methods (config_checks requires them).
+PAPER_METHODS = ["siren_lr_sr", "siren_hr", "true_lr"]
+PAPER_ROWS = [row for method in PAPER_METHODS for row in rd_rows(method)]
+ALL_ROWS = [row for method in METHODS for row in rd_rows(method)]
+
+
+def shown_groups(method):
+    """The groups whose reconstructions the figures show (figures.seed)."""
+    return [rd_dir(method, f"L{n}_s{FIGURE_SEED}") for n in LAYERS]
+
+
+# --- report ----------------------------------------------------------------------------------
+
+PAPER_TABLES = [
+    "table4_ours",
+    "table5_baseline",
+    "table6_side_by_side",
+    "table7_other_methods",
+    "table_sr_check",
+    "table_ablation",
+]
+RD_TABLE_NAMES = ["table_rate_distortion"] + (
+    ["table_vs_jpeg2000"] if "classical" in METHODS else []
+)
+
+
+def table_outputs(names):
+    """CSV (in the report, with its caption) and Markdown of each table."""
+    csv = [table_csv(n) for n in names]
+    return {"csv": csv, "md": [f"{R}/tables/{n}.md" for n in names]}
+
+
+def table_csv(name):
+    return report(
+        f"{R}/tables/{name}.csv", caption=f"../report/{name}.rst", category="Tables"
+    )
+
+
+FIGURE_CAPTIONS = {
+    "fig4-6_lr_fit": ("fig_lr_fit", "Figures 4-6: SIREN on the LR slice"),
+    "fig7-9_pipeline": ("fig_pipeline", "Figures 7-9: the whole pipeline"),
+    "fig10-12_baseline": (
+        "fig_baseline",
+        "Figures 10-12: SIREN on the full-resolution slice",
+    ),
+    "fig13_bars": ("fig13_bars", None),
+    "fig14_comparison": ("fig14_comparison", None),
+    "fig_sr_training": ("fig_sr_training", None),
+    "volume_per_slice": ("fig_per_slice", "Volume mode"),
+    "volume_orthogonal": ("fig_orthogonal", "Volume mode"),
+}
+
+
+def figure_output(name):
+    caption, subcategory = FIGURE_CAPTIONS[name.rsplit("_L", 1)[0].removesuffix(".png")]
+    return report(
+        f"{R}/figures/{name}",
+        caption=f"../report/{caption}.rst",
+        category="Figures",
+        subcategory=subcategory,
+    )
+
+
+FIGURE_NAMES = figure_files(MODE, LAYERS)  # what `volinr figures` draws
+
+
+def export_targets():
+    """Volume mode: every reconstruction of figures.seed as NIfTI and as a DICOM series."""
+    if not VOLUME_MODE:
+        return []
+    stems = [
+        f"{R}/export/{m}/L{n}_s{FIGURE_SEED}"
+        for m in ("siren_lr_sr", "siren_hr")
+        for n in LAYERS
+    ]
+    return [f"{stem}.nii.gz" for stem in stems] + [f"{stem}_dicom" for stem in stems]

@@ -1,16 +1,17 @@
-# Stage 8 (volume mode): the reconstructed volumes written back as NIfTI and as a DICOM series
-# with the original's geometry (new series, derived image type), to open beside the original.
+# Stage 6 (volume mode): the reconstructions of figures.seed written back as NIfTI and as a
+# DICOM series with the original's geometry (new series, derived image type), to open beside
+# the original in a viewer.
 
 
 rule export_reconstruction:
     input:
-        reconstruction=f"{R}/recon/{{kind}}/L{{layers}}_s{{seed}}/hr.npy",
+        group=f"{R}/rd/{{method}}/L{{layers}}_s{{seed}}",
         geometry=f"{R}/data/eval.json",
     output:
-        nifti=f"{R}/export/{{kind}}/L{{layers}}_s{{seed}}.nii.gz",
-        dicom=directory(f"{R}/export/{{kind}}/L{{layers}}_s{{seed}}_dicom"),
+        nifti=f"{R}/export/{{method}}/L{{layers}}_s{{seed}}.nii.gz",
+        dicom=directory(f"{R}/export/{{method}}/L{{layers}}_s{{seed}}_dicom"),
     log:
-        f"{R}/logs/export/{{kind}}_L{{layers}}_s{{seed}}.log",
+        f"{R}/logs/export/{{method}}_L{{layers}}_s{{seed}}.log",
     conda:
         ENV
     threads: 1
@@ -18,22 +19,9 @@ rule export_reconstruction:
         mem_mb=mem_mb(2000),
     params:
         description=lambda wc: shlex.quote(
-            f"volinr {'SIREN LR + SRDenseNet' if wc.kind == 'ours' else 'SIREN HR'} "
-            f"{wc.layers} layers seed {wc.seed}"
+            f"volinr {methods.family(wc.method).label_name} {wc.layers} layers seed {wc.seed}"
         ),
     shell:
-        "python -m volinr export --reconstruction {input.reconstruction} "
+        "python -m volinr export --reconstruction {input.group}/float32.npy "
         "--geometry {input.geometry} --description {params.description} "
         "--nifti {output.nifti} --dicom {output.dicom} 2> {log}"
-
-
-EXPORTS = (
-    expand(
-        rules.export_reconstruction.output,
-        kind=["ours", "baseline"],
-        layers=LAYERS,
-        seed=FIGURE_SEED,
-    )
-    if VOLUME_MODE
-    else []
-)

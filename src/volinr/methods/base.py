@@ -49,11 +49,12 @@ class Image:
 
 @dataclass
 class Decoded:
-    """A decoder's output: the reconstruction, and intermediates a table reports (e.g. the
-    SIREN's low-resolution image before SR), by name."""
+    """A decoder's output: the reconstruction, intermediates a table reports (e.g. the
+    SIREN's low-resolution image before SR) by name, and how it was decoded."""
 
     voxels: np.ndarray
     intermediates: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # how it was decoded (e.g. the recipe)
 
 
 class Method:

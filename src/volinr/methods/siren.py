@@ -183,8 +183,10 @@ class SirenMethod(Method):
         device = self.device or torch.device("cpu")
         chunk = self.section["volume"]["decode_chunk_voxels"]
         sr_model = self.inputs.get("sr_model", "")
-        high, low, _ = decode_siren_file(data, source, sr_model, device, chunk)
-        return Decoded(high, {"lr": low} if self.upsample() != "none" else {})
+        high, low, header = decode_siren_file(data, source, sr_model, device, chunk)
+        recipe = header.get("extra", {})
+        meta = {"upsample": recipe.get("upsample", "none"), "z_restore": recipe.get("z_restore")}
+        return Decoded(high, {"lr": low} if self.upsample() != "none" else {}, meta)
 
     def record(self, image: Image, point: OperatingPoint, data: bytes) -> dict[str, Any]:
         from volinr.io import read_json_object

@@ -105,8 +105,15 @@ def draw_curves(ax_psnr, ax_loss, curve: pd.DataFrame, label: str) -> None:
     ax_loss.set_xlabel("iteration")
 
 
+# The paper's two SIREN methods by the names the figures use, and where their paper point is.
+PAPER_FAMILIES = {"ours": "siren_lr_sr", "baseline": "siren_hr"}
+PAPER_POINT = "float32"
+
+
 class FigureInputs:
-    """Loads what the figures show from a results folder, on demand."""
+    """Loads what the figures show from a results folder, on demand: the original, the
+    tables, and the paper point of the SIREN methods' groups of the shown seed
+    (``rd/<method>/L<layers>_s<seed>/float32*.npy``, written by ``volinr rd``)."""
 
     def __init__(self, results: Path, tables_dir: Path, seed: int):
         self.results, self.seed = results, seed
@@ -123,11 +130,28 @@ class FigureInputs:
     def run(self, layers: int) -> str:
         return f"L{layers}_s{self.seed}"
 
+    def group_dir(self, kind: str, layers: int) -> Path:
+        return self.results / "rd" / PAPER_FAMILIES[kind] / self.run(layers)
+
+    def reconstruction(self, kind: str, layers: int, part: str = "") -> np.ndarray:
+        """The shown reconstruction (``part`` "lr": the SIREN's own LR grid before SR)."""
+        suffix = f".{part}.npy" if part else ".npy"
+        return load_array(self.group_dir(kind, layers) / f"{PAPER_POINT}{suffix}")[0]
+
     def curve(self, target: str, layers: int) -> pd.DataFrame:
         return pd.read_csv(self.results / f"fits/{target}/{self.run(layers)}/curve.csv")
 
     def psnr(self, kind: str, layers: int) -> float:
         """The 8-bit PSNR of the reconstruction shown (this seed's), not the tables' mean."""
-        return read_json(self.results / f"metrics/{kind}/{self.run(layers)}.json")[
-            "psnr_8bit_minmax_db"
+        record = read_json(self.results / "rd" / PAPER_FAMILIES[kind] / f"{self.run(layers)}.json")
+        view = next(row["paper_view"] for row in record["rows"] if "paper_view" in row)
+        return view["psnr_8bit_minmax_db"]
+
+    def per_slice_files(self, layers: list[int]) -> list[Path]:
+        """Per-slice metrics of the shown SIREN reconstructions and of the true-LR ablation."""
+        files = [
+            self.group_dir(kind, n) / f"{PAPER_POINT}.slices.csv"
+            for n in layers
+            for kind in PAPER_FAMILIES
         ]
+        return files + sorted((self.results / "rd/true_lr").glob("*/*.slices.csv"))

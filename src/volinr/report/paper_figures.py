@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def lr_fit_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
     """Figures 4-6: the LR slice, its SIREN reconstruction, PSNR and loss curves."""
-    lr_hat = inputs.array(f"recon/ours/{inputs.run(layers)}/lr.npy")
+    lr_hat = inputs.reconstruction("ours", layers, "lr")
     fig, axes = plt.subplots(1, 4, figsize=(16, 4))
     show_image(axes[0], inputs.lr, inputs.window, f"original LR {inputs.lr.shape}")
     show_image(axes[1], lr_hat, inputs.window, f"SIREN ({layers} layers) on LR")
@@ -38,9 +38,8 @@ def lr_fit_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
 
 def pipeline_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
     """Figures 7-9: original HR, original LR, reconstructed LR, reconstructed HR."""
-    run = inputs.run(layers)
-    lr_hat = inputs.array(f"recon/ours/{run}/lr.npy")
-    hr_hat = inputs.array(f"recon/ours/{run}/hr.npy")
+    lr_hat = inputs.reconstruction("ours", layers, "lr")
+    hr_hat = inputs.reconstruction("ours", layers)
     psnr = inputs.psnr("ours", layers)
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
     show_image(axes[0], inputs.hr, inputs.window, f"original HR {inputs.hr.shape}")
@@ -53,7 +52,7 @@ def pipeline_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
 
 def baseline_figure(inputs: FigureInputs, layers: int, path: Path) -> None:
     """Figures 10-12: the SIREN fitted on the full-resolution slice."""
-    hr_hat = inputs.array(f"recon/baseline/{inputs.run(layers)}/hr.npy")
+    hr_hat = inputs.reconstruction("baseline", layers)
     psnr = inputs.psnr("baseline", layers)
     fig, axes = plt.subplots(1, 4, figsize=(16, 4))
     show_image(axes[0], inputs.hr, inputs.window, "original HR")
@@ -68,8 +67,8 @@ def bars_figure(inputs: FigureInputs, path: Path) -> None:
 
 
 def comparison_figure(inputs: FigureInputs, layers: list[int], path: Path) -> None:
-    ours = {n: inputs.array(f"recon/ours/{inputs.run(n)}/hr.npy") for n in layers}
-    baseline = {n: inputs.array(f"recon/baseline/{inputs.run(n)}/hr.npy") for n in layers}
+    ours = {n: inputs.reconstruction("ours", n) for n in layers}
+    baseline = {n: inputs.reconstruction("baseline", n) for n in layers}
     titles = {
         (kind, n): f"{name}, {n} layers, seed {inputs.seed}\n{db_label(inputs.psnr(kind, n))}"
         for kind, name in (("ours", "ours"), ("baseline", "SIREN on HR"))

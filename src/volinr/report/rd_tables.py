@@ -27,9 +27,6 @@ RD_NOTE = (
 )
 
 
-INR_LABELS = {"ours container": "SIREN on LR + SR (paper)", "baseline container": "SIREN on HR"}
-
-
 def _rd_row(method: str, setting: str, group: pd.DataFrame, family: str) -> dict[str, Any]:
     psnr, ci, seeds = mean_ci95(group["psnr_8bit_minmax_db"])
     return {
@@ -49,28 +46,24 @@ def _rd_row(method: str, setting: str, group: pd.DataFrame, family: str) -> dict
     }
 
 
-def rate_distortion_table(
-    containers: pd.DataFrame,
-    references: pd.DataFrame,
-    codecs: pd.DataFrame | None,
-    published: dict[str, Any] | None,
-) -> pd.DataFrame:
-    """Every method's rate and quality on the same image, SIREN points averaged over seeds."""
-    rows = []
-    for (method, layers, quantization), group in containers.groupby(
-        ["method", "layers", "quantization"]
-    ):
-        label = f"{INR_LABELS.get(method, method)}, {int(layers)} layers"
-        rows.append(_rd_row(label, str(quantization), group, "siren"))
-    for _, row in references.iterrows():
+def _row_label(row: pd.Series) -> str:
+    """A method's name in the table; an image stored losslessly names its codec."""
+    if row["kind"] == "lr + upsampling":
         codec = row.get("stored_codec")
         by = f" by {codec}" if isinstance(codec, str) else ""
-        method = f"{row['method']} (LR coded losslessly{by})"
-        rows.append(_rd_row(method, "", row.to_frame().T, "lr + upsampling"))
-    if codecs is not None:
-        for _, row in codecs.iterrows():
-            setting = "lossless" if row["lossless"] else f"{float(row['parameter']):g}"
-            rows.append(_rd_row(str(row["codec"]), setting, row.to_frame().T, "codec"))
+        return f"{row['method']} (LR coded losslessly{by})"
+    return str(row["method"])
+
+
+def rate_distortion_table(points: pd.DataFrame, published: dict[str, Any] | None) -> pd.DataFrame:
+    """Every method's rate and quality on the same image, one row per operating point
+    (``volinr rd``'s rows; points of several seeds averaged), with the paper's published
+    points where they apply."""
+    labelled = points.assign(label=points.apply(_row_label, axis=1))
+    rows = [
+        _rd_row(label, str(setting), group, str(group["kind"].iloc[0]))
+        for (label, setting), group in labelled.groupby(["label", "setting"], sort=False)
+    ]
     if published is not None:
         for key, label in (
             ("ours", "SIREN on LR + SR (paper)"),
@@ -127,7 +120,8 @@ def versus_codec(table: pd.DataFrame, codec: str = "jpeg2000") -> pd.DataFrame:
         return float(np.exp(np.interp(target_db, psnr, log_rate)))
 
     rows = []
-    for _, row in table[table["family"].isin(["siren", "lr + upsampling"])].iterrows():
+    stored = table[~table["family"].isin(["codec", "published"])]  # every method but the codecs
+    for _, row in stored.iterrows():
         same_rate = codec_psnr(row["bits_per_voxel"])
         same_rate_sr = codec_psnr(row.get("bits_per_voxel_with_sr_amortized", math.nan))
         needed = codec_rate(row["psnr_8bit_minmax_db"])

@@ -120,16 +120,48 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float, int]:
     return mean, half, n
 
 
+def _records(path: str | Path) -> list[dict[str, Any]]:
+    """A metrics file's records: one for ``volinr evaluate``'s JSON, every row for a method
+    group's (``volinr rd``)."""
+    try:
+        record = read_json(path)  # an infinite PSNR (written as null) comes back as inf
+    except OSError as err:
+        raise InputError(f"{path}: unreadable metrics file ({err})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: not a metrics record")
+    rows = record.get("rows", [record])
+    for row in rows:
+        row.pop("provenance", None)  # the tables carry their own
+    return rows
+
+
 def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """The records the paper's tables read: ``volinr evaluate`` JSONs, or the paper point of
+    each method group (its ``paper_view``: rates from the SIREN weights file as fitted)."""
     records = []
     for path in paths:
-        try:
-            record = read_json(path)  # an infinite PSNR (written as null) comes back as inf
-        except OSError as err:
-            raise InputError(f"{path}: unreadable metrics file ({err})") from None
-        check_record_finite(path, record)
-        record.pop("provenance", None)  # the tables carry their own
-        records.append(record)
+        for row in _records(path):
+            if "family" in row:  # a method group's point: only its paper point counts here
+                if "paper_view" not in row:
+                    continue
+                record = row["paper_view"]
+            else:
+                record = row  # volinr evaluate's JSON
+            check_record_finite(path, record)
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def load_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Every operating point of the method groups ``paths`` (``volinr rd`` JSONs)."""
+    records = []
+    for path in paths:
+        for row in _records(path):
+            if "family" not in row:
+                raise InputError(f"{path}: not the rows of a method group (volinr rd)")
+            row = {k: v for k, v in row.items() if k != "paper_view"}
+            check_record_finite(path, row)
+            records.append(row)
     return pd.DataFrame.from_records(records)
 
 

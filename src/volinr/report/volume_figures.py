@@ -17,14 +17,8 @@ log = logging.getLogger(__name__)
 
 def per_slice_figure(inputs: FigureInputs, layers: list[int], path: Path) -> None:
     """Volumes: PSNR and SSIM of every axial slice, for each method."""
-    files = [
-        inputs.results / f"metrics/{kind}/{inputs.run(n)}.slices.csv"
-        for n in layers
-        for kind in ("ours", "baseline")
-    ]
-    files += sorted((inputs.results / "metrics/reference").glob("*.slices.csv"))
     frames = []
-    for file in files:
+    for file in inputs.per_slice_files(layers):
         frame = pd.read_csv(file)
         layer = frame["layers"].iloc[0] if "layers" in frame else None
         name = str(frame["method"].iloc[0])
@@ -61,10 +55,8 @@ def orthogonal_figure(inputs: FigureInputs, layers: list[int], path: Path) -> No
     dz, dy, dx = (float(s) for s in spacing)
     rows = [("original", inputs.hr)]
     for n in layers:
-        rows.append((f"ours, {n} layers", inputs.array(f"recon/ours/{inputs.run(n)}/hr.npy")))
-        rows.append(
-            (f"SIREN on HR, {n} layers", inputs.array(f"recon/baseline/{inputs.run(n)}/hr.npy"))
-        )
+        rows.append((f"ours, {n} layers", inputs.reconstruction("ours", n)))
+        rows.append((f"SIREN on HR, {n} layers", inputs.reconstruction("baseline", n)))
     fig, axes = plt.subplots(len(rows), 3, figsize=(11, 3.2 * len(rows)), squeeze=False)
     for r, (name, volume) in enumerate(rows):
         for c, (plane, aspect, view) in enumerate(

@@ -61,7 +61,7 @@ def run_rd(args) -> None:
     block = provenance.record(args, device)
     rows = []
     for point in method.points():
-        row = _run_point(method, image, point, args, (minmax, tissue), sr_bytes)
+        row = _run_point(method, image, point, args, (minmax, tissue), sr_bytes, block)
         if row is not None:
             rows.append(row)
     if not rows:
@@ -87,6 +87,7 @@ def _run_point(
     args,
     windows: tuple[tuple[float, float], tuple[float, float]],
     sr_bytes: int,
+    block: dict[str, Any],
 ) -> dict[str, Any] | None:
     minmax, tissue = windows
     try:
@@ -97,6 +98,7 @@ def _run_point(
         log.warning("skipping %s %s: %s", method.group, point.name, err)
         return None
     path = Path(args.files_dir) / f"{file_stem(point)}{method.suffix}"
+    provenance.write_sidecar(path, block)  # beside the file: not in its bytes
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
         # decoded from the bytes written, not from the encoder's memory
@@ -154,7 +156,7 @@ def _run_point(
     if is_paper_point and paper is not None:
         paper["decode_seconds"] = decode_seconds
         row["paper_view"] = evaluation.finish(paper, str(path))
-        _keep_paper_outputs(method, point, image, decoded, minmax, args, paper)
+        _keep_paper_outputs(method, point, image, decoded, minmax, args, paper, block)
     log.info(
         "%s %s %s: %d bytes, %.4f bits per voxel, %.2f dB",
         method.family,
@@ -183,17 +185,17 @@ def _paper_view(method, quality, facts, sr_bytes, decoded, minmax) -> dict[str, 
     return paper
 
 
-def _keep_paper_outputs(method, point, image, decoded, minmax, args, paper) -> None:
+def _keep_paper_outputs(method, point, image, decoded, minmax, args, paper, block) -> None:
     """The paper point's per-slice metrics and, when asked, its reconstruction (figures,
     export): ``<point>.slices.csv``, ``<point>.npy`` and each intermediate's ``.npy``."""
     stem = Path(args.files_dir) / file_stem(point)
     label = {key: paper[key] for key in ("method", "layers", "seed") if key in paper}
     rows = evaluation.per_slice_rows(image.voxels, decoded.voxels, minmax, label)
-    write_csv(f"{stem}.slices.csv", rows, provenance.record(args))
+    write_csv(f"{stem}.slices.csv", rows, block)
     if not args.keep_reconstruction:
         return
     geometry = {k: v for k, v in image.meta.items() if k not in ("shape", "dtype", "sha256")}
-    record = {"decoded_from": f"{stem}{method.suffix}", "provenance": provenance.record(args)}
-    save_array(f"{stem}.npy", decoded.voxels, geometry | record)
+    record = {"decoded_from": f"{stem}{method.suffix}", "provenance": block}
+    save_array(f"{stem}.npy", decoded.voxels, geometry | decoded.meta | record)
     for name, array in decoded.intermediates.items():
         save_array(f"{stem}.{name}.npy", array, record)

@@ -29,26 +29,16 @@ def run_tables(args) -> None:
 
 
 def run_rate_distortion(args) -> None:
-    import pandas as pd
-
     from volinr.report import rd_figure, rd_tables, table_io
     from volinr.report.figure_common import recording
 
-    metrics = table_io.load_metrics(args.metrics)
-    containers = metrics[metrics["method"].str.endswith(" container")]
-    references = metrics[metrics["method"].str.startswith("true LR + ")]
-    if containers.empty:
-        raise InputError(f"{args.metrics[0]}...: no container metrics among the inputs")
-    codecs = None
-    if args.codecs:
-        try:
-            codecs = pd.read_csv(args.codecs)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{args.codecs}: unreadable codec sweep ({err})") from None
+    points = table_io.load_rows(args.rows)
+    if points.empty:
+        raise InputError(f"{args.rows[0]}...: no operating points among the inputs")
     published = None if args.mode == "volume" else table_io.load_published(args.published)
-    table = rd_tables.rate_distortion_table(containers, references, codecs, published)
+    table = rd_tables.rate_distortion_table(points, published)
     built = {"table_rate_distortion": table}
-    if codecs is not None:
+    if "jpeg2000" in set(table["method"]):
         built["table_vs_jpeg2000"] = rd_tables.versus_codec(table, "jpeg2000")
     notes = [rd_tables.RD_NOTE, table_io.PSNR_NOTE.format(tissue="(see Table 4)")]
     notes += table_io.infinity_notes(built.values())
@@ -58,37 +48,66 @@ def run_rate_distortion(args) -> None:
         rd_figure.rate_distortion_figure(table, args.sr_amortize_over, Path(args.figure))
 
 
-def run_figure(args) -> None:
-    from volinr.report.figure_common import recording
+FIGURES_BY_MODE = {
+    "slice": ("lr-fit", "pipeline", "baseline", "bars", "comparison", "sr-training"),
+    "volume": (
+        "lr-fit", "pipeline", "baseline", "bars", "comparison", "sr-training", "per-slice",
+        "orthogonal",
+    ),
+}  # fmt: skip
+FIGURE_FILES = {
+    "lr-fit": "fig4-6_lr_fit_L{layers}.png",
+    "pipeline": "fig7-9_pipeline_L{layers}.png",
+    "baseline": "fig10-12_baseline_L{layers}.png",
+    "bars": "fig13_bars.png",
+    "comparison": "fig14_comparison.png",
+    "sr-training": "fig_sr_training.png",
+    "per-slice": "volume_per_slice.png",
+    "orthogonal": "volume_orthogonal.png",
+}
 
-    with recording(provenance.record(args)):
-        _draw_figure(args)
+
+def figure_files(mode: str, layers: list[int]) -> list[str]:
+    """The file names ``volinr figures`` writes for a run (the workflow declares them)."""
+    names = []
+    for kind in FIGURES_BY_MODE[mode]:
+        pattern = FIGURE_FILES[kind]
+        names += [pattern.format(layers=n) for n in layers] if "{" in pattern else [pattern]
+    return names
 
 
-def _draw_figure(args) -> None:
+def run_figures(args) -> None:
+    """Every figure of the paper (and of volume mode) for a run, in one process."""
     from volinr.report import paper_figures, volume_figures
-    from volinr.report.figure_common import FigureInputs
+    from volinr.report.figure_common import FigureInputs, recording
 
-    out = Path(args.out)
-    if args.kind == "sr-training":
-        paper_figures.sr_training_figure(Path(args.results) / "sr/training_curve.csv", out)
-        return
-    inputs = FigureInputs(Path(args.results), Path(args.tables_dir), args.seed)
-    if args.kind == "bars":
-        paper_figures.bars_figure(inputs, out)
-    elif args.kind == "comparison":
-        paper_figures.comparison_figure(inputs, args.layers, out)
-    elif args.kind == "per-slice":
-        volume_figures.per_slice_figure(inputs, args.layers, out)
-    elif args.kind == "orthogonal":
-        volume_figures.orthogonal_figure(inputs, args.layers, out)
-    else:
-        draw = {
+    out_dir = Path(args.out_dir)
+    kinds = args.kinds or FIGURES_BY_MODE[args.mode]
+    with recording(provenance.record(args)):
+        if "sr-training" in kinds:
+            curve = Path(args.results) / "sr/training_curve.csv"
+            paper_figures.sr_training_figure(curve, out_dir / FIGURE_FILES["sr-training"])
+        inputs = FigureInputs(Path(args.results), Path(args.tables_dir), args.seed)
+        per_layer = {
             "lr-fit": paper_figures.lr_fit_figure,
             "pipeline": paper_figures.pipeline_figure,
             "baseline": paper_figures.baseline_figure,
-        }[args.kind]
-        draw(inputs, args.layers[0], out)
+        }
+        for kind, draw in per_layer.items():
+            if kind in kinds:
+                for n in args.layers:
+                    draw(inputs, n, out_dir / FIGURE_FILES[kind].format(layers=n))
+        if "bars" in kinds:
+            paper_figures.bars_figure(inputs, out_dir / FIGURE_FILES["bars"])
+        if "comparison" in kinds:
+            path = out_dir / FIGURE_FILES["comparison"]
+            paper_figures.comparison_figure(inputs, args.layers, path)
+        if "per-slice" in kinds:
+            path = out_dir / FIGURE_FILES["per-slice"]
+            volume_figures.per_slice_figure(inputs, args.layers, path)
+        if "orthogonal" in kinds:
+            path = out_dir / FIGURE_FILES["orthogonal"]
+            volume_figures.orthogonal_figure(inputs, args.layers, path)
 
 
 def run_summary(args) -> None:

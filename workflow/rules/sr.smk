@@ -1,4 +1,4 @@
-# Stage 3: SRDenseNet pretraining on LR/HR pairs of the training images. A committed
+# Stage 2: SRDenseNet pretraining on LR/HR pairs of the training images. A committed
 # checkpoint is reused when its sha256, architecture, training split and settings all match.
 
 
@@ -7,7 +7,7 @@ rule pretrain_sr:
         images=rules.sr_training_set.output.images,
         split=rules.sr_training_set.output.split,
     output:
-        model=f"{R}/sr/srdensenet.pt",
+        model=SR_MODEL,
         curve=f"{R}/sr/training_curve.csv",
     log:
         f"{R}/logs/pretrain_sr.log",

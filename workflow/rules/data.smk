@@ -1,4 +1,27 @@
-# Stage 1, data: the evaluation image or volume, and the SR training set (never containing it).
+# Stage 1, data: the dataset (downloaded when its kind says so), the evaluation image or
+# volume, the SR training set (never containing it), and the Lanczos x4 downsampling.
+
+
+rule download_dataset:
+    output:
+        files=directory(f"{DOWNLOAD_DIR}/files"),
+        manifest=f"{DOWNLOAD_DIR}/manifest.json",
+    log:
+        f"{R}/logs/download_dataset.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        urls=" ".join(f"--url {shlex.quote(u)}" for u in DATASET["download"]["urls"]),
+        sha256=" ".join(f"--sha256={s!r}" for s in DATASET["download"]["sha256"]),
+        max_bytes=DATASET["download"]["max_member_bytes"],
+    shell:
+        "python -m volinr download {params.urls} {params.sha256} --out-dir {output.files} "
+        f"--downloads-dir {DOWNLOAD_DIR}/archives --max-member-bytes {{params.max_bytes}} "
+        "--manifest {output.manifest} 2> {log}"
+
 
 if VOLUME_MODE:
 
@@ -92,3 +115,23 @@ rule sr_training_set:
     shell:
         "python -m volinr sr-dataset --eval {input.evaluation} {params.args} "
         "--out {output.images} --split {output.split} 2> {log}"
+
+
+rule downsample:
+    input:
+        EVAL,
+    output:
+        array=LR,
+        meta=f"{R}/data/lr.json",
+    log:
+        f"{R}/logs/downsample.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb(4000),
+    params:
+        factor=config["downsample_factor"],
+    shell:
+        "python -m volinr downsample --input {input} --factor {params.factor} "
+        "--out {output.array} 2> {log}"

@@ -1,0 +1,32 @@
+# Stage 4, the benchmark: every configured method (rate_distortion.methods), one job per group
+# of its operating points. Each point is written as a real file, decoded from its bytes alone
+# (plus the shared SR model where the method needs it) and measured with the same metrics.
+
+
+rule method_points:
+    input:
+        unpack(method_group_inputs),
+    output:
+        rows=f"{R}/rd/{{method}}/{{group}}.json",
+        files=directory(f"{R}/rd/{{method}}/{{group}}"),
+    log:
+        f"{R}/logs/rd/{{method}}_{{group}}.log",
+    benchmark:
+        f"{R}/benchmarks/rd/{{method}}_{{group}}.tsv"
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=method_gpu,
+        mem_mb=mem_mb(4000),
+    params:
+        settings=method_settings_json,
+        inputs=method_inputs_json,
+        window=tissue_window(),
+        amortize=RD["sr_amortize_over"],
+        keep=lambda wc: "--keep-reconstruction" if keeps_reconstruction(wc) else "",
+    shell:
+        "python -m volinr rd --method {wildcards.method} --group {wildcards.group} "
+        "--image {input.image} --settings {params.settings} --inputs {params.inputs} "
+        "--tissue-window {params.window} --sr-amortize-over {params.amortize} {params.keep} "
+        f"--files-dir {{output.files}} --out {{output.rows}} {DEVICE_ARGS} 2> {{log}}"
