@@ -110,8 +110,8 @@ def method_settings_json(wildcards):
     return as_json(methods.sections(wildcards.method, config))
 
 
-def method_gpu(wildcards):
-    return int(methods.family(wildcards.method).uses_torch)
+TORCH_METHODS = [m for m in methods.families() if methods.family(m).uses_torch]
+CPU_METHODS = [m for m in methods.families() if not methods.family(m).uses_torch]
 
 
 def rd_rows(method, groups=None):

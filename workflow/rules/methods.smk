@@ -1,6 +1,8 @@
 # Stage 4, the benchmark: every configured method (rate_distortion.methods), one job per group
 # of its operating points. Each point is written as a real file, decoded from its bytes alone
 # (plus the shared SR model where the method needs it) and measured with the same metrics.
+# Methods that run torch use the same rule under another name, holding the gpu resource (and,
+# on SLURM, the GPU partition: see profiles/slurm).
 
 
 rule method_points:
@@ -13,11 +15,12 @@ rule method_points:
         f"{R}/logs/rd/{{method}}_{{group}}.log",
     benchmark:
         f"{R}/benchmarks/rd/{{method}}_{{group}}.tsv"
+    wildcard_constraints:
+        method="|".join(CPU_METHODS) or "(?!)",
     conda:
         ENV
-    threads: config["threads"]
+    threads: 1
     resources:
-        gpu=method_gpu,
         mem_mb=mem_mb(4000),
     params:
         settings=method_settings_json,
@@ -30,3 +33,12 @@ rule method_points:
         "--image {input.image} --settings {params.settings} --inputs {params.inputs} "
         "--tissue-window {params.window} --sr-amortize-over {params.amortize} {params.keep} "
         f"--files-dir {{output.files}} --out {{output.rows}} {DEVICE_ARGS} 2> {{log}}"
+
+
+use rule method_points as method_points_torch with:
+    wildcard_constraints:
+        method="|".join(TORCH_METHODS) or "(?!)",
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        mem_mb=mem_mb(4000),
