@@ -8,8 +8,10 @@ rows bit for bit, whatever the platform, thread count or batch split:
 - a weight tensor quantised to steps of 2^-e is used as its integers q (e fractional bits): a
   layer computes sum(q x) + bias aligned to 16 + e fractional bits, rounds back to 16
   (add 2^(e-1), arithmetic shift right by e), adds the residual, applies ReLU;
-- every activation is clamped to +-2^28 (a value of 4096) and the coder refuses weights
-  above 2^8 or steps finer than 2^-16, so no sum can exceed 2^58: int64 never overflows;
+- the coder refuses weights above 2^8 and steps finer than 2^-16, and bounds every
+  accumulator from the actual weights: if some bound could reach 2^62, every activation is
+  clamped to +-2^28 (a value of 4096), which keeps every sum below 2^58, so int64 never
+  overflows either way;
 - the output (mu, log b) becomes a table row (mu's fraction to 1/16, log b to 1/16 nat) and
   round(mu) by shifts, see ``laplace``.
 
@@ -69,14 +71,32 @@ class IntegerLayer:
             or np.abs(self.bias).max(initial=0) > limit_b
         ):
             raise LatentRangeError(f"entropy model weights exceed +-{MAX_ARM_WEIGHT}")
+        shift = ACTIVATION_BITS + self.weight_exponent - self.bias_exponent
+        aligned = self.bias << shift if shift >= 0 else _round_shift(self.bias, -shift)
+        e = self.weight_exponent
+        # Folding the rounding constant of the final shift into the bias saves a pass.
+        object.__setattr__(self, "_bias", aligned + ((np.int64(1) << (e - 1)) if e else 0))
+        object.__setattr__(self, "_weight_t", np.ascontiguousarray(self.weight.T))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """x (n, in) with 16 fractional bits -> (n, out) with 16 fractional bits."""
-        e = self.weight_exponent
-        shift = ACTIVATION_BITS + e - self.bias_exponent
-        bias = self.bias << shift if shift >= 0 else _round_shift(self.bias, -shift)
-        acc = x @ self.weight.T + bias
-        return _round_shift(acc, e) if e else acc
+        acc = x @ self._weight_t
+        acc += self._bias
+        if self.weight_exponent:
+            acc >>= self.weight_exponent
+        return acc
+
+    def output_bound(self, input_bound: int) -> tuple[int, int]:
+        """(largest |accumulator|, largest |output|) for inputs within +-input_bound."""
+        row_sums = np.abs(self.weight).sum(axis=1).tolist() if self.weight.size else [0]
+        bias = np.abs(self._bias).max(initial=0)
+        accumulator = max(int(r) for r in row_sums) * input_bound + int(bias)
+        return accumulator, (accumulator >> self.weight_exponent) + 1
+
+    def first_columns(self, count: int) -> IntegerLayer:
+        return IntegerLayer(
+            self.weight[:, :count], self.weight_exponent, self.bias, self.bias_exponent
+        )
 
 
 def _round_shift(values: np.ndarray, bits: int) -> np.ndarray:
@@ -84,31 +104,48 @@ def _round_shift(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 class IntegerEntropyModel:
-    """The entropy model's MLP on integers: context rows (n, inputs) -> table rows, round(mu)."""
+    """The entropy model's MLP on integers: context rows (n, inputs) -> table rows, round(mu).
+
+    At construction the largest value any accumulator can reach is bounded from the actual
+    integer weights (inputs within +-2^10): when every bound is below 2^62, int64 cannot
+    overflow and the layers run unclamped; otherwise every activation is clamped to
+    +-2^28. Encoder and decoder decide this from the same integers.
+    """
 
     def __init__(self, layers: list[IntegerLayer], context_size: int):
         self.layers = layers
         self.context_size = context_size
+        self.without_coarser = layers[0].first_columns(context_size)
+        bound = MAX_CONTEXT_VALUE << ACTIVATION_BITS
+        largest = 0
+        for i, layer in enumerate(layers):
+            accumulator, out = layer.output_bound(bound)
+            largest = max(largest, accumulator)
+            bound = out + (bound if 0 < i < len(layers) - 1 else 0)  # residual layers add x
+        self.clamped = largest >= 1 << 62
 
-    def __call__(self, context: np.ndarray, has_coarser: bool) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Context rows (n, context_size [+ 1 coarser value]) -> (table rows, round(mu))."""
         x = np.clip(context, -MAX_CONTEXT_VALUE, MAX_CONTEXT_VALUE).astype(np.int64)
-        x = x << ACTIVATION_BITS
-        first = self.layers[0]
-        if not has_coarser and first.weight.shape[1] > self.context_size:
-            first = IntegerLayer(
-                first.weight[:, : self.context_size],
-                first.weight_exponent,
-                first.bias,
-                first.bias_exponent,
-            )
-        h = np.clip(first(x), -MAX_ACTIVATION, MAX_ACTIVATION)
+        x <<= ACTIVATION_BITS
+        # The coarsest grid has no coarser neighbour: its rows lack that column.
+        first = (
+            self.layers[0] if x.shape[1] == self.layers[0].weight.shape[1] else self.without_coarser
+        )
+        h = self._bounded(first(x))
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers[1:], start=1):
             inner = np.maximum(h, 0)
             h = layer(inner)
-            if i < len(self.layers) - 1:
-                h = h + inner
-            h = np.clip(h, -MAX_ACTIVATION, MAX_ACTIVATION)
+            if i < last:
+                h += inner
+            h = self._bounded(h)
         return table_rows(h[:, 0], h[:, 1])
+
+    def _bounded(self, h: np.ndarray) -> np.ndarray:
+        if self.clamped:
+            np.clip(h, -MAX_ACTIVATION, MAX_ACTIVATION, out=h)
+        return h
 
 
 def table_rows(mu: np.ndarray, log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +217,7 @@ def latent_symbols(
         padded[schedule.interior] = grid
         coarser = grids[level + 1].reshape(-1) if level + 1 < len(grids) else None
         context = _context(index, padded.reshape(-1), coarser, slice(None))
-        rows, rounded = model(context, coarser is not None and index.use_coarser)
+        rows, rounded = model(context)
         rows_per_level.append(rows)
         deltas_per_level.append(grid.reshape(-1)[schedule.order] - rounded)
     return rows_per_level, deltas_per_level
@@ -224,20 +261,22 @@ def decode_latents(
     for level in range(len(grid_shapes) - 1, -1, -1):
         index = indices[level]
         schedule = index.schedule
-        padded = np.zeros(int(np.prod(schedule.padded_shape)), dtype=np.int64)
-        coarser = grids[level + 1].reshape(-1) if level + 1 < len(grids) else None
-        has_coarser = coarser is not None and index.use_coarser
+        padded_size = int(np.prod(schedule.padded_shape))
         positions = index.padded_positions()
-        neighbours = index.neighbours(positions)
+        # One array holds the padded grid being decoded and, after it, the coarser grid, so
+        # that one gather per step reads a latent's whole context.
+        gather = index.neighbours(positions)
         coarser_positions = index.coarser_positions()
-        starts = schedule.starts
-        for step in range(len(starts) - 1):
-            take = slice(starts[step], starts[step + 1])
-            context = padded[neighbours[take]]
-            if has_coarser:
-                context = np.concatenate([context, coarser[coarser_positions[take], None]], 1)
-            rows, rounded = model(context, has_coarser)
+        if coarser_positions is not None:
+            values = np.concatenate([np.zeros(padded_size, np.int64), grids[level + 1].ravel()])
+            gather = np.concatenate([gather, padded_size + coarser_positions[:, None]], axis=1)
+        else:
+            values = np.zeros(padded_size, np.int64)
+        starts = schedule.starts.tolist()
+        for start, stop in zip(starts[:-1], starts[1:], strict=True):
+            rows, rounded = model(values[gather[start:stop]])
             symbols = decoder.decode(family, table[rows])
-            padded[positions[take]] = symbols.astype(np.int64) - width + rounded
-        grids[level] = padded.reshape(schedule.padded_shape)[schedule.interior].copy()
+            values[positions[start:stop]] = symbols - width + rounded
+        grid = values[:padded_size].reshape(schedule.padded_shape)[schedule.interior]
+        grids[level] = grid.copy()
     return grids

@@ -8,14 +8,17 @@ one with the least
 
 where a synthesis or upsampling tensor changes only the MSE and its own bits, and an
 entropy-model tensor only the latent bits and its own bits (so each candidate re-runs only
-the part of the model it affects). Every step is tried: the cost is not monotone in the
-step at coarse steps, where whole tensors round to zero.
+the part of the model it affects). Steps are tried coarse to fine; at coarse steps whole
+tensors round to zero and the cost is erratic, so the search stops only once ``PATIENCE``
+finer steps in a row, after the best one and after the first step that kept every sign
+(no non-zero value rounded to zero), failed to improve on the best.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from volinr.neural_codec.latent_coding import MAX_ARM_EXPONENT, MAX_ARM_WEIGHT
@@ -28,6 +31,8 @@ from volinr.neural_codec.parameter_coding import (
 )
 
 log = logging.getLogger(__name__)
+
+PATIENCE = 3
 
 
 def candidate_exponents(name: str) -> range:
@@ -61,10 +66,15 @@ def quantise_network(
         original = tensor.detach().clone()
         affects_rate = name.startswith("arm.")
         best_cost, best = float("inf"), None
+        nonzero = original != 0
+        misses, resolved = 0, False
         for exponent in candidate_exponents(name):
             parameter = quantise(name, original, exponent)
             if parameter is None or not _allowed(name, parameter):
                 continue
+            resolved = resolved or bool(
+                np.all(parameter.integers.reshape(original.shape)[nonzero.numpy()] != 0)
+            )
             tensor.copy_(parameter.values())
             bits = parameter_bits(parameter)
             if affects_rate:
@@ -72,7 +82,11 @@ def quantise_network(
             else:
                 cost = distortion() + lam * bits / voxels
             if cost < best_cost:
-                best_cost, best = cost, parameter
+                best_cost, best, misses = cost, parameter, 0
+            elif resolved:
+                misses += 1
+                if misses >= PATIENCE:
+                    break
         if best is None:
             raise ValueError(f"no quantisation step can represent {name}")
         tensor.copy_(best.values())
