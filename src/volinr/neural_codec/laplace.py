@@ -39,6 +39,7 @@ PARAMETER_LOG_SCALE_STEPS = 64
 TABLE_BITS = 31  # fixed-point precision of the tail masses
 MAX_HALF_WIDTH = 1 << 14  # bound on A, the table's symbol range [-A, A]
 _DECIMAL_PRECISION = 34
+MAX_SYMBOL_BITS = 24.0  # constriction's smallest probability is 2^-24
 
 
 # --- float model for training --------------------------------------------------------------
@@ -47,7 +48,9 @@ _DECIMAL_PRECISION = 34
 def laplace_bits(y: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """-log2 of the Laplace(mu, b = e^log_scale) mass of [y - 1/2, y + 1/2], elementwise.
 
-    log_scale is clamped to the table's range first, as the coder does. Written with |y - mu|
+    log_scale is clamped to the table's range first, as the coder does, and the bits to
+    ``MAX_SYMBOL_BITS``: the coder gives every symbol at least 2^-24 of its mass, so no latent
+    costs more (an outlier's cost, and its gradient, stop there). Written with |y - mu|
     so that no branch overflows: outside the central bin the mass is
     0.5 e^(-(|z| - 1/2)/b) (1 - e^(-1/b)); inside it is 1 - e^(-1/(2b)) cosh(z/b).
     """
@@ -64,7 +67,8 @@ def laplace_bits(y: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> 
         torch.exp((inner - 0.5) * inverse_scale) + torch.exp((-inner - 0.5) * inverse_scale)
     )
     inner_bits = -torch.log2(inner_mass.clamp_min(2.0**-30))
-    return torch.where(distance >= 0.5, outer_bits, inner_bits)
+    bits = torch.where(distance >= 0.5, outer_bits, inner_bits)
+    return bits.clamp_max(MAX_SYMBOL_BITS)
 
 
 # --- integer tables for coding -------------------------------------------------------------

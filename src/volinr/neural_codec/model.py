@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from volinr.neural_codec.blocked import BlockedLaplaceRate, BlockedMLP
 from volinr.neural_codec.geometry import causal_offsets, level_shapes
 from volinr.neural_codec.laplace import laplace_bits
 from volinr.neural_codec.settings import CodecSettings
@@ -91,8 +92,17 @@ def conv_nd(ndim: int):
 class LatentCodecModel(nn.Module):
     """Grids, upsampling filter, synthesis and entropy model of one image (2D) or volume (3D)."""
 
-    def __init__(self, shape: tuple[int, ...], settings: CodecSettings, output_bias: float = 0.5):
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        settings: CodecSettings,
+        output_bias: float = 0.5,
+        blocked: bool = True,
+    ):
+        """``blocked``: run the per-voxel MLPs through ``blocked`` (the fast CPU path);
+        False uses plain autograd (the reference the speed benchmark compares with)."""
         super().__init__()
+        self.blocked = blocked
         if len(shape) not in (2, 3):
             raise ValueError(f"the neural codec codes 2D or 3D arrays, not {len(shape)}D")
         self.shape = tuple(int(n) for n in shape)
@@ -216,11 +226,16 @@ class LatentCodecModel(nn.Module):
         """The normalised image (*shape) from quantised latent values."""
         act = _activation(self.settings.activation)
         features = self.upsample(latents).reshape(len(latents), -1)
-        last = len(self.synthesis_weights) - 1
-        for i, (w, b) in enumerate(zip(self.synthesis_weights, self.synthesis_biases, strict=True)):
-            features = torch.addmm(b[:, None], w, features)
-            if i < last:
-                features = act(features)
+        pairs = list(zip(self.synthesis_weights, self.synthesis_biases, strict=True))
+        if self.blocked:
+            params = [t for pair in pairs for t in pair]
+            residual = (False,) * len(pairs)
+            features = BlockedMLP.apply(features, residual, self.settings.activation, *params)
+        else:
+            for i, (w, b) in enumerate(pairs):
+                features = torch.addmm(b[:, None], w, features)
+                if i < len(pairs) - 1:
+                    features = act(features)
         z = features.reshape(1, -1, *self.shape)
         conv = conv_nd(self.ndim)
         pad = (1, 1) * self.ndim
@@ -245,13 +260,7 @@ class LatentCodecModel(nn.Module):
         self, latents: list[torch.Tensor], level: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, log_scale), each (number of latents of ``level``,), for every latent at once."""
-        context = CausalContext.apply(latents[level], *self.context_geometry(level))
-        coarse = self.coarser_context(latents, level)
-        first = self.arm_weights[0]
-        if coarse is not None:
-            context = torch.cat([context, coarse.reshape(1, -1)])
-        else:  # the coarsest grid has no coarser neighbour: its weight column reads 0
-            first = first[:, : self.settings.context_size]
+        context, first = self._context_rows(latents, level)
         h = torch.addmm(self.arm_biases[0][:, None], first, context)
         layers = len(self.arm_weights)
         for i in range(1, layers):
@@ -259,6 +268,18 @@ class LatentCodecModel(nn.Module):
             w, b = self.arm_weights[i], self.arm_biases[i]
             h = torch.addmm(b[:, None], w, h) + (h if i < layers - 1 else 0)
         return h[0], h[1]
+
+    def _context_rows(self, latents: list[torch.Tensor], level: int):
+        """The entropy model's input rows for grid ``level`` and its first layer's weight."""
+        context = CausalContext.apply(latents[level], *self.context_geometry(level))
+        coarse = self.coarser_context(latents, level)
+        first = self.arm_weights[0]
+        if coarse is not None:
+            context = torch.cat([context, coarse.reshape(1, -1)])
+        elif self.settings.context_coarser:
+            # the coarsest grid has no coarser neighbour: that weight column is unused
+            first = first[:, : self.settings.context_size]
+        return context, first
 
     def context_geometry(self, level: int):
         """Slices of the zero-padded grid that read x[p + o], one per context offset o; the
@@ -278,8 +299,18 @@ class LatentCodecModel(nn.Module):
         """Estimated bits of all quantised latents under the (float) entropy model."""
         total = latents[0].new_zeros(())
         for level, grid in enumerate(latents):
-            mu, log_scale = self.laplace_parameters(latents, level)
-            total = total + laplace_bits(grid.reshape(-1), mu, log_scale).sum()
+            if self.blocked:
+                context, first = self._context_rows(latents, level)
+                params = [first, self.arm_biases[0]]
+                for w, b in list(zip(self.arm_weights, self.arm_biases, strict=True))[1:]:
+                    params += [w, b]
+                layers = len(self.arm_weights)
+                residual = tuple(0 < i < layers - 1 for i in range(layers))
+                bits = BlockedLaplaceRate.apply(context, grid.reshape(-1), residual, *params)
+            else:
+                mu, log_scale = self.laplace_parameters(latents, level)
+                bits = laplace_bits(grid.reshape(-1), mu, log_scale).sum()
+            total = total + bits
         return total
 
     # --- cost ------------------------------------------------------------------------------
