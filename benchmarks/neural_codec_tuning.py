@@ -22,6 +22,7 @@ import torch
 from volinr.metrics import minmax_window, psnr_8bit, psnr_native
 from volinr.neural_codec.codec import decode, encode
 from volinr.neural_codec.settings import CodecSettings
+from volinr.provenance import git_commit
 from volinr.sources import read_dicom_frames
 from volinr.volumes import synthetic_head_phantom
 
@@ -84,6 +85,7 @@ def run(image_name: str, lam: float, overrides: dict, seed: int) -> dict:
         "decode_seconds": decode_seconds,
         "macs_per_voxel": record["macs_per_voxel"]["total"],
         "final_curve_point": record["curve"][-1],
+        "commit": git_commit(),
     }
 
 

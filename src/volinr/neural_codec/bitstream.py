@@ -205,7 +205,7 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
     widths = tuple(r.take(hidden))
     limits = [
         ("levels", levels, 1, MAX_LEVELS),
-        ("context size", context_size, 1, MAX_CONTEXT_SIZE),
+        ("context size", context_size, 0, MAX_CONTEXT_SIZE),
         ("entropy model layers", arm_layers, 0, MAX_LAYERS),
         ("entropy model width", arm_width, 1, MAX_WIDTH),
         ("residual channels", residual_channels, 1, MAX_WIDTH),

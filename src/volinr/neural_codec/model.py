@@ -29,6 +29,7 @@ from torch import nn
 from volinr.neural_codec.blocked import BlockedLaplaceRate, BlockedMLP
 from volinr.neural_codec.geometry import causal_offsets, level_shapes
 from volinr.neural_codec.laplace import laplace_bits
+from volinr.neural_codec.latent_coding import MAX_CONTEXT_VALUE as MAX_LATENT
 from volinr.neural_codec.settings import CodecSettings
 
 
@@ -69,7 +70,7 @@ class CausalContext(torch.autograd.Function):
         for row, where in enumerate(slices):
             out[row] = padded[where]
         ctx.geometry = (slices, interior, padded_shape, grid.shape)
-        return out.reshape(len(slices), -1)
+        return out.reshape(len(slices), grid.numel())
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -145,8 +146,12 @@ class LatentCodecModel(nn.Module):
 
         offsets = causal_offsets(self.ndim, settings.context_size)
         self.context_offsets = offsets
-        self.context_padding_before = tuple(int(v) for v in np.maximum(-offsets.min(axis=0), 0))
-        self.context_padding_after = tuple(int(v) for v in np.maximum(offsets.max(axis=0), 0))
+        self.context_padding_before = tuple(
+            int(v) for v in np.maximum(-offsets.min(axis=0, initial=0), 0)
+        )
+        self.context_padding_after = tuple(
+            int(v) for v in np.maximum(offsets.max(axis=0, initial=0), 0)
+        )
         inputs = settings.context_size + int(settings.context_coarser)
         arm_widths = [inputs] + [settings.arm_width] * settings.arm_layers + [2]
         self.arm_weights = nn.ParameterList()
@@ -184,7 +189,11 @@ class LatentCodecModel(nn.Module):
     # --- latents ---------------------------------------------------------------------------
 
     def scaled_latents(self) -> list[torch.Tensor]:
-        return [theta * gain for theta, gain in zip(self.latents, self.gains, strict=True)]
+        """The latent values y = theta * gain^level, clamped to the coder's +-MAX_LATENT."""
+        return [
+            (theta * gain).clamp(-MAX_LATENT, MAX_LATENT)
+            for theta, gain in zip(self.latents, self.gains, strict=True)
+        ]
 
     def set_latents(self, values: list[torch.Tensor]) -> None:
         """Store integer latent values (as theta = value / gain)."""

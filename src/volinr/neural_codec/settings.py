@@ -33,7 +33,8 @@ class CodecSettings:
     # Activation of the synthesis network's hidden layers.
     activation: str = "relu"
     # Causal neighbours of each latent (nearest first) that the autoregressive entropy model
-    # sees; 12 is the causal half of a 5x5 window in 2D.
+    # sees; 12 is the causal half of a 5x5 window in 2D; 0 (with context_coarser false) is a
+    # plain factorised Laplace, the ablation without context.
     context_size: int = 12
     # Whether the entropy model also sees the co-located latent of the next coarser grid.
     context_coarser: bool = True
@@ -78,7 +79,7 @@ class CodecSettings:
         integer("levels", 1, MAX_LEVELS)
         integer("residual_channels", 1, MAX_WIDTH)
         integer("residual_layers", 0, MAX_LAYERS)
-        integer("context_size", 1, MAX_CONTEXT_SIZE)
+        integer("context_size", 0, MAX_CONTEXT_SIZE)
         integer("arm_layers", 0, MAX_LAYERS)
         integer("arm_width", 1, MAX_WIDTH)
         integer("iterations", 1, 10_000_000)
