@@ -104,16 +104,43 @@ def jpeg2000_curve(image_name: str) -> list[tuple[float, float]]:
     return points
 
 
+def summary_table(jsonl: Path) -> str:
+    """Markdown rows of every run in a JSON-lines file, in the order they ran."""
+    lines = [
+        "| image | lambda | changes from the defaults | iterations | bpv | PSNR 8-bit dB | "
+        "PSNR native dB | RD cost (MSE + lambda bpv) | param / latent bits | est / file "
+        "payload bits | encode s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for line in jsonl.read_text().splitlines():
+        r = json.loads(line)
+        changes = ", ".join(f"{k}={v}" for k, v in r["overrides"].items() if k != "iterations")
+        lines.append(
+            f"| {r['image']} | {r['lambda']:g} | {changes or '-'} | {r['iterations']} | "
+            f"{r['bits_per_voxel']:.4f} | {r['psnr_8bit_db']:.2f} | {r['psnr_native_db']:.2f} | "
+            f"{r.get('rd_cost', float('nan')):.3e} | {r['parameter_bits']} / {r['latent_bits']} "
+            f"| {r['estimated_payload_bits']:.0f} / {r['payload_bits']} | "
+            f"{r['encode_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", choices=sorted(TUNING_IMAGES), required=True)
-    parser.add_argument("--lam", type=float, nargs="+", required=True)
+    parser.add_argument("--image", choices=sorted(TUNING_IMAGES))
+    parser.add_argument("--lam", type=float, nargs="+")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--jpeg2000", action="store_true", help="log JPEG 2000's curve first")
+    parser.add_argument("--summarise", action="store_true", help="print --out as a table")
     args = parser.parse_args()
+    if args.summarise:
+        print(summary_table(args.out))
+        return
+    if not args.image or not args.lam:
+        parser.error("--image and --lam are needed to run")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.jpeg2000:
         for bpv, db in jpeg2000_curve(args.image):

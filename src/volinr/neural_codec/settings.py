@@ -29,7 +29,7 @@ class CodecSettings:
     synthesis_widths: tuple[int, ...] = (16, 16)
     # Channels of the synthesis network's residual 3x3 (3x3x3) stage, and how many such layers.
     residual_channels: int = 2
-    residual_layers: int = 1
+    residual_layers: int = 2
     # Activation of the synthesis network's hidden layers.
     activation: str = "relu"
     # Causal neighbours of each latent (nearest first) that the autoregressive entropy model
@@ -46,20 +46,22 @@ class CodecSettings:
     learned_upsampling: bool = True
 
     # --- training (encoder only) ---
+    # Defaults tuned on the phantom and SR-training frames: benchmarks/results/
+    # neural_codec_tuning.md. More iterations always helped there (the CPU is the limit).
     iterations: int = 2000
     learning_rate: float = 0.01
     # Fraction of the iterations with additive uniform noise as the quantisation proxy, then
     # with soft rounding (temperature annealed from soft_round_start to soft_round_end);
     # the rest use hard rounding with a straight-through gradient at ste_learning_rate_factor
     # times the learning rate.
-    noise_fraction: float = 0.6
-    soft_round_fraction: float = 0.3
+    noise_fraction: float = 0.4
+    soft_round_fraction: float = 0.5
     soft_round_start: float = 0.3
     soft_round_end: float = 0.1
     ste_learning_rate_factor: float = 0.1
     # Each grid's latents are stored divided by gain^level, so that coarse grids (few samples,
     # each used by many voxels) move faster under Adam (Cool-chic's and C3's gains).
-    latent_gain: float = 2.0
+    latent_gain: float = 4.0
     # Log the training curve every this many iterations (the only host syncs of the loop).
     log_every: int = 50
 
