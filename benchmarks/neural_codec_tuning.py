@@ -106,14 +106,21 @@ def jpeg2000_curve(image_name: str) -> list[tuple[float, float]]:
 
 def summary_table(jsonl: Path) -> str:
     """Markdown rows of every run in a JSON-lines file, in the order they ran."""
-    lines = [
-        "| image | lambda | changes from the defaults | iterations | bpv | PSNR 8-bit dB | "
+    header = [
+        "| image | lambda | settings changed | iterations | bpv | PSNR 8-bit dB | "
         "PSNR native dB | RD cost (MSE + lambda bpv) | param / latent bits | est / file "
         "payload bits | encode s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    lines: list[str] = []
+    current = None
     for line in jsonl.read_text().splitlines():
         r = json.loads(line)
+        if r.get("round", "") != current or not lines:
+            current = r.get("round", "")
+            lines += (
+                ["", f"Round {current} (commit {r.get('commit', '?')[:7]}):", ""] if current else []
+            ) + header
         changes = ", ".join(f"{k}={v}" for k, v in r["overrides"].items() if k != "iterations")
         lines.append(
             f"| {r['image']} | {r['lambda']:g} | {changes or '-'} | {r['iterations']} | "
