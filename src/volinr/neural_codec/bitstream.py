@@ -47,8 +47,8 @@ import numpy as np
 
 from volinr.container import MAGIC
 from volinr.io import InputError
-from volinr.neural_codec.laplace import MAX_HALF_WIDTH, PARAMETER_LOG_SCALE_STEPS
-from volinr.neural_codec.parameter_coding import MAX_EXPONENT
+from volinr.neural_codec.laplace import MAX_LATENT_HALF_WIDTH, PARAMETER_LOG_SCALE_STEPS
+from volinr.neural_codec.parameter_coding import MAX_EXPONENT, MAX_WIDTH_BITS
 from volinr.neural_codec.settings import MAX_CONTEXT_SIZE, MAX_LAYERS, MAX_LEVELS, MAX_WIDTH
 
 FORMAT_VERSION = 2
@@ -233,10 +233,10 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
         coding = TensorCoding(packed & 0x1F, packed >> 5 & 0x3F, packed >> 11 & 0xF)
         if packed >> 15 or coding.exponent > MAX_EXPONENT:
             raise r.fail(f"a tensor's step 2^-{coding.exponent} is outside the format")
-        if coding.scale_index >= PARAMETER_LOG_SCALE_STEPS or coding.half_width > MAX_HALF_WIDTH:
+        if coding.scale_index >= PARAMETER_LOG_SCALE_STEPS or coding.width_bits > MAX_WIDTH_BITS:
             raise r.fail("a tensor's coding model is outside the format")
         tensors.append(coding)
-    latent_half_width = r.varint(MAX_HALF_WIDTH)
+    latent_half_width = r.varint(MAX_LATENT_HALF_WIDTH)
     if latent_half_width < 1:
         raise r.fail("a latent symbol range of 0")
     if r.position != len(data):

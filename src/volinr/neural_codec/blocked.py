@@ -21,7 +21,13 @@ import math
 
 import torch
 
-from volinr.neural_codec.laplace import LOG_SCALE_MAX, LOG_SCALE_MIN, MAX_SYMBOL_BITS, laplace_bits
+from volinr.neural_codec.laplace import (
+    LOG_SCALE_MAX,
+    LOG_SCALE_MIN,
+    MAX_LATENT,
+    MAX_SYMBOL_BITS,
+    laplace_bits,
+)
 
 BLOCK_COLUMNS = 16384
 _LN2 = math.log(2.0)
@@ -105,16 +111,17 @@ class BlockedMLP(torch.autograd.Function):
 
 
 def laplace_bits_with_gradients(y, mu, log_scale):
-    """(-log2 P, d/dmu, d/dlog_scale) of ``laplace.laplace_bits``, in one pass.
+    """(-log2 P, d/dmu, d/dlog_scale, d/dy) of ``laplace.laplace_bits``, in one pass.
 
     Outside the central bin, bits = 1 + (|z| - 1/2) c / ln2 - log2(1 - e^-c) with z = y - mu
     and c = 1/b; inside, bits = -log2(1 - (e^((|z| - 1/2) c) + e^((-|z| - 1/2) c)) / 2).
-    d/dy = -d/dmu; log_scale outside the table's range has no gradient (it is clamped), nor
-    do bits above ``MAX_SYMBOL_BITS`` (capped).
+    mu beyond +-MAX_LATENT and log_scale outside the table's range have no gradient (they are
+    clamped), nor do bits above ``MAX_SYMBOL_BITS`` (capped).
     """
     inside_range = (log_scale > LOG_SCALE_MIN) & (log_scale < LOG_SCALE_MAX)
     c = torch.exp(-log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
-    z = y - mu
+    mean_inside = mu.abs() < MAX_LATENT
+    z = y - mu.clamp(-MAX_LATENT, MAX_LATENT)
     distance = z.abs()
     sign = torch.sign(z)
     outer = distance >= 0.5
@@ -139,9 +146,9 @@ def laplace_bits_with_gradients(y, mu, log_scale):
     bits = bits.clamp_max(MAX_SYMBOL_BITS)
     d_distance = torch.where(capped, 0.0, torch.where(outer, outer_dz, inner_dz))
     d_c = torch.where(capped, 0.0, torch.where(outer, outer_dc, inner_dc))
-    d_mu = -sign * d_distance
+    d_mu = torch.where(mean_inside, -sign * d_distance, 0.0)
     d_log_scale = torch.where(inside_range, -c * d_c, 0.0)
-    return bits, d_mu, d_log_scale
+    return bits, d_mu, d_log_scale, sign * d_distance
 
 
 class BlockedLaplaceRate(torch.autograd.Function):
@@ -170,9 +177,9 @@ class BlockedLaplaceRate(torch.autograd.Function):
         for cols in _blocks(x.shape[1]):
             inputs, pre = _forward(x[:, cols], weights, biases, ctx.residual, "relu")
             out = pre[-1]
-            _, d_mu, d_log_scale = laplace_bits_with_gradients(y[cols], out[0], out[1])
+            _, d_mu, d_log_scale, d_y = laplace_bits_with_gradients(y[cols], out[0], out[1])
             grad_out = torch.stack([d_mu, d_log_scale]) * grad_total
-            grad_y[cols] = -grad_out[0]
+            grad_y[cols] = d_y * grad_total
             grad_x[:, cols] = _backward(
                 grad_out, inputs, pre, weights, ctx.residual, "relu", weight_grads, bias_grads
             )

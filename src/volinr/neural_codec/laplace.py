@@ -38,6 +38,12 @@ PARAMETER_LOG_SCALE_STEP = 0.25
 PARAMETER_LOG_SCALE_STEPS = 64
 TABLE_BITS = 31  # fixed-point precision of the tail masses
 MAX_HALF_WIDTH = 1 << 14  # bound on A, the table's symbol range [-A, A]
+# Latents and the entropy model's means lie within +-MAX_LATENT (training clamps both, the
+# integer model clamps the mean), so a latent's symbol d = y - round(mu) is within
+# +-MAX_LATENT_HALF_WIDTH: this bounds the latent table a file can ask for (17 x 160 rows of
+# at most 4,093 symbols).
+MAX_LATENT = (1 << 10) - 1
+MAX_LATENT_HALF_WIDTH = 2 * MAX_LATENT
 _DECIMAL_PRECISION = 34
 MAX_SYMBOL_BITS = 24.0  # constriction's smallest probability is 2^-24
 
@@ -48,14 +54,15 @@ MAX_SYMBOL_BITS = 24.0  # constriction's smallest probability is 2^-24
 def laplace_bits(y: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """-log2 of the Laplace(mu, b = e^log_scale) mass of [y - 1/2, y + 1/2], elementwise.
 
-    log_scale is clamped to the table's range first, as the coder does, and the bits to
+    mu is clamped to +-MAX_LATENT and log_scale to the table's range first, as the coder does,
+    and the bits to
     ``MAX_SYMBOL_BITS``: the coder gives every symbol at least 2^-24 of its mass, so no latent
     costs more (an outlier's cost, and its gradient, stop there). Written with |y - mu|
     so that no branch overflows: outside the central bin the mass is
     0.5 e^(-(|z| - 1/2)/b) (1 - e^(-1/b)); inside it is 1 - e^(-1/(2b)) cosh(z/b).
     """
     inverse_scale = torch.exp(-log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
-    distance = (y - mu).abs()
+    distance = (y - mu.clamp(-MAX_LATENT, MAX_LATENT)).abs()
     outer = distance.clamp_min(0.5)
     outer_bits = (
         1.0

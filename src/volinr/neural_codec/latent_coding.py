@@ -12,8 +12,8 @@ rows bit for bit, whatever the platform, thread count or batch split:
   accumulator from the actual weights: if some bound could reach 2^62, every activation is
   clamped to +-2^28 (a value of 4096), which keeps every sum below 2^58, so int64 never
   overflows either way;
-- the output (mu, log b) becomes a table row (mu's fraction to 1/16, log b to 1/16 nat) and
-  round(mu) by shifts, see ``laplace``.
+- the output (mu, log b), mu clamped to +-1023 like the latents, becomes a table row (mu's
+  fraction to 1/16, log b to 1/16 nat) and round(mu) by shifts, see ``laplace``.
 
 The float model that training uses differs from this by rounding of the order 2^-16 in mu
 and log b, which only moves the rate by far less than the table's own quantisation.
@@ -36,15 +36,17 @@ from volinr.neural_codec.laplace import (
     LOG_SCALE_BITS,
     LOG_SCALE_MIN,
     LOG_SCALE_STEPS,
-    MAX_HALF_WIDTH,
+    MAX_LATENT,
+    MAX_LATENT_HALF_WIDTH,
     latent_table,
 )
 
 ACTIVATION_BITS = 16
-MAX_CONTEXT_VALUE = (1 << 10) - 1
+MAX_CONTEXT_VALUE = MAX_LATENT
 MAX_ACTIVATION = 1 << 28
 MAX_ARM_EXPONENT = 16  # steps down to 2^-16
 MAX_ARM_WEIGHT = 1 << 8
+ENCODE_CHUNK = 4096
 
 
 class LatentRangeError(ValueError):
@@ -140,7 +142,8 @@ class IntegerEntropyModel:
             if i < last:
                 h += inner
             h = self._bounded(h)
-        return table_rows(h[:, 0], h[:, 1])
+        bound = MAX_LATENT << ACTIVATION_BITS
+        return table_rows(np.clip(h[:, 0], -bound, bound), h[:, 1])
 
     def _bounded(self, h: np.ndarray) -> np.ndarray:
         if self.clamped:
@@ -225,9 +228,9 @@ def latent_symbols(
 
 def half_width(deltas: list[np.ndarray]) -> int:
     width = max([1] + [int(np.abs(d).max(initial=0)) for d in deltas])
-    if width > MAX_HALF_WIDTH:
+    if width > MAX_LATENT_HALF_WIDTH:
         raise LatentRangeError(
-            f"a latent lies {width} from its predicted mean (limit {MAX_HALF_WIDTH})"
+            f"a latent lies {width} from its predicted mean (limit {MAX_LATENT_HALF_WIDTH})"
         )
     return width
 
@@ -242,9 +245,11 @@ def encode_latents(
     table = latent_table(width)
     family = constriction.stream.model.Categorical(perfect=False)
     for level in range(len(rows) - 1, -1, -1):
-        if rows[level].size:
-            symbols = (deltas[level] + width).astype(np.int32)
-            encoder.encode(symbols, family, table[rows[level]])
+        symbols = (deltas[level] + width).astype(np.int32)
+        # in chunks: a whole grid's rows of the table would take (latents x 2A+1) floats
+        for start in range(0, len(symbols), ENCODE_CHUNK):
+            chunk = slice(start, start + ENCODE_CHUNK)
+            encoder.encode(symbols[chunk], family, table[rows[level][chunk]])
 
 
 def decode_latents(

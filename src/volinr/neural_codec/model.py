@@ -28,8 +28,7 @@ from torch import nn
 
 from volinr.neural_codec.blocked import BlockedLaplaceRate, BlockedMLP
 from volinr.neural_codec.geometry import causal_offsets, level_shapes
-from volinr.neural_codec.laplace import laplace_bits
-from volinr.neural_codec.latent_coding import MAX_CONTEXT_VALUE as MAX_LATENT
+from volinr.neural_codec.laplace import MAX_LATENT, laplace_bits
 from volinr.neural_codec.settings import CodecSettings
 
 
