@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from neural_codec_tuning import parse_value  # noqa: E402
 
 log = logging.getLogger("neural_codec_rd")
+PARTS = ("parameters", "latents", "trailing_zero_bits_dropped", "header", "framing")
 
 
 def load(image: str, headsq: Path | None) -> tuple[np.ndarray, list[float]]:
@@ -74,8 +75,8 @@ def point(array, spacing, settings, lam, seed, slice_by_slice: bool) -> dict:
         decoded = np.stack(planes)
         total_bytes = sum(r["bytes"] for r in records)
         bits = {
-            part: sum(r["bits"]["actual"][part] for r in records if not r["constant"])
-            for part in ("parameters", "latents", "header", "framing")
+            part: sum(r["bits"]["actual"].get(part, 0) for r in records if not r["constant"])
+            for part in PARTS
         }
         estimated = sum(r["bits"]["estimated"]["total"] for r in records if not r["constant"])
         macs = records[0].get("macs_per_voxel")
@@ -99,7 +100,7 @@ def point(array, spacing, settings, lam, seed, slice_by_slice: bool) -> dict:
         "psnr_native_db": psnr_native(array, decoded),
         "bits": bits,
         "estimated_payload_bits": estimated,
-        "payload_bits": bits["parameters"] + bits["latents"],
+        "coded_bits": bits["parameters"] + bits["latents"],
         "encode_seconds": time.perf_counter() - start - decode_seconds,
         "decode_seconds": decode_seconds,
         "macs_per_voxel": macs,

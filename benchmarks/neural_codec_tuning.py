@@ -80,6 +80,7 @@ def run(image_name: str, lam: float, overrides: dict, seed: int) -> dict:
         "header_bits": bits["actual"]["header"] + bits["actual"]["framing"],
         "estimated_payload_bits": bits["estimated"]["total"],
         "payload_bits": bits["actual"]["payload"],
+        "coded_bits": bits["actual"].get("coded", bits["actual"]["payload"]),
         "training_seconds": record["seconds"]["training"],
         "encode_seconds": encode_seconds,
         "decode_seconds": decode_seconds,

@@ -27,7 +27,12 @@ from volinr.neural_codec.geometry import (
     level_shapes,
     wavefront_weights,
 )
-from volinr.neural_codec.latent_coding import latent_symbols, level_indices
+from volinr.neural_codec.latent_coding import (
+    IntegerEntropyModel,
+    IntegerLayer,
+    latent_symbols,
+    level_indices,
+)
 from volinr.neural_codec.model import (
     LatentCodecModel,
     soft_round,
@@ -203,7 +208,15 @@ def test_integer_table_is_a_close_laplace_and_never_negative():
     exact = np.where(
         d == 0, 1 - np.exp(-0.5 / b), 0.5 * np.exp(-(np.abs(d) - 0.5) / b) * (1 - np.exp(-1 / b))
     )
-    assert np.allclose(table[row] / 2**32, exact, atol=3e-9)
+    assert np.allclose(table[row, laplace.zigzag(d)] / 2**32, exact, atol=3e-9)
+    assert np.all(np.diff(table[row]) <= 0)  # zig-zag order: likeliest first at fraction 0
+
+
+def test_zigzag_orders_symbols_by_distance_from_zero():
+    d = np.arange(-5, 6)
+    assert sorted(laplace.zigzag(d).tolist()) == list(range(11))
+    assert laplace.zigzag(np.array([0, -1, 1, -2, 2])).tolist() == [0, 1, 2, 3, 4]
+    assert np.array_equal(laplace.unzigzag(laplace.zigzag(d)), d)
 
 
 def test_parameter_pmf_is_symmetric():
@@ -314,3 +327,23 @@ def test_rate_gradient_stops_at_the_coders_floor():
     assert bits[1].item() == laplace.MAX_SYMBOL_BITS
     bits.sum().backward()
     assert y.grad[1].item() == 0.0
+
+
+def test_integer_entropy_model_float_and_int64_paths_agree():
+    """The float64 shortcut gives the int64 arithmetic's integers exactly."""
+    rng = np.random.default_rng(3)
+    layers = [
+        IntegerLayer(rng.integers(-3000, 3000, (12, 13)), 12, rng.integers(-999, 999, 12), 9),
+        IntegerLayer(rng.integers(-3000, 3000, (12, 12)), 11, rng.integers(-999, 999, 12), 10),
+        IntegerLayer(rng.integers(-3000, 3000, (2, 12)), 13, rng.integers(-999, 999, 2), 8),
+    ]
+    model = IntegerEntropyModel(layers, context_size=12)
+    assert model.exact_in_float and not model.clamped
+    context = rng.integers(-1023, 1024, (5000, 13))
+    fast = model(context)
+    model.exact_in_float = False
+    slow = model(context)
+    assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+    coarsest = model(context[:, :12])  # the coarsest grid: no coarser column
+    model.exact_in_float = True
+    assert np.array_equal(model(context[:, :12])[0], coarsest[0])

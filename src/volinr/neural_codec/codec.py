@@ -257,7 +257,8 @@ def encode(
     encoder = constriction.stream.queue.RangeEncoder()
     encode_parameters(encoder, parameters)
     parameter_bits_actual = encoder.num_bits()
-    encode_latents(encoder, rows, deltas, width)
+    encode_latents(encoder, rows, deltas, width, indices)
+    coded_bits = encoder.num_bits()
     payload = words_to_payload(encoder.get_compressed())
     header = Header(
         shape,
@@ -299,8 +300,13 @@ def encode(
                 "total": estimated_latent_bits + estimated_parameter_bits,
             },
             "actual": {
+                # as coded (whole 32-bit words); the file drops the stream's trailing zero
+                # bytes, which the decoder reads back as zeros: a run of the likeliest
+                # symbol (d = 0 is the first of every table row) at the end is then free
                 "parameters": parameter_bits_actual,
-                "latents": payload_bits - parameter_bits_actual,
+                "latents": coded_bits - parameter_bits_actual,
+                "coded": coded_bits,
+                "trailing_zero_bits_dropped": coded_bits - payload_bits,
                 "payload": payload_bits,
                 "header": 8 * len(header_bytes),
                 "framing": 8 * (len(data) - len(payload) - len(header_bytes)),
@@ -339,6 +345,7 @@ def decode(data: bytes, source: str) -> np.ndarray:
         arm = integer_entropy_model(parameters, settings)
         indices = level_indices(model.grid_shapes, model.context_offsets, settings.context_coarser)
         grids = decode_latents(decoder, model.grid_shapes, indices, arm, header.latent_half_width)
-    except (LatentRangeError, ValueError, RuntimeError) as err:
+    except (LatentRangeError, ValueError, RuntimeError, AssertionError) as err:
+        # constriction reports a stream that contradicts the model with an AssertionError
         raise InputError(f"{source}: the coded data cannot be decoded ({err})") from None
     return reconstruct(model, parameters, grids, (low, high), header.output_dtype)

@@ -152,11 +152,55 @@ def _integer_powers(ratios: np.ndarray, count: int) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def latent_table(half_width: int) -> np.ndarray:
-    """float64 (17 * 160, 2A + 1): row = fraction_index * 160 + scale_index, exact integers."""
+    """float64 (17 * 160, 2A + 1): row = fraction_index * 160 + scale_index, exact integers;
+    columns in zig-zag order d = 0, -1, 1, -2, 2, ... (``zigzag``).
+
+    The order is for speed: constriction's lazy categorical model finds a symbol by summing
+    the masses before it, so with the likeliest symbols first most latents cost a few
+    additions instead of 2A + 1.
+    """
     scales = tuple(latent_log_scale(i) for i in range(LOG_SCALE_STEPS))
-    table = integer_pmf(scales, half_width).astype(np.float64)
+    table = integer_pmf(scales, half_width).reshape(-1, 2 * half_width + 1)
+    d = unzigzag(np.arange(2 * half_width + 1))
+    table = np.ascontiguousarray(table[:, d + half_width]).astype(np.float64)
     table.flags.writeable = False
-    return table.reshape(-1, 2 * half_width + 1)
+    return table
+
+
+SHORT_SYMBOLS = 17  # d in [-8, 8] coded directly; farther symbols through an escape
+
+
+@lru_cache(maxsize=8)
+def latent_tables(half_width: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(short, tail): the latent table split in two, for speed.
+
+    constriction's categorical model costs a pass over the row per symbol, and a row has
+    2A + 1 entries (A reaches hundreds at high rates). ``short`` holds the first
+    ``SHORT_SYMBOLS`` zig-zag columns and, when A needs more, one escape column with the mass
+    of all the others (an exact integer sum); an escaped symbol is then coded again under
+    ``tail``, those other columns (each + 1, so that no row is all zero). Both stages use the
+    same integer masses, so the split changes the bits only by constriction's rounding.
+    ``tail`` is None when every symbol fits ``short``.
+    """
+    full = latent_table(half_width)
+    if full.shape[1] <= SHORT_SYMBOLS:
+        return full, None
+    head, rest = full[:, :SHORT_SYMBOLS], full[:, SHORT_SYMBOLS:]
+    short = np.ascontiguousarray(np.concatenate([head, rest.sum(axis=1, keepdims=True)], 1))
+    tail = np.ascontiguousarray(rest + 1.0)
+    short.flags.writeable = tail.flags.writeable = False
+    return short, tail
+
+
+def zigzag(d: np.ndarray) -> np.ndarray:
+    """Column of symbol d (int64) in ``latent_table``: 0 -> 0, -1 -> 1, 1 -> 2, -2 -> 3, ..."""
+    d = np.asarray(d, dtype=np.int64)
+    return (d << 1) ^ (d >> 63)
+
+
+def unzigzag(column: np.ndarray) -> np.ndarray:
+    column = np.asarray(column, dtype=np.int64)
+    return (column >> 1) ^ -(column & 1)
 
 
 @lru_cache(maxsize=256)
