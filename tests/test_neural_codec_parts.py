@@ -347,3 +347,22 @@ def test_integer_entropy_model_float_and_int64_paths_agree():
     coarsest = model(context[:, :12])  # the coarsest grid: no coarser column
     model.exact_in_float = True
     assert np.array_equal(model(context[:, :12])[0], coarsest[0])
+
+
+@pytest.mark.parametrize("width", [3, 8, 9, 300])
+def test_symbols_round_trip_through_the_short_table_and_its_escape(width):
+    import constriction
+
+    from volinr.neural_codec.latent_coding import _SymbolCoder
+
+    rng = np.random.default_rng(width)
+    deltas = np.concatenate([rng.integers(-width, width + 1, 300), [width, -width, 0]])
+    rows = rng.integers(0, 17 * 160, deltas.size)
+    coder = _SymbolCoder(width)
+    assert (coder.tail is None) == (2 * width + 1 <= laplace.SHORT_SYMBOLS)
+    encoder = constriction.stream.queue.RangeEncoder()
+    for chunk in np.array_split(np.arange(deltas.size), 7):
+        coder.encode(encoder, laplace.zigzag(deltas[chunk]), rows[chunk])
+    decoder = constriction.stream.queue.RangeDecoder(encoder.get_compressed())
+    decoded = [coder.decode(decoder, rows[c]) for c in np.array_split(np.arange(deltas.size), 7)]
+    assert np.array_equal(laplace.unzigzag(np.concatenate(decoded)), deltas)
