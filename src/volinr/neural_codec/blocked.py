@@ -1,15 +1,18 @@
 """The per-voxel MLPs of training, forward and backward written out, block of columns by block.
 
-Why: the synthesis's 1x1 layers and the entropy model are small MLPs applied to every voxel
-or latent: (16, 262,144) activations for a 512x512 slice, 16 MB each. Autograd keeps every
-layer's activations for the backward pass and streams them through DRAM several times; on
-a CPU that traffic, not the arithmetic, sets the time. Here each block of ``BLOCK_COLUMNS``
-columns runs through the whole MLP while its activations stay in cache, only the input and
-the output are kept, and the backward pass recomputes a block's activations before
-differentiating it (the SIREN step's recipe, ``volinr.siren_grad``). The entropy model's
-version ends in the Laplace rate itself and returns only the total bits, so its (2, N)
-output never reaches memory either. Both equal autograd up to float rounding (tests check
-the gradients).
+The synthesis's 1x1 layers and the entropy model are small MLPs applied to every voxel or
+latent: (16, 262,144) activations for a 512x512 slice, 16 MB each, and autograd keeps every
+layer's. Here each block of ``BLOCK_COLUMNS`` columns runs through the whole MLP while its
+activations stay in cache, only the input and the output are kept, and the backward pass
+recomputes a block's activations before differentiating it (the SIREN step's recipe,
+``volinr.siren_grad``). The entropy model's version ends in the Laplace rate itself and
+returns only the total bits, so its (2, N) output is never stored either. Both equal
+autograd up to float rounding (tests check the gradients).
+
+Measured on the development CPU (benchmarks/results/neural_codec_speed.md): at these widths
+the recomputation costs more than the memory traffic it saves, so the codec trains with
+plain autograd by default (``LatentCodecModel(blocked=False)``); this path is for volumes
+whose activations would not fit in memory (a 512x512x463 CT: 7.8 GB a 16-channel layer).
 
 Layer i computes z_i = W_i u_i + b_i (+ u_i where ``residual[i]``), u_0 = x and
 u_{i+1} = act(z_i); the output is the last z.
@@ -185,3 +188,54 @@ class BlockedLaplaceRate(torch.autograd.Function):
             )
         grads = [g for pair in zip(weight_grads, bias_grads, strict=True) for g in pair]
         return grad_x, grad_y, None, *grads
+
+
+class SmallConvolution(torch.autograd.Function):
+    """A 3x3 (3x3x3) 'valid' convolution of a few channels, (C, *padded) -> (C_out, *shape),
+    as one (C_out, 3^d C) x (3^d C, N) product over shifted copies of the input: on a CPU
+    oneDNN's backward pass for 2-channel convolutions took 4x the forward's time here."""
+
+    @staticmethod
+    def forward(ctx, padded, weight, bias):
+        shape = tuple(n - 2 for n in padded.shape[1:])
+        taps = _taps(len(shape), shape)
+        columns = padded.new_empty(len(taps), padded.shape[0], *shape)
+        for row, where in enumerate(taps):
+            columns[row] = padded[(slice(None), *where)]
+        columns = columns.reshape(-1, math.prod(shape))
+        flat = _flat_weight(weight)
+        out = torch.addmm(bias[:, None], flat, columns)
+        ctx.save_for_backward(columns, weight)
+        ctx.padded_shape, ctx.shape = padded.shape, shape
+        return out.reshape(weight.shape[0], *shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        columns, weight = ctx.saved_tensors
+        grad = grad_out.reshape(weight.shape[0], -1)
+        grad_flat = grad @ columns.T
+        channels, taps_count = weight.shape[1], 3 ** (weight.dim() - 2)
+        grad_weight = (
+            grad_flat.reshape(weight.shape[0], taps_count, channels)
+            .permute(0, 2, 1)
+            .reshape(weight.shape)
+        )
+        grad_columns = (_flat_weight(weight).T @ grad).reshape(taps_count, channels, *ctx.shape)
+        grad_padded = grad_out.new_zeros(ctx.padded_shape)
+        for row, where in enumerate(_taps(len(ctx.shape), ctx.shape)):
+            grad_padded[(slice(None), *where)] += grad_columns[row]
+        return grad_padded, grad_weight, grad.sum(dim=1)
+
+
+def _taps(ndim: int, shape: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """For each kernel offset (C order), the slices of the padded input it reads."""
+    offsets = torch.cartesian_prod(*[torch.arange(3)] * ndim).reshape(-1, ndim).tolist()
+    return [
+        tuple(slice(o, o + n) for o, n in zip(offset, shape, strict=True)) for offset in offsets
+    ]
+
+
+def _flat_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(C_out, C_in, 3, ...) -> (C_out, taps x C_in), tap-major like the column rows."""
+    c_out, c_in = weight.shape[:2]
+    return weight.reshape(c_out, c_in, -1).permute(0, 2, 1).reshape(c_out, -1)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from volinr.neural_codec.blocked import BlockedLaplaceRate, BlockedMLP
+from volinr.neural_codec.blocked import BlockedLaplaceRate, BlockedMLP, SmallConvolution
 from volinr.neural_codec.geometry import causal_offsets, level_shapes
 from volinr.neural_codec.laplace import MAX_LATENT, laplace_bits
 from volinr.neural_codec.settings import CodecSettings
@@ -97,10 +97,13 @@ class LatentCodecModel(nn.Module):
         shape: tuple[int, ...],
         settings: CodecSettings,
         output_bias: float = 0.5,
-        blocked: bool = True,
+        blocked: bool = False,
     ):
-        """``blocked``: run the per-voxel MLPs through ``blocked`` (the fast CPU path);
-        False uses plain autograd (the reference the speed benchmark compares with)."""
+        """``blocked``: run the per-voxel MLPs and the residual convolutions through
+        ``blocked`` (written-out passes that keep no activations: for volumes too large for
+        autograd's memory; on a 512x512 slice it measured slower than autograd, see
+        benchmarks/results/neural_codec_speed.md). Encoder and decoder must agree on it for a
+        bitwise-equal reconstruction; both use the default."""
         super().__init__()
         self.blocked = blocked
         if len(shape) not in (2, 3):
@@ -248,8 +251,11 @@ class LatentCodecModel(nn.Module):
         conv = conv_nd(self.ndim)
         pad = (1, 1) * self.ndim
         for i, (w, b) in enumerate(zip(self.residual_weights, self.residual_biases, strict=True)):
-            inner = z if i == 0 else act(z)
-            z = z + conv(F.pad(inner, pad, mode="replicate"), w, b)
+            inner = F.pad(z if i == 0 else act(z), pad, mode="replicate")
+            if self.blocked:
+                z = z + SmallConvolution.apply(inner[0], w, b)[None]
+            else:
+                z = z + conv(inner, w, b)
         out = torch.addmm(self.output_bias[:, None], self.output_weight, z.reshape(z.shape[1], -1))
         return out.reshape(self.shape).clamp(0.0, 1.0)
 
