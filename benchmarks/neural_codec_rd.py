@@ -107,19 +107,107 @@ def point(array, spacing, settings, lam, seed, slice_by_slice: bool) -> dict:
     }
 
 
+def rate_at_psnr(curve: list[tuple[float, float]], psnr_db: float) -> float | None:
+    """An anchor's bits per voxel at ``psnr_db``: linear in log rate between its two points
+    around it (its upper envelope), None outside its range."""
+    points = sorted(curve, key=lambda p: p[1])
+    for (r0, d0), (r1, d1) in zip(points[:-1], points[1:], strict=True):
+        if d0 <= psnr_db <= d1 and d1 > d0:
+            t = (psnr_db - d0) / (d1 - d0)
+            return float(np.exp(np.log(r0) + t * (np.log(r1) - np.log(r0))))
+    return None
+
+
+def bd_rate(anchor: list[tuple[float, float]], test: list[tuple[float, float]]) -> float | None:
+    """Bjontegaard delta rate (%) of ``test`` against ``anchor``, (bpv, dB) points: log rate
+    as a cubic in PSNR for each (the anchor's points nearest the overlap, at most 4 below or
+    above it), integrated over the PSNR range both cover; None without an overlap."""
+    low = max(min(d for _, d in anchor), min(d for _, d in test))
+    high = min(max(d for _, d in anchor), max(d for _, d in test))
+    if high <= low or len(test) < 2:
+        return None
+    inside = [p for p in anchor if low <= p[1] <= high]
+    below = sorted((p for p in anchor if p[1] < low), key=lambda p: -p[1])[:1]
+    above = sorted((p for p in anchor if p[1] > high), key=lambda p: p[1])[:1]
+    anchor = inside + below + above
+
+    def integral(points):
+        rates, dbs = np.log10([p[0] for p in points]), np.array([p[1] for p in points])
+        poly = np.polyint(np.polyfit(dbs, rates, min(3, len(points) - 1)))
+        return (np.polyval(poly, high) - np.polyval(poly, low)) / (high - low)
+
+    return float((10 ** (integral(test) - integral(anchor)) - 1) * 100)
+
+
+def jpeg2000_slice_curve(image: np.ndarray) -> list[tuple[float, float]]:
+    """(bpv, 8-bit PSNR) of the project's JPEG 2000 (``volinr.codecs``) over its sweep."""
+    from volinr.codecs import CODECS, CodecSetting
+
+    codec, points = CODECS["jpeg2000"], []
+    for level in range(46, 112, 2):
+        setting = CodecSetting("jpeg2000", float(level), False, None)
+        decoded = codec.decode(codec.encode(image, setting), setting, image.shape)
+        bpv = 8 * len(codec.encode(image, setting)) / image.size
+        points.append((bpv, psnr_8bit(image, decoded, minmax_window(image))))
+    return points
+
+
+def summary(jsonl: Path, anchors: dict[str, list[tuple[float, float]]]) -> str:
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    lines = [
+        "| label | lambda | iterations | bpv | PSNR 8-bit dB | PSNR native dB | parameters / "
+        "latents / header+framing bits | trailing zeros dropped | est / coded bits | encode s "
+        "| decode s | " + " | ".join(f"{name} bpv at same PSNR (ratio)" for name in anchors) + " |",
+        "|" + "---|" * (11 + len(anchors)),
+    ]
+    for r in sorted(rows, key=lambda r: (r["label"], r["bits_per_voxel"])):
+        b = r["bits"]
+        cells = []
+        for curve in anchors.values():
+            rate = rate_at_psnr(curve, r["psnr_8bit_db"])
+            cells.append("-" if rate is None else f"{rate:.4f} ({r['bits_per_voxel'] / rate:.2f}x)")
+        lines.append(
+            f"| {r['label']} | {r['lambda']:g} | {r['iterations']} | {r['bits_per_voxel']:.4f} | "
+            f"{r['psnr_8bit_db']:.2f} | {r['psnr_native_db']:.2f} | {b['parameters']} / "
+            f"{b['latents']} / {b['header'] + b['framing']} | "
+            f"{b.get('trailing_zero_bits_dropped', 0)} | {r['estimated_payload_bits']:.0f} / "
+            f"{r.get('coded_bits', r.get('payload_bits'))} | {r['encode_seconds']:.0f} | "
+            f"{r['decode_seconds']:.2f} | " + " | ".join(cells) + " |"
+        )
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        curves.setdefault(r["label"], []).append((r["bits_per_voxel"], r["psnr_8bit_db"]))
+    lines.append("")
+    for label, curve in curves.items():
+        for name, anchor in anchors.items():
+            value = bd_rate(anchor, curve)
+            if value is not None and len(curve) >= 3:
+                lines.append(f"- BD-rate of '{label}' against {name}: {value:+.1f}%")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", choices=("slice", "headsq"), required=True)
     parser.add_argument("--headsq", type=Path, help="headsq.npy (int16 93x64x64)")
     parser.add_argument("--slice-by-slice", action="store_true")
-    parser.add_argument("--lam", type=float, nargs="+", required=True)
+    parser.add_argument("--lam", type=float, nargs="+", default=[])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--label", default="", help="a name for this run (e.g. an ablation)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--summarise", action="store_true", help="print --out as a table against JPEG 2000"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.summarise:
+        anchors = {}
+        if args.image == "slice":
+            anchors["JPEG 2000"] = jpeg2000_slice_curve(load("slice", None)[0])
+        print(summary(args.out, anchors))
+        return
     torch.set_num_threads(args.threads)
     array, spacing = load(args.image, args.headsq)
     overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
