@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -49,8 +50,9 @@ def test_images() -> dict[str, np.ndarray]:
 
 class NaiveModel(LatentCodecModel):
     """The same model written the obvious way: the context as a masked convolution of the
-    grid, 2x upsampling as a 1D convolution over every row (the codec gathers shifted copies
-    and multiplies instead: ``CausalContext``, ``_upsample_axis``)."""
+    grid, 2x upsampling as a 1D convolution over every row, the residual layers as
+    ``F.conv2d``/``F.conv3d`` (the codec gathers shifted copies and multiplies instead:
+    ``CausalContext``, ``_upsample_axis``, ``SmallConvolution``)."""
 
     def _upsample_axis(self, x, axis, length):
         taps = self.upsampling_taps
@@ -62,6 +64,21 @@ class NaiveModel(LatentCodecModel):
         phases = F.conv1d(rows, kernel.unsqueeze(1))
         upsampled = phases.transpose(1, 2).reshape(*moved.shape[:-1], 2 * n)[..., :length]
         return upsampled.movedim(-1, 2 + axis)
+
+    def synthesise(self, latents):
+        act = F.gelu if self.settings.activation == "gelu" else F.relu
+        features = self.upsample(latents).reshape(len(latents), -1)
+        pairs = list(zip(self.synthesis_weights, self.synthesis_biases, strict=True))
+        for i, (w, b) in enumerate(pairs):
+            features = torch.addmm(b[:, None], w, features)
+            features = act(features) if i < len(pairs) - 1 else features
+        z = features.reshape(1, -1, *self.shape)
+        conv = F.conv2d if self.ndim == 2 else F.conv3d
+        for i, (w, b) in enumerate(zip(self.residual_weights, self.residual_biases, strict=True)):
+            inner = F.pad(z if i == 0 else act(z), (1, 1) * self.ndim, mode="replicate")
+            z = z + conv(inner, w, b)
+        out = torch.addmm(self.output_bias[:, None], self.output_weight, z.reshape(z.shape[1], -1))
+        return out.reshape(self.shape).clamp(0.0, 1.0)
 
     def laplace_parameters(self, latents, level):
         grid = latents[level]
@@ -157,7 +174,10 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {result['device']['name']}, {result['threads']} thread(s), torch "
         f"{result['device']['torch']}; commit {result['commit']}. Command: "
-        f"`{result['command']}`.",
+        f"`{result['command']}`. The machine is shared: 1-minute load average "
+        f"{result['load_average_1min_before_after'][0]:.1f} before, "
+        f"{result['load_average_1min_before_after'][1]:.1f} after (2 cores), so compare the "
+        "variants' ratios, not the seconds.",
         "",
         "| image | s/iteration (codec step) | s/iteration (blocked step) | s/iteration (plain "
         "autograd loop) | speedup | decode s | file bytes | MACs/voxel |",
@@ -175,10 +195,12 @@ def markdown(result: dict) -> str:
         "",
         "Training: median of the timed steps, the variants alternating step by step on the "
         "same noise. Codec step: the default model (`CausalContext` gathers, upsampling by "
-        "shifted copies times a 5x2 matrix, plain autograd for the MLPs), reused noise buffers, "
-        "no host sync. Blocked step: the same with the MLPs and residual convolutions through "
-        "`neural_codec.blocked` (no stored activations). Plain autograd loop: the model written "
-        "the obvious way (masked-convolution context, 1D-convolution upsampling), fresh noise "
+        "shifted copies times a 5x2 matrix, residual convolutions as one product over shifted "
+        "copies, plain autograd for the MLPs), reused noise buffers, no host sync. Blocked "
+        "step: the same with the MLPs through `neural_codec.blocked` (no stored activations). "
+        "Plain autograd loop: the model written "
+        "the obvious way (masked-convolution context, 1D-convolution upsampling, oneDNN "
+        "convolutions), fresh noise "
         "and `loss.item()` every step; speedup = plain / codec. Decoding: median wall time of "
         "`decode` on a file of the default settings "
         f"after {result['decode_training_iterations']} training iterations (decoding time "
@@ -201,12 +223,14 @@ def main() -> None:
     settings = CodecSettings()
     decode_settings = CodecSettings(iterations=args.decode_training_iterations)
     images = {}
+    load_before = os.getloadavg()[0]
     for name, image in test_images().items():
         row = training_seconds(image, settings, args.steps)
         row |= decode_seconds(image, decode_settings, args.decode_repeats)
         log.info("%s: %s", name, row)
         images[name] = row
     result = {
+        "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
         "command": "python benchmarks/neural_codec_speed.py "
         f"--threads {args.threads} --steps {args.steps} --out {args.out}",
         "device": device_info(torch.device("cpu")),

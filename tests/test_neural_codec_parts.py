@@ -366,3 +366,17 @@ def test_symbols_round_trip_through_the_short_table_and_its_escape(width):
     decoder = constriction.stream.queue.RangeDecoder(encoder.get_compressed())
     decoded = [coder.decode(decoder, rows[c]) for c in np.array_split(np.arange(deltas.size), 7)]
     assert np.array_equal(laplace.unzigzag(np.concatenate(decoded)), deltas)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 11), (3, 5, 6, 7)])
+def test_small_convolution_equals_torch_and_its_gradient_checks(shape):
+    from volinr.neural_codec.blocked import SmallConvolution
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ndim = len(shape) - 1
+    weight = torch.randn(4, shape[0], *([3] * ndim), dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    conv = F.conv2d if ndim == 2 else F.conv3d
+    assert torch.allclose(SmallConvolution.apply(x, weight, bias), conv(x[None], weight, bias)[0])
+    assert torch.autograd.gradcheck(SmallConvolution.apply, (x, weight, bias))

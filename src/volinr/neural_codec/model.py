@@ -85,10 +85,6 @@ def _activation(name: str):
     return F.gelu if name == "gelu" else F.relu
 
 
-def conv_nd(ndim: int):
-    return F.conv2d if ndim == 2 else F.conv3d
-
-
 class LatentCodecModel(nn.Module):
     """Grids, upsampling filter, synthesis and entropy model of one image (2D) or volume (3D)."""
 
@@ -99,8 +95,8 @@ class LatentCodecModel(nn.Module):
         output_bias: float = 0.5,
         blocked: bool = False,
     ):
-        """``blocked``: run the per-voxel MLPs and the residual convolutions through
-        ``blocked`` (written-out passes that keep no activations: for volumes too large for
+        """``blocked``: run the per-voxel MLPs through ``blocked`` (written-out passes that
+        keep no activations: for volumes too large for
         autograd's memory; on a 512x512 slice it measured slower than autograd, see
         benchmarks/results/neural_codec_speed.md). Encoder and decoder must agree on it for a
         bitwise-equal reconstruction; both use the default."""
@@ -248,14 +244,11 @@ class LatentCodecModel(nn.Module):
                 if i < len(pairs) - 1:
                     features = act(features)
         z = features.reshape(1, -1, *self.shape)
-        conv = conv_nd(self.ndim)
         pad = (1, 1) * self.ndim
         for i, (w, b) in enumerate(zip(self.residual_weights, self.residual_biases, strict=True)):
             inner = F.pad(z if i == 0 else act(z), pad, mode="replicate")
-            if self.blocked:
-                z = z + SmallConvolution.apply(inner[0], w, b)[None]
-            else:
-                z = z + conv(inner, w, b)
+            # written out: oneDNN's 3D backward pass for 2 channels is slow (and 2D no faster)
+            z = z + SmallConvolution.apply(inner[0], w, b)[None]
         out = torch.addmm(self.output_bias[:, None], self.output_weight, z.reshape(z.shape[1], -1))
         return out.reshape(self.shape).clamp(0.0, 1.0)
 
