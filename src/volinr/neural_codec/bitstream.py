@@ -55,7 +55,8 @@ FORMAT_VERSION = 2
 OUTPUT_DTYPES = ("float32", "int16", "uint16", "int32", "uint8", "int8", "uint32")
 CHECKSUM_BYTES = 4
 MAX_AXIS = 1 << 16  # longest axis a header may declare
-MAX_VOXELS = 1 << 31  # and most voxels: bounds what a crafted file makes the decoder allocate
+MAX_VOXELS = 1 << 27  # and most voxels (a 512x512x463 CT has 2^26.9): bounds what a file
+# can make the decoder allocate
 MAX_LENGTH = 1 << 34  # largest header or payload length field (5 varint bytes)
 _PREFIX = struct.Struct("<8sH")
 _RANGE = struct.Struct("<2f")
