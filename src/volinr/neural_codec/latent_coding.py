@@ -10,17 +10,24 @@ rows bit for bit, whatever the platform, thread count or batch split:
   layer computes sum(q x) + bias aligned to 16 + e fractional bits, rounds back to 16
   (add 2^(e-1), arithmetic shift right by e), adds the residual, applies ReLU;
 - the coder refuses weights above 2^8 and steps finer than 2^-16, and bounds every
-  accumulator from the actual weights: if some bound could reach 2^62, every activation is
-  clamped to +-2^28 (a value of 4096), which keeps every sum below 2^58, so int64 never
-  overflows either way;
+  accumulator from the actual weights: below 2^53 the same integers are computed in float64
+  (every operation exact, and BLAS is faster than NumPy's integer product); below 2^62 in
+  int64; otherwise in int64 with every activation clamped to +-2^28 (a value of 4096), which
+  keeps every sum below 2^58, so nothing ever overflows or rounds;
 - the output (mu, log b), mu clamped to +-1023 like the latents, becomes a table row (mu's
   fraction to 1/16, log b to 1/16 nat) and round(mu) by shifts, see ``laplace``.
+
+Nothing on the path from decoded integers to table rows is float arithmetic that could round
+differently elsewhere; the table itself is integer (``laplace``), and constriction only adds,
+multiplies and divides its exactly representable entries.
 
 The float model that training uses differs from this by rounding of the order 2^-16 in mu
 and log b, which only moves the rate by far less than the table's own quantisation.
 
 Decoding order: grids coarsest first (a grid's context may read its coarser neighbour);
-within a grid the wavefront steps of ``geometry.LevelSchedule``, each decoded in one call.
+within a grid the wavefront steps of ``geometry.LevelSchedule``. Each step's symbols are
+coded under a short table (d within +-8, plus an escape), then the escaped ones under the
+table's tail (``laplace.latent_tables``).
 """
 
 from __future__ import annotations
