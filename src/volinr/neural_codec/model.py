@@ -1,0 +1,353 @@
+"""The overfitted latent-grid model: grids, upsampling, synthesis and the entropy model (float).
+
+One model class serves slices (2D) and volumes (3D): every operation is written for N spatial
+axes (1D convolutions along one axis at a time, or N-d convolutions), and the grids, the
+context and the kernels follow the image's dimensionality.
+
+- Latent grids: grid i has ceil(N / 2^i) samples per axis; its values y = theta * gain^i are
+  quantised to integers for coding (theta is what Adam moves).
+- Upsampling: each grid is brought to full resolution by repeated 2x upsampling along every
+  axis with one symmetric 8-tap polyphase filter (4 free taps, initialised to bicubic), coarse
+  to fine: at each resolution the finer grid joins the stack as a new channel.
+- Synthesis: 1x1 layers (matrices over the channel axis) down to ``residual_channels``, then
+  residual 3x3 (3x3x3) convolutions, then a 1x1 layer to one channel, clamped to [0, 1]
+  (intensities are coded as (v - min) / (max - min)).
+- Entropy model: a small MLP reads each latent's causal neighbours (and the co-located latent
+  of the next coarser grid) and gives the mean and log scale of a Laplace; its first layer is
+  a masked convolution, so training evaluates it on whole grids at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from volinr.neural_codec.blocked import BlockedLaplaceRate, BlockedMLP, SmallConvolution
+from volinr.neural_codec.geometry import causal_offsets, level_shapes
+from volinr.neural_codec.laplace import MAX_LATENT, laplace_bits
+from volinr.neural_codec.settings import CodecSettings
+
+
+def bicubic_taps(a: float = -0.75) -> list[float]:
+    """Keys' cubic at distances 1.75, 0.75, 0.25, 1.25: 2x upsampling's even-phase taps."""
+
+    def weight(d: float) -> float:
+        if d <= 1:
+            return (a + 2) * d**3 - (a + 3) * d**2 + 1
+        return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+
+    return [weight(d) for d in (1.75, 0.75, 0.25, 1.25)]
+
+
+def soft_round(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Agustsson & Theis (2020): a differentiable rounding; identity as temperature grows."""
+    middle = torch.floor(x) + 0.5
+    return middle + torch.tanh((x - middle) / temperature) / (2 * math.tanh(0.5 / temperature))
+
+
+def soft_round_conditional_mean(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """E[X | soft_round(X) + U = x], the decoder-side half of soft rounding with noise."""
+    middle = torch.floor(x - 0.5) + 0.5
+    scaled = (x - 0.5 - middle) * (2 * math.tanh(0.5 / temperature))
+    return middle + torch.atanh(scaled.clamp(-1 + 1e-6, 1 - 1e-6)) * temperature + 0.5
+
+
+class CausalContext(torch.autograd.Function):
+    """(context_size, number of latents): row k holds every latent's k-th causal neighbour
+    (0 outside the grid). Written out because a masked convolution with one input channel
+    is slow to differentiate on a CPU; here each pass is one strided copy or add per row."""
+
+    @staticmethod
+    def forward(ctx, grid, slices, interior, padded_shape):
+        padded = grid.new_zeros(padded_shape)
+        padded[interior] = grid
+        out = grid.new_empty(len(slices), *grid.shape)
+        for row, where in enumerate(slices):
+            out[row] = padded[where]
+        ctx.geometry = (slices, interior, padded_shape, grid.shape)
+        return out.reshape(len(slices), grid.numel())
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        slices, interior, padded_shape, shape = ctx.geometry
+        grad_padded = grad_out.new_zeros(padded_shape)
+        rows = grad_out.reshape(len(slices), *shape)
+        for row, where in enumerate(slices):
+            grad_padded[where] += rows[row]
+        return grad_padded[interior], None, None, None
+
+
+def _activation(name: str):
+    return F.gelu if name == "gelu" else F.relu
+
+
+class LatentCodecModel(nn.Module):
+    """Grids, upsampling filter, synthesis and entropy model of one image (2D) or volume (3D)."""
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        settings: CodecSettings,
+        output_bias: float = 0.5,
+        blocked: bool = False,
+    ):
+        """``blocked``: run the per-voxel MLPs through ``blocked`` (written-out passes that
+        keep no activations: for volumes too large for
+        autograd's memory; on a 512x512 slice it measured slower than autograd, see
+        benchmarks/results/neural_codec_speed.md). Encoder and decoder must agree on it for a
+        bitwise-equal reconstruction; both use the default."""
+        super().__init__()
+        self.blocked = blocked
+        if len(shape) not in (2, 3):
+            raise ValueError(f"the neural codec codes 2D or 3D arrays, not {len(shape)}D")
+        self.shape = tuple(int(n) for n in shape)
+        self.ndim = len(shape)
+        self.settings = settings
+        self.grid_shapes = level_shapes(self.shape, settings.levels)
+        self.gains = [settings.latent_gain**i for i in range(len(self.grid_shapes))]
+        self.latents = nn.ParameterList(
+            [nn.Parameter(torch.zeros(grid)) for grid in self.grid_shapes]
+        )
+        taps = torch.tensor(bicubic_taps())
+        if settings.learned_upsampling:
+            self.upsampling_taps = nn.Parameter(taps)
+        else:
+            self.register_buffer("upsampling_taps", taps)
+
+        widths = [len(self.grid_shapes), *settings.synthesis_widths, settings.residual_channels]
+        self.synthesis_weights = nn.ParameterList()
+        self.synthesis_biases = nn.ParameterList()
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+            bound = 1 / math.sqrt(fan_in)
+            self.synthesis_weights.append(
+                nn.Parameter(torch.empty(fan_out, fan_in).uniform_(-bound, bound))
+            )
+            self.synthesis_biases.append(nn.Parameter(torch.zeros(fan_out)))
+        channels = settings.residual_channels
+        kernel = (3,) * self.ndim
+        # Zero residual filters: the stage starts as the identity.
+        self.residual_weights = nn.ParameterList(
+            [
+                nn.Parameter(torch.zeros(channels, channels, *kernel))
+                for _ in range(settings.residual_layers)
+            ]
+        )
+        self.residual_biases = nn.ParameterList(
+            [nn.Parameter(torch.zeros(channels)) for _ in range(settings.residual_layers)]
+        )
+        self.output_weight = nn.Parameter(torch.full((1, channels), 1.0 / channels))
+        self.output_bias = nn.Parameter(torch.tensor([output_bias]))
+
+        offsets = causal_offsets(self.ndim, settings.context_size)
+        self.context_offsets = offsets
+        self.context_padding_before = tuple(
+            int(v) for v in np.maximum(-offsets.min(axis=0, initial=0), 0)
+        )
+        self.context_padding_after = tuple(
+            int(v) for v in np.maximum(offsets.max(axis=0, initial=0), 0)
+        )
+        inputs = settings.context_size + int(settings.context_coarser)
+        arm_widths = [inputs] + [settings.arm_width] * settings.arm_layers + [2]
+        self.arm_weights = nn.ParameterList()
+        self.arm_biases = nn.ParameterList()
+        for i, (fan_in, fan_out) in enumerate(zip(arm_widths[:-1], arm_widths[1:], strict=True)):
+            # Cool-chic's initialisation: small random first and last layers, zero hidden
+            # layers (which are residual, so they start as the identity).
+            if 0 < i < len(arm_widths) - 2:
+                weight = torch.zeros(fan_out, fan_in)
+            else:
+                weight = torch.randn(fan_out, fan_in) / fan_out**2
+            self.arm_weights.append(nn.Parameter(weight))
+            self.arm_biases.append(nn.Parameter(torch.zeros(fan_out)))
+
+    # --- the parameters that are coded, in file order -------------------------------------
+
+    def coded_parameters(self) -> dict[str, torch.Tensor]:
+        """Every network tensor the decoder needs, by name, in the order the file holds them."""
+        named: dict[str, torch.Tensor] = {}
+        if self.settings.learned_upsampling:
+            named["upsampling.taps"] = self.upsampling_taps
+        for i, (w, b) in enumerate(zip(self.synthesis_weights, self.synthesis_biases, strict=True)):
+            named[f"synthesis.{i}.weight"] = w
+            named[f"synthesis.{i}.bias"] = b
+        for i, (w, b) in enumerate(zip(self.residual_weights, self.residual_biases, strict=True)):
+            named[f"residual.{i}.weight"] = w
+            named[f"residual.{i}.bias"] = b
+        named["output.weight"] = self.output_weight
+        named["output.bias"] = self.output_bias
+        for i, (w, b) in enumerate(zip(self.arm_weights, self.arm_biases, strict=True)):
+            named[f"arm.{i}.weight"] = w
+            named[f"arm.{i}.bias"] = b
+        return named
+
+    # --- latents ---------------------------------------------------------------------------
+
+    def scaled_latents(self) -> list[torch.Tensor]:
+        """The latent values y = theta * gain^level, clamped to the coder's +-MAX_LATENT."""
+        return [
+            (theta * gain).clamp(-MAX_LATENT, MAX_LATENT)
+            for theta, gain in zip(self.latents, self.gains, strict=True)
+        ]
+
+    def set_latents(self, values: list[torch.Tensor]) -> None:
+        """Store integer latent values (as theta = value / gain)."""
+        with torch.no_grad():
+            for theta, value, gain in zip(self.latents, values, self.gains, strict=True):
+                theta.copy_(value.to(theta.dtype) / gain)
+
+    # --- upsampling and synthesis ------------------------------------------------------------
+
+    def _upsample_axis(self, x: torch.Tensor, axis: int, length: int) -> torch.Tensor:
+        """2x polyphase upsampling of x (1, C, *S) along spatial ``axis``, cropped to length.
+
+        Output samples 2k and 2k + 1 are the even and odd 4-tap phases over x[k-2 .. k+2]
+        (edges replicated): a (.., n, 5) window view times a (5, 2) matrix, which is several
+        times faster on a CPU than a 1D convolution over every row (measured, fwd + bwd).
+        """
+        taps = self.upsampling_taps
+        zero = taps.new_zeros(1)
+        kernel = torch.stack([torch.cat([taps, zero]), torch.cat([zero, taps.flip(0)])], dim=1)
+        dim = 2 + axis
+        n = x.shape[dim]
+        padded = torch.cat([x.narrow(dim, 0, 1)] * 2 + [x] + [x.narrow(dim, n - 1, 1)] * 2, dim)
+        phases = padded.unfold(dim, 5, 1) @ kernel  # (..., n, ..., 2)
+        phases = phases.movedim(-1, dim + 1)
+        shape = list(x.shape)
+        shape[dim] = 2 * n
+        return phases.reshape(shape).narrow(dim, 0, length)
+
+    def upsample(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """All grids at full resolution, (1, levels, *shape), finest grid first."""
+        stack = latents[-1][None, None]
+        for level in range(len(latents) - 2, -1, -1):
+            for axis, length in enumerate(self.grid_shapes[level]):
+                stack = self._upsample_axis(stack, axis, length)
+            stack = torch.cat([latents[level][None, None], stack], dim=1)
+        return stack
+
+    def synthesise(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """The normalised image (*shape) from quantised latent values."""
+        act = _activation(self.settings.activation)
+        features = self.upsample(latents).reshape(len(latents), -1)
+        pairs = list(zip(self.synthesis_weights, self.synthesis_biases, strict=True))
+        if self.blocked:
+            params = [t for pair in pairs for t in pair]
+            residual = (False,) * len(pairs)
+            features = BlockedMLP.apply(features, residual, self.settings.activation, *params)
+        else:
+            for i, (w, b) in enumerate(pairs):
+                features = torch.addmm(b[:, None], w, features)
+                if i < len(pairs) - 1:
+                    features = act(features)
+        z = features.reshape(1, -1, *self.shape)
+        pad = (1, 1) * self.ndim
+        for i, (w, b) in enumerate(zip(self.residual_weights, self.residual_biases, strict=True)):
+            inner = F.pad(z if i == 0 else act(z), pad, mode="replicate")
+            # written out: oneDNN's 3D backward pass for 2 channels is slow (and 2D no faster)
+            z = z + SmallConvolution.apply(inner[0], w, b)[None]
+        out = torch.addmm(self.output_bias[:, None], self.output_weight, z.reshape(z.shape[1], -1))
+        return out.reshape(self.shape).clamp(0.0, 1.0)
+
+    # --- entropy model -----------------------------------------------------------------------
+
+    def coarser_context(self, latents: list[torch.Tensor], level: int) -> torch.Tensor | None:
+        """The next coarser grid's value at floor(p / 2) for every p of grid ``level``."""
+        if not self.settings.context_coarser or level + 1 >= len(latents):
+            return None
+        coarse = latents[level + 1]
+        for axis, length in enumerate(self.grid_shapes[level]):
+            coarse = coarse.repeat_interleave(2, dim=axis).narrow(axis, 0, length)
+        return coarse
+
+    def laplace_parameters(
+        self, latents: list[torch.Tensor], level: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log_scale), each (number of latents of ``level``,), for every latent at once."""
+        context, first = self._context_rows(latents, level)
+        h = torch.addmm(self.arm_biases[0][:, None], first, context)
+        layers = len(self.arm_weights)
+        for i in range(1, layers):
+            h = F.relu(h)
+            w, b = self.arm_weights[i], self.arm_biases[i]
+            h = torch.addmm(b[:, None], w, h) + (h if i < layers - 1 else 0)
+        return h[0], h[1]
+
+    def _context_rows(self, latents: list[torch.Tensor], level: int):
+        """The entropy model's input rows for grid ``level`` and its first layer's weight."""
+        context = CausalContext.apply(latents[level], *self.context_geometry(level))
+        coarse = self.coarser_context(latents, level)
+        first = self.arm_weights[0]
+        if coarse is not None:
+            context = torch.cat([context, coarse.reshape(1, -1)])
+        elif self.settings.context_coarser:
+            # the coarsest grid has no coarser neighbour: that weight column is unused
+            first = first[:, : self.settings.context_size]
+        return context, first
+
+    def context_geometry(self, level: int):
+        """Slices of the zero-padded grid that read x[p + o], one per context offset o; the
+        slice of the grid itself inside the padding; the padded shape."""
+        shape = self.grid_shapes[level]
+        before = self.context_padding_before
+        after = self.context_padding_after
+        slices = tuple(
+            tuple(slice(b + o, b + o + n) for b, o, n in zip(before, offset, shape, strict=True))
+            for offset in self.context_offsets.tolist()
+        )
+        interior = tuple(slice(b, b + n) for b, n in zip(before, shape, strict=True))
+        padded = tuple(b + n + a for b, n, a in zip(before, shape, after, strict=True))
+        return slices, interior, padded
+
+    def latent_bits(self, latents: list[torch.Tensor]) -> torch.Tensor:
+        """Estimated bits of all quantised latents under the (float) entropy model."""
+        total = latents[0].new_zeros(())
+        for level, grid in enumerate(latents):
+            if self.blocked:
+                context, first = self._context_rows(latents, level)
+                params = [first, self.arm_biases[0]]
+                for w, b in list(zip(self.arm_weights, self.arm_biases, strict=True))[1:]:
+                    params += [w, b]
+                layers = len(self.arm_weights)
+                residual = tuple(0 < i < layers - 1 for i in range(layers))
+                bits = BlockedLaplaceRate.apply(context, grid.reshape(-1), residual, *params)
+            else:
+                mu, log_scale = self.laplace_parameters(latents, level)
+                bits = laplace_bits(grid.reshape(-1), mu, log_scale).sum()
+            total = total + bits
+        return total
+
+    # --- cost ------------------------------------------------------------------------------
+
+    def macs_per_voxel(self) -> dict[str, float]:
+        """Multiply-adds per output voxel of decoding: upsampling, synthesis, entropy model."""
+        voxels = math.prod(self.shape)
+        upsampling = 0
+        for level in range(len(self.grid_shapes) - 2, -1, -1):
+            channels = len(self.grid_shapes) - 1 - level
+            size = list(self.grid_shapes[level + 1])
+            for axis, length in enumerate(self.grid_shapes[level]):
+                size[axis] = length
+                upsampling += 4 * channels * math.prod(size)
+        s = self.settings
+        widths = [len(self.grid_shapes), *s.synthesis_widths, s.residual_channels]
+        synthesis = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+        synthesis += s.residual_layers * 3**self.ndim * s.residual_channels**2
+        synthesis += s.residual_channels
+        arm_widths = [s.context_size + int(s.context_coarser)] + [s.arm_width] * s.arm_layers + [2]
+        per_latent = sum(a * b for a, b in zip(arm_widths[:-1], arm_widths[1:], strict=True))
+        latents = sum(math.prod(g) for g in self.grid_shapes)
+        entropy = per_latent * latents / voxels
+        return {
+            "upsampling": upsampling / voxels,
+            "synthesis": float(synthesis),
+            "entropy_model": entropy,
+            "total": upsampling / voxels + synthesis + entropy,
+        }
+
+
+def latent_count(shape: tuple[int, ...], levels: int) -> int:
+    return int(sum(np.prod(g) for g in level_shapes(tuple(shape), levels)))

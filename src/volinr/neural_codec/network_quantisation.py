@@ -1,0 +1,95 @@
+"""Choosing each network tensor's quantisation step by rate-distortion cost.
+
+Tensor by tensor, in file order, every step 2^-e of ``candidate_exponents`` is tried with the
+tensors before it already quantised and the ones after it still float; the step kept is the
+one with the least
+
+    MSE + lambda * (latent bits + parameter bits) / voxels,
+
+where a synthesis or upsampling tensor changes only the MSE and its own bits, and an
+entropy-model tensor only the latent bits and its own bits (so each candidate re-runs only
+the part of the model it affects). Steps are tried coarse to fine; at coarse steps whole
+tensors round to zero and the cost is erratic, so the search stops only once ``PATIENCE``
+finer steps in a row, after the best one and after the first step that kept every sign
+(no non-zero value rounded to zero), failed to improve on the best.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from volinr.neural_codec.latent_coding import MAX_ARM_EXPONENT, MAX_ARM_WEIGHT
+from volinr.neural_codec.model import LatentCodecModel
+from volinr.neural_codec.parameter_coding import (
+    MAX_EXPONENT,
+    QuantisedParameter,
+    parameter_bits,
+    quantise,
+)
+
+log = logging.getLogger(__name__)
+
+PATIENCE = 3
+
+
+def candidate_exponents(name: str) -> range:
+    return range(0, (MAX_ARM_EXPONENT if name.startswith("arm.") else MAX_EXPONENT) + 1)
+
+
+def _allowed(name: str, parameter: QuantisedParameter) -> bool:
+    if not name.startswith("arm."):
+        return True
+    return parameter.half_width <= MAX_ARM_WEIGHT << parameter.exponent
+
+
+@torch.no_grad()
+def quantise_network(
+    model: LatentCodecModel,
+    latents: list[torch.Tensor],
+    target: torch.Tensor,
+    lam: float,
+) -> list[QuantisedParameter]:
+    """Quantise the model's coded tensors in place; return them with their steps."""
+    voxels = target.numel()
+
+    def distortion() -> float:
+        return torch.mean((model.synthesise(latents) - target) ** 2).item()
+
+    def latent_bits() -> float:
+        return model.latent_bits(latents).item()
+
+    chosen: list[QuantisedParameter] = []
+    for name, tensor in model.coded_parameters().items():
+        original = tensor.detach().clone()
+        affects_rate = name.startswith("arm.")
+        best_cost, best = float("inf"), None
+        nonzero = original != 0
+        misses, resolved = 0, False
+        for exponent in candidate_exponents(name):
+            parameter = quantise(name, original, exponent)
+            if parameter is None or not _allowed(name, parameter):
+                continue
+            resolved = resolved or bool(
+                np.all(parameter.integers.reshape(original.shape)[nonzero.numpy()] != 0)
+            )
+            tensor.copy_(parameter.values())
+            bits = parameter_bits(parameter)
+            if affects_rate:
+                cost = lam * (latent_bits() + bits) / voxels
+            else:
+                cost = distortion() + lam * bits / voxels
+            if cost < best_cost:
+                best_cost, best, misses = cost, parameter, 0
+            elif resolved:
+                misses += 1
+                if misses >= PATIENCE:
+                    break
+        if best is None:
+            raise ValueError(f"no quantisation step can represent {name}")
+        tensor.copy_(best.values())
+        chosen.append(best)
+        log.debug("quantised %s with step 2^-%d", name, best.exponent)
+    return chosen

@@ -1,0 +1,216 @@
+"""The neural codec end to end: files that decode to exactly what was evaluated, their rate,
+damaged files, odd shapes, dtypes and bad input. Tiny images and tens of iterations."""
+
+import zlib
+
+import numpy as np
+import pytest
+
+from volinr.container import MAGIC
+from volinr.data.phantom import synthetic_head_phantom
+from volinr.errors import InputError
+from volinr.neural_codec.bitstream import FORMAT_VERSION, unframe
+from volinr.neural_codec.codec import decode, encode
+from volinr.neural_codec.settings import CodecSettings
+
+FAST = CodecSettings(iterations=40, log_every=10, levels=5)
+
+
+def ct_slice(shape=(37, 53), seed=0) -> np.ndarray:
+    """An int16 CT-like slice: a phantom cross-section inside -3024 padding."""
+    rows, cols = shape
+    volume = synthetic_head_phantom((5, rows, cols), seed=seed).voxels
+    image = np.rint(volume[2]).astype(np.int16)
+    image[:, : cols // 8] = -3024  # a scanner's outside-the-field padding
+    return image
+
+
+@pytest.fixture(scope="module")
+def slice_2d():
+    image = ct_slice()
+    return image, encode(image, (0.7, 0.7), FAST, lam=1e-3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def volume_3d():
+    volume = synthetic_head_phantom((5, 17, 23), seed=1).voxels.astype(np.float32)
+    return volume, encode(volume, (2.5, 1.0, 1.0), FAST, lam=1e-3, seed=0)
+
+
+def test_slice_round_trip_is_bitwise_and_keeps_the_dtype(slice_2d):
+    image, encoded = slice_2d
+    decoded = decode(encoded.data, "slice.vnc")
+    assert decoded.dtype == np.int16 and decoded.shape == image.shape
+    assert np.array_equal(decoded, encoded.reconstruction)
+    # it is a reconstruction of the image, not of something else
+    error = np.abs(decoded.astype(float) - image).mean()
+    assert error < 0.75 * np.abs(image - image.mean()).mean()
+    assert decoded.min() >= image.min() and decoded.max() <= image.max()
+
+
+def test_volume_round_trip_is_bitwise(volume_3d):
+    volume, encoded = volume_3d
+    decoded = decode(encoded.data, "volume.vnc")
+    assert decoded.dtype == np.float32 and decoded.shape == (5, 17, 23)
+    assert np.array_equal(decoded, encoded.reconstruction)
+    assert encoded.record["macs_per_voxel"]["total"] > 0
+
+
+def test_estimated_bits_match_the_file(slice_2d, volume_3d):
+    for _, encoded in (slice_2d, volume_3d):
+        bits = encoded.record["bits"]
+        estimated, coded = bits["estimated"]["total"], bits["actual"]["coded"]
+        assert abs(coded - estimated) <= 0.03 * estimated + 32  # + the coder's last word
+        assert bits["actual"]["payload"] == coded - bits["actual"]["trailing_zero_bits_dropped"]
+        assert bits["actual"]["payload"] <= coded
+        assert bits["actual"]["total"] == 8 * len(encoded.data)
+        assert (
+            bits["actual"]["payload"] + bits["actual"]["header"] + bits["actual"]["framing"]
+            == bits["actual"]["total"]
+        )
+
+
+def test_record_describes_the_run(slice_2d):
+    record = slice_2d[1].record
+    assert record["iterations"] == FAST.iterations
+    assert [p["iteration"] for p in record["curve"]] == [10, 20, 30, 40]
+    assert {p["phase"] for p in record["curve"]} <= {"noise", "soft", "ste"}
+    assert record["bits_per_voxel"] == pytest.approx(8 * len(slice_2d[1].data) / (37 * 53))
+    assert set(record["seconds"]) == {"training", "quantisation", "coding", "total"}
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(slice_2d):
+    image, encoded = slice_2d
+    assert encode(image, (0.7, 0.7), FAST, lam=1e-3, seed=0).data == encoded.data
+    assert encode(image, (0.7, 0.7), FAST, lam=1e-3, seed=1).data != encoded.data
+
+
+def test_a_larger_lambda_gives_a_smaller_file():
+    image = ct_slice((32, 32), seed=3)
+    settings = CodecSettings(iterations=60, log_every=20, levels=4)
+    small = encode(image, None, settings, lam=1e-1).data
+    large = encode(image, None, settings, lam=1e-5).data
+    assert len(small) < len(large)
+
+
+def test_constant_image_is_a_header_only_file():
+    image = np.full((9, 11), -1000, dtype=np.int16)
+    encoded = encode(image, None, FAST, lam=1e-3)
+    assert encoded.record["constant"] and len(encoded.data) < 32
+    decoded = decode(encoded.data, "flat.vnc")
+    assert decoded.dtype == np.int16 and np.array_equal(decoded, image)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float64])
+def test_other_dtypes(dtype):
+    image = (np.add.outer(np.arange(12), np.arange(10)) * 3).astype(dtype)
+    encoded = encode(image, None, CodecSettings(iterations=10, levels=3), lam=1e-3)
+    decoded = decode(encoded.data, "x.vnc")
+    assert decoded.dtype == (np.float32 if dtype == np.float64 else dtype)
+    assert np.array_equal(decoded, encoded.reconstruction)
+
+
+# --- damaged files -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", [0, 9, 12, 20, -30, -10, -1])
+def test_a_flipped_byte_is_refused(slice_2d, where):
+    data = bytearray(slice_2d[1].data)
+    data[where] ^= 0x10
+    with pytest.raises(InputError, match="damaged.vnc"):
+        decode(bytes(data), "damaged.vnc")
+
+
+@pytest.mark.parametrize("keep", [0, 5, 10, 14, 40, -5, -1])
+def test_a_truncated_file_is_refused(slice_2d, keep):
+    data = slice_2d[1].data
+    with pytest.raises(InputError, match="short.vnc: .*(truncated|bad magic)"):
+        decode(data[:keep], "short.vnc")
+
+
+def test_trailing_bytes_are_refused(slice_2d):
+    with pytest.raises(InputError, match="long.vnc: has trailing bytes"):
+        decode(slice_2d[1].data + b"\x00", "long.vnc")
+
+
+@pytest.mark.parametrize("version", [1, 3])
+def test_another_format_version_is_refused(slice_2d, version):
+    data = bytearray(slice_2d[1].data)
+    data[8:10] = version.to_bytes(2, "little")
+    body = bytes(data[:-4])
+    data[-4:] = zlib.crc32(body).to_bytes(4, "little")  # a well-formed file of that version
+    with pytest.raises(InputError, match=f"v.vnc: container format version {version}"):
+        decode(bytes(data), "v.vnc")
+
+
+def test_a_consistent_but_corrupted_header_is_refused(slice_2d):
+    """A file whose CRC was recomputed after damage (a crafted file) still fails a check."""
+    data = slice_2d[1].data
+    header, _ = unframe(data, "x")
+    assert data[: len(MAGIC)] == MAGIC and int.from_bytes(data[8:10], "little") == FORMAT_VERSION
+    start = data.index(header)
+    crafted = bytearray(data)
+    crafted[start] = 0xFF  # unknown flags
+    crafted[-4:] = zlib.crc32(bytes(crafted[:-4])).to_bytes(4, "little")
+    with pytest.raises(InputError, match="crafted.vnc: header: unknown flags"):
+        decode(bytes(crafted), "crafted.vnc")
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.full((8, 8), np.nan), "NaN"),
+        (np.zeros(16), "2D slice or a 3D volume"),
+        (np.zeros((2, 2, 2, 2)), "2D slice or a 3D volume"),
+        (np.zeros((1, 40)), "every axis needs"),
+        (np.zeros((8, 8), dtype=bool), "integer or float"),
+        (np.zeros((8, 8), dtype=np.complex64), "integer or float"),
+    ],
+)
+def test_bad_images_are_refused(image, message):
+    with pytest.raises(ValueError, match=message):
+        encode(image, None, FAST, lam=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lam": 0.0}, "lambda"),
+        ({"lam": float("nan")}, "lambda"),
+        ({"seed": -1}, "seed"),
+        ({"spacing_mm": (1.0,)}, "spacing_mm"),
+        ({"spacing_mm": (1.0, -2.0)}, "spacing_mm"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs, message):
+    arguments = {"spacing_mm": None, "settings": FAST, "lam": 1e-3, "seed": 0} | kwargs
+    with pytest.raises(ValueError, match=message):
+        encode(np.zeros((8, 8)), **arguments)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("levels", 0),
+        ("context_size", 99),
+        ("synthesis_widths", ()),
+        ("activation", "tanh"),
+        ("noise_fraction", 1.5),
+        ("learning_rate", -1.0),
+        ("iterations", 2.5),
+        ("context_coarser", "yes"),
+    ],
+)
+def test_bad_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"invalid neural codec settings: {field}"):
+        CodecSettings(**{field: value})
+
+
+def test_settings_round_trip_through_a_dict():
+    settings = CodecSettings(synthesis_widths=(8, 4), iterations=5)
+    assert CodecSettings.from_dict(settings.as_dict()) == settings
+    with pytest.raises(ValueError, match="unknown neural codec settings: colour"):
+        CodecSettings.from_dict({"colour": 1})

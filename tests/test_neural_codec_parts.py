@@ -1,0 +1,382 @@
+"""The neural codec's pieces: geometry and decoding order, upsampling, the Laplace model and
+its integer tables, the integer entropy model against the float one, the header."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from volinr.errors import InputError
+from volinr.neural_codec import laplace
+from volinr.neural_codec.bitstream import (
+    Header,
+    TensorCoding,
+    frame,
+    pack_header,
+    unframe,
+    unpack_header,
+    write_varint,
+)
+from volinr.neural_codec.codec import architecture_of, coded_tensor_count, integer_entropy_model
+from volinr.neural_codec.geometry import (
+    LevelSchedule,
+    causal_offsets,
+    level_shapes,
+    wavefront_weights,
+)
+from volinr.neural_codec.latent_coding import (
+    IntegerEntropyModel,
+    IntegerLayer,
+    latent_symbols,
+    level_indices,
+)
+from volinr.neural_codec.model import (
+    LatentCodecModel,
+    soft_round,
+    soft_round_conditional_mean,
+)
+from volinr.neural_codec.network_quantisation import quantise_network
+from volinr.neural_codec.settings import CodecSettings
+
+# --- geometry ------------------------------------------------------------------------------
+
+
+def test_level_shapes_halve_with_ceiling_and_stop_at_one_sample():
+    assert level_shapes((37, 53), 7) == [
+        (37, 53),
+        (19, 27),
+        (10, 14),
+        (5, 7),
+        (3, 4),
+        (2, 2),
+        (1, 1),
+    ]
+    assert level_shapes((5, 17, 23), 9)[-1] == (1, 1, 1)
+    assert len(level_shapes((5, 17, 23), 9)) == 6
+    assert level_shapes((512, 512), 3) == [(512, 512), (256, 256), (128, 128)]
+
+
+@pytest.mark.parametrize("ndim, size", [(2, 4), (2, 12), (2, 24), (3, 13), (3, 20)])
+def test_context_is_causal_nearest_first(ndim, size):
+    offsets = causal_offsets(ndim, size)
+    assert offsets.shape == (size, ndim) and len({tuple(o) for o in offsets}) == size
+    for o in offsets:
+        first = o[np.flatnonzero(o)[0]]
+        assert first < 0  # earlier in raster order
+    distances = (offsets**2).sum(axis=1)
+    assert np.all(np.diff(distances) >= 0)
+
+
+def test_causal_half_of_a_5x5_window_decodes_in_3i_plus_j_steps():
+    offsets = causal_offsets(2, 12)
+    assert np.array_equal(wavefront_weights(offsets), [3, 1])
+    schedule = LevelSchedule((512, 512), offsets)
+    assert len(schedule.starts) - 1 == 3 * 511 + 511 + 1
+
+
+@pytest.mark.parametrize(
+    "shape, size", [((9, 13), 12), ((7, 11), 24), ((4, 6, 5), 13), ((3, 5, 7), 20)]
+)
+def test_every_neighbour_is_decoded_at_an_earlier_step(shape, size):
+    offsets = causal_offsets(len(shape), size)
+    schedule = LevelSchedule(shape, offsets)
+    step_of = np.empty(int(np.prod(shape)), dtype=np.int64)
+    for step in range(len(schedule.starts) - 1):
+        step_of[schedule.order[schedule.starts[step] : schedule.starts[step + 1]]] = step
+    assert sorted(schedule.order.tolist()) == list(range(int(np.prod(shape))))
+    grid = np.indices(shape).reshape(len(shape), -1).T
+    for position, step in zip(grid, step_of, strict=True):
+        for offset in offsets:
+            neighbour = position + offset
+            if np.all(neighbour >= 0) and np.all(neighbour < shape):
+                assert step_of[np.ravel_multi_index(tuple(neighbour), shape)] < step
+
+
+# --- model ---------------------------------------------------------------------------------
+
+
+def test_bicubic_upsampling_equals_torch_bicubic():
+    model = LatentCodecModel((20, 26), CodecSettings(levels=2))
+    coarse = torch.randn(10, 13)
+    stack = model.upsample([torch.zeros(20, 26), coarse])
+    expected = F.interpolate(coarse[None, None], scale_factor=2, mode="bicubic")
+    assert torch.allclose(stack[0, 1], expected[0, 0], atol=1e-5)
+
+
+def test_upsampling_crops_odd_sizes_and_keeps_3d_shapes():
+    model = LatentCodecModel((5, 17, 23), CodecSettings(levels=4))
+    latents = [torch.randn(g) for g in model.grid_shapes]
+    assert model.upsample(latents).shape == (1, 4, 5, 17, 23)
+    assert model.synthesise(latents).shape == (5, 17, 23)
+
+
+def test_causal_context_gradient_matches_a_masked_convolution():
+    """The written-out context gather and its backward equal autograd through a masked conv."""
+    torch.manual_seed(0)
+    model = LatentCodecModel((9, 12), CodecSettings(levels=2, context_size=12))
+    grid = torch.randn(9, 12, dtype=torch.float64, requires_grad=True)
+    latents = [grid, torch.randn(5, 6, dtype=torch.float64)]
+    model = model.double()
+    for w in model.arm_weights:
+        torch.nn.init.normal_(w)
+    mu, log_scale = model.laplace_parameters(latents, 0)
+    (mu.sin() + log_scale.cos()).sum().backward()
+    grad = grid.grad.clone()
+
+    reference = grid.detach().clone().requires_grad_(True)
+    ordered = [tuple(int(v) for v in o) for o in model.context_offsets]
+    context = torch.stack(
+        [
+            torch.roll(F.pad(reference, (3, 3, 3, 3)), (-a, -b), (0, 1))[3:-3, 3:-3]
+            for a, b in ordered
+        ]
+    ).reshape(len(ordered), -1)
+    coarse = model.coarser_context(latents, 0).reshape(1, -1)
+    h = model.arm_weights[0] @ torch.cat([context, coarse]) + model.arm_biases[0][:, None]
+    h2 = model.arm_weights[1] @ F.relu(h) + model.arm_biases[1][:, None] + F.relu(h)
+    out = model.arm_weights[2] @ F.relu(h2) + model.arm_biases[2][:, None]
+    assert torch.allclose(out[0], mu) and torch.allclose(out[1], log_scale)
+    (out[0].sin() + out[1].cos()).sum().backward()
+    assert torch.allclose(reference.grad, grad)
+
+
+def test_soft_round_tends_to_rounding_and_its_conditional_mean_inverts_it():
+    x = torch.linspace(-3, 3, 101, dtype=torch.float64)
+    inside = x[(x - x.round()).abs() < 0.45]
+    assert torch.allclose(soft_round(inside, 1e-3), torch.round(inside), atol=1e-6)
+    assert torch.allclose(soft_round(x, 100.0), x, atol=1e-3)
+    assert torch.allclose(
+        soft_round_conditional_mean(soft_round(x, 0.3) + 0.5, 0.3) - 0.5, x, atol=1e-6
+    )
+
+
+def test_mac_count_of_the_synthesis():
+    settings = CodecSettings(
+        levels=3, synthesis_widths=(8,), residual_channels=2, residual_layers=1
+    )
+    macs = LatentCodecModel((16, 16), settings).macs_per_voxel()
+    assert macs["synthesis"] == 3 * 8 + 8 * 2 + 9 * 2 * 2 + 2
+    assert macs["total"] == pytest.approx(
+        macs["upsampling"] + macs["synthesis"] + macs["entropy_model"]
+    )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        CodecSettings(),
+        CodecSettings(learned_upsampling=False, residual_layers=0, arm_layers=0),
+        CodecSettings(synthesis_widths=(4, 4, 4), residual_layers=3, arm_layers=3),
+    ],
+)
+def test_coded_tensor_count_matches_the_model(settings):
+    model = LatentCodecModel((8, 8), settings)
+    assert coded_tensor_count(architecture_of(settings), 2) == len(model.coded_parameters())
+
+
+# --- Laplace model and integer tables --------------------------------------------------------
+
+
+def test_laplace_bits_equal_the_cdf_difference():
+    y = torch.tensor([-7.0, -1.0, 0.0, 0.3, 1.0, 2.0, 4.0], dtype=torch.float64)
+    mu = torch.tensor([0.2, -0.4, 0.1, 0.0, 1.4, -3.0, 0.0], dtype=torch.float64)
+    log_scale = torch.tensor([0.0, -1.0, -4.0, 1.0, 0.5, 2.0, 0.0], dtype=torch.float64)
+    b = torch.exp(log_scale)
+
+    def cdf(x):
+        return torch.where(
+            x < mu, 0.5 * torch.exp((x - mu) / b), 1 - 0.5 * torch.exp(-(x - mu) / b)
+        )
+
+    expected = -torch.log2(cdf(y + 0.5) - cdf(y - 0.5))
+    assert torch.allclose(laplace.laplace_bits(y, mu, log_scale), expected, rtol=1e-9)
+    # in the tail the bits grow linearly, 1 / (b ln 2) a unit, up to the coder's floor
+    far = laplace.laplace_bits(torch.tensor([10.0, 15.0]), torch.zeros(2), torch.zeros(2))
+    assert (far[1] - far[0]).item() == pytest.approx(5 / math.log(2), rel=1e-4)
+
+
+def test_integer_table_is_a_close_laplace_and_never_negative():
+    table = laplace.latent_table(12)
+    assert table.shape == (17 * 160, 25) and table.min() >= 0
+    assert np.all(table == np.round(table))  # integers, exact in float64
+    row = 8 * 160 + 80  # fraction 0, log b = 1/32
+    b = math.exp(float(laplace.latent_log_scale(80)))
+    d = np.arange(-12, 13)
+    exact = np.where(
+        d == 0, 1 - np.exp(-0.5 / b), 0.5 * np.exp(-(np.abs(d) - 0.5) / b) * (1 - np.exp(-1 / b))
+    )
+    assert np.allclose(table[row, laplace.zigzag(d)] / 2**32, exact, atol=3e-9)
+    assert np.all(np.diff(table[row]) <= 0)  # zig-zag order: likeliest first at fraction 0
+
+
+def test_zigzag_orders_symbols_by_distance_from_zero():
+    d = np.arange(-5, 6)
+    assert sorted(laplace.zigzag(d).tolist()) == list(range(11))
+    assert laplace.zigzag(np.array([0, -1, 1, -2, 2])).tolist() == [0, 1, 2, 3, 4]
+    assert np.array_equal(laplace.unzigzag(laplace.zigzag(d)), d)
+
+
+def test_parameter_pmf_is_symmetric():
+    pmf = laplace.parameter_pmf(20, 50)
+    assert np.array_equal(pmf, pmf[::-1]) and pmf.argmax() == 50
+
+
+# --- integer entropy model -----------------------------------------------------------------
+
+
+def _trained_like_model(shape=(24, 20)):
+    torch.manual_seed(1)
+    settings = CodecSettings(levels=3)
+    model = LatentCodecModel(shape, settings)
+    with torch.no_grad():
+        for w in model.arm_weights:
+            w.normal_(0, 0.4)
+        for b in model.arm_biases:
+            b.normal_(0, 0.4)
+    latents = [torch.round(torch.randn(g) * 3) for g in model.grid_shapes]
+    return model, settings, latents
+
+
+def test_integer_entropy_model_follows_the_float_one():
+    model, settings, latents = _trained_like_model()
+    target = torch.rand(model.shape)
+    parameters = quantise_network(model, latents, target, lam=1e-3)
+    arm = integer_entropy_model(parameters, settings)
+    grids = [g.numpy().astype(np.int64) for g in latents]
+    indices = level_indices(model.grid_shapes, model.context_offsets, True)
+    rows, deltas = latent_symbols(grids, indices, arm)
+    for level, index in enumerate(indices):
+        mu, log_scale = model.laplace_parameters(latents, level)
+        order = torch.from_numpy(index.schedule.order)
+        mu, log_scale = mu.detach()[order].double(), log_scale.detach()[order].double()
+        rounded = grids[level].reshape(-1)[index.schedule.order] - deltas[level]
+        fraction = (rows[level] // 160 - 8) / 16
+        assert np.abs(rounded + fraction - mu.numpy()).max() <= 1 / 32 + 1e-3
+        scale = laplace.LOG_SCALE_MIN + (rows[level] % 160 + 0.5) / 16
+        inside = (log_scale > -5) & (log_scale < 5)
+        assert np.abs(scale - log_scale.numpy())[inside.numpy()].max() <= 1 / 32 + 1e-3
+
+
+# --- header and framing --------------------------------------------------------------------
+
+
+def test_header_round_trip():
+    settings = CodecSettings(synthesis_widths=(12, 6), activation="gelu", context_coarser=False)
+    count = coded_tensor_count(architecture_of(settings), 3)
+    header = Header(
+        (93, 64, 64),
+        "int16",
+        (-1024.0, 3071.0),
+        architecture_of(settings),
+        tuple(TensorCoding(i % 25, i % 64, i % 15) for i in range(count)),
+        37,
+    )
+    packed = pack_header(header)
+    assert len(packed) < 2 * count + 40
+    assert unpack_header(packed, "h", coded_tensor_count) == header
+    with pytest.raises(InputError, match="h: header: 1 unread bytes"):
+        unpack_header(packed + b"\x00", "h", coded_tensor_count)
+    with pytest.raises(InputError, match="h: header: truncated"):
+        unpack_header(packed[:-1], "h", coded_tensor_count)
+
+
+def test_framing_round_trip_and_varints():
+    assert write_varint(0) == b"\x00" and write_varint(300) == b"\xac\x02"
+    data = frame(b"head", b"payload")
+    assert unframe(data, "f") == (b"head", b"payload")
+    assert len(data) == 8 + 2 + 1 + 1 + 4 + 7 + 4
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("shape", [(37, 53), (5, 17, 23)])
+def test_blocked_training_step_equals_plain_autograd(activation, shape, monkeypatch):
+    """The written-out MLP passes (small blocks, to cross block edges) give autograd's loss and
+    gradients."""
+    monkeypatch.setattr("volinr.neural_codec.blocked.BLOCK_COLUMNS", 256)
+    torch.manual_seed(0)
+    settings = CodecSettings(levels=4, activation=activation)
+    blocked = LatentCodecModel(shape, settings, blocked=True).double()
+    with torch.no_grad():
+        for p in blocked.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    plain = copy.deepcopy(blocked)
+    plain.blocked = False
+    target = torch.rand(shape, dtype=torch.float64)
+
+    def loss(model):
+        latents = model.scaled_latents()
+        mse = ((model.synthesise(latents) - target) ** 2).mean()
+        return mse + 1e-3 * model.latent_bits(latents)
+
+    blocked_loss, plain_loss = loss(blocked), loss(plain)
+    blocked_loss.backward()
+    plain_loss.backward()
+    assert blocked_loss.item() == pytest.approx(plain_loss.item(), rel=1e-12)
+    for a, b in zip(blocked.parameters(), plain.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_rate_gradient_stops_at_the_coders_floor():
+    y = torch.tensor([0.0, 300.0], dtype=torch.float64, requires_grad=True)
+    mu = torch.zeros(2, dtype=torch.float64)
+    log_scale = torch.full((2,), -3.0, dtype=torch.float64)
+    bits = laplace.laplace_bits(y, mu, log_scale)
+    assert bits[1].item() == laplace.MAX_SYMBOL_BITS
+    bits.sum().backward()
+    assert y.grad[1].item() == 0.0
+
+
+def test_integer_entropy_model_float_and_int64_paths_agree():
+    """The float64 shortcut gives the int64 arithmetic's integers exactly."""
+    rng = np.random.default_rng(3)
+    layers = [
+        IntegerLayer(rng.integers(-3000, 3000, (12, 13)), 12, rng.integers(-999, 999, 12), 9),
+        IntegerLayer(rng.integers(-3000, 3000, (12, 12)), 11, rng.integers(-999, 999, 12), 10),
+        IntegerLayer(rng.integers(-3000, 3000, (2, 12)), 13, rng.integers(-999, 999, 2), 8),
+    ]
+    model = IntegerEntropyModel(layers, context_size=12)
+    assert model.exact_in_float and not model.clamped
+    context = rng.integers(-1023, 1024, (5000, 13))
+    fast = model(context)
+    model.exact_in_float = False
+    slow = model(context)
+    assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+    coarsest = model(context[:, :12])  # the coarsest grid: no coarser column
+    model.exact_in_float = True
+    assert np.array_equal(model(context[:, :12])[0], coarsest[0])
+
+
+@pytest.mark.parametrize("width", [3, 8, 9, 300])
+def test_symbols_round_trip_through_the_short_table_and_its_escape(width):
+    import constriction
+
+    from volinr.neural_codec.latent_coding import _SymbolCoder
+
+    rng = np.random.default_rng(width)
+    deltas = np.concatenate([rng.integers(-width, width + 1, 300), [width, -width, 0]])
+    rows = rng.integers(0, 17 * 160, deltas.size)
+    coder = _SymbolCoder(width)
+    assert (coder.tail is None) == (2 * width + 1 <= laplace.SHORT_SYMBOLS)
+    encoder = constriction.stream.queue.RangeEncoder()
+    for chunk in np.array_split(np.arange(deltas.size), 7):
+        coder.encode(encoder, laplace.zigzag(deltas[chunk]), rows[chunk])
+    decoder = constriction.stream.queue.RangeDecoder(encoder.get_compressed())
+    decoded = [coder.decode(decoder, rows[c]) for c in np.array_split(np.arange(deltas.size), 7)]
+    assert np.array_equal(laplace.unzigzag(np.concatenate(decoded)), deltas)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 11), (3, 5, 6, 7)])
+def test_small_convolution_equals_torch_and_its_gradient_checks(shape):
+    from volinr.neural_codec.blocked import SmallConvolution
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ndim = len(shape) - 1
+    weight = torch.randn(4, shape[0], *([3] * ndim), dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    conv = F.conv2d if ndim == 2 else F.conv3d
+    assert torch.allclose(SmallConvolution.apply(x, weight, bias), conv(x[None], weight, bias)[0])
+    assert torch.autograd.gradcheck(SmallConvolution.apply, (x, weight, bias))
