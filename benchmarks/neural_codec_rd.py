@@ -211,7 +211,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     array, spacing = load(args.image, args.headsq)
     overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
-    settings = CodecSettings(**overrides)
+    settings = CodecSettings.make(**overrides)
     for lam in args.lam:
         result = point(array, spacing, settings, lam, args.seed, args.slice_by_slice)
         result |= {

@@ -221,8 +221,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    settings = CodecSettings()
-    decode_settings = CodecSettings(iterations=args.decode_training_iterations)
+    settings = CodecSettings.make()
+    decode_settings = CodecSettings.make(iterations=args.decode_training_iterations)
     images = {}
     load_before = os.getloadavg()[0]
     for name, image in test_images().items():

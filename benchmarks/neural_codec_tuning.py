@@ -52,7 +52,7 @@ def parse_value(text: str):
 
 def run(image_name: str, lam: float, overrides: dict, seed: int) -> dict:
     image = np.asarray(TUNING_IMAGES[image_name](), dtype=np.float32)
-    settings = CodecSettings(**overrides)
+    settings = CodecSettings.make(**overrides)
     start = time.perf_counter()
     encoded = encode(image, None, settings, lam=lam, seed=seed)
     encode_seconds = time.perf_counter() - start

@@ -13,7 +13,7 @@ from volinr.neural_codec.bitstream import FORMAT_VERSION, unframe
 from volinr.neural_codec.codec import decode, encode
 from volinr.neural_codec.settings import CodecSettings
 
-FAST = CodecSettings(iterations=40, log_every=10, levels=5)
+FAST = CodecSettings.make(iterations=40, log_every=10, levels=5)
 
 
 def ct_slice(shape=(37, 53), seed=0) -> np.ndarray:
@@ -87,7 +87,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(slice_2d):
 
 def test_a_larger_lambda_gives_a_smaller_file():
     image = ct_slice((32, 32), seed=3)
-    settings = CodecSettings(iterations=60, log_every=20, levels=4)
+    settings = CodecSettings.make(iterations=60, log_every=20, levels=4)
     small = encode(image, None, settings, lam=1e-1).data
     large = encode(image, None, settings, lam=1e-5).data
     assert len(small) < len(large)
@@ -104,7 +104,7 @@ def test_constant_image_is_a_header_only_file():
 @pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float64])
 def test_other_dtypes(dtype):
     image = (np.add.outer(np.arange(12), np.arange(10)) * 3).astype(dtype)
-    encoded = encode(image, None, CodecSettings(iterations=10, levels=3), lam=1e-3)
+    encoded = encode(image, None, CodecSettings.make(iterations=10, levels=3), lam=1e-3)
     decoded = decode(encoded.data, "x.vnc")
     assert decoded.dtype == (np.float32 if dtype == np.float64 else dtype)
     assert np.array_equal(decoded, encoded.reconstruction)
@@ -206,11 +206,11 @@ def test_bad_arguments_are_refused(kwargs, message):
 )
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=f"invalid neural codec settings: {field}"):
-        CodecSettings(**{field: value})
+        CodecSettings.make(**{field: value})
 
 
 def test_settings_round_trip_through_a_dict():
-    settings = CodecSettings(synthesis_widths=(8, 4), iterations=5)
+    settings = CodecSettings.make(synthesis_widths=(8, 4), iterations=5)
     assert CodecSettings.from_dict(settings.as_dict()) == settings
     with pytest.raises(ValueError, match="unknown neural codec settings: colour"):
         CodecSettings.from_dict({"colour": 1})

@@ -99,7 +99,7 @@ def test_every_neighbour_is_decoded_at_an_earlier_step(shape, size):
 
 
 def test_bicubic_upsampling_equals_torch_bicubic():
-    model = LatentCodecModel((20, 26), CodecSettings(levels=2))
+    model = LatentCodecModel((20, 26), CodecSettings.make(levels=2))
     coarse = torch.randn(10, 13)
     stack = model.upsample([torch.zeros(20, 26), coarse])
     expected = F.interpolate(coarse[None, None], scale_factor=2, mode="bicubic")
@@ -107,7 +107,7 @@ def test_bicubic_upsampling_equals_torch_bicubic():
 
 
 def test_upsampling_crops_odd_sizes_and_keeps_3d_shapes():
-    model = LatentCodecModel((5, 17, 23), CodecSettings(levels=4))
+    model = LatentCodecModel((5, 17, 23), CodecSettings.make(levels=4))
     latents = [torch.randn(g) for g in model.grid_shapes]
     assert model.upsample(latents).shape == (1, 4, 5, 17, 23)
     assert model.synthesise(latents).shape == (5, 17, 23)
@@ -116,7 +116,7 @@ def test_upsampling_crops_odd_sizes_and_keeps_3d_shapes():
 def test_causal_context_gradient_matches_a_masked_convolution():
     """The written-out context gather and its backward equal autograd through a masked conv."""
     torch.manual_seed(0)
-    model = LatentCodecModel((9, 12), CodecSettings(levels=2, context_size=12))
+    model = LatentCodecModel((9, 12), CodecSettings.make(levels=2, context_size=12))
     grid = torch.randn(9, 12, dtype=torch.float64, requires_grad=True)
     latents = [grid, torch.randn(5, 6, dtype=torch.float64)]
     model = model.double()
@@ -154,7 +154,7 @@ def test_soft_round_tends_to_rounding_and_its_conditional_mean_inverts_it():
 
 
 def test_mac_count_of_the_synthesis():
-    settings = CodecSettings(
+    settings = CodecSettings.make(
         levels=3, synthesis_widths=(8,), residual_channels=2, residual_layers=1
     )
     macs = LatentCodecModel((16, 16), settings).macs_per_voxel()
@@ -167,9 +167,9 @@ def test_mac_count_of_the_synthesis():
 @pytest.mark.parametrize(
     "settings",
     [
-        CodecSettings(),
-        CodecSettings(learned_upsampling=False, residual_layers=0, arm_layers=0),
-        CodecSettings(synthesis_widths=(4, 4, 4), residual_layers=3, arm_layers=3),
+        CodecSettings.make(),
+        CodecSettings.make(learned_upsampling=False, residual_layers=0, arm_layers=0),
+        CodecSettings.make(synthesis_widths=(4, 4, 4), residual_layers=3, arm_layers=3),
     ],
 )
 def test_coded_tensor_count_matches_the_model(settings):
@@ -229,7 +229,7 @@ def test_parameter_pmf_is_symmetric():
 
 def _trained_like_model(shape=(24, 20)):
     torch.manual_seed(1)
-    settings = CodecSettings(levels=3)
+    settings = CodecSettings.make(levels=3)
     model = LatentCodecModel(shape, settings)
     with torch.no_grad():
         for w in model.arm_weights:
@@ -264,7 +264,9 @@ def test_integer_entropy_model_follows_the_float_one():
 
 
 def test_header_round_trip():
-    settings = CodecSettings(synthesis_widths=(12, 6), activation="gelu", context_coarser=False)
+    settings = CodecSettings.make(
+        synthesis_widths=(12, 6), activation="gelu", context_coarser=False
+    )
     count = coded_tensor_count(architecture_of(settings), 3)
     header = Header(
         (93, 64, 64),
@@ -297,7 +299,7 @@ def test_blocked_training_step_equals_plain_autograd(activation, shape, monkeypa
     gradients."""
     monkeypatch.setattr("volinr.neural_codec.blocked.BLOCK_COLUMNS", 256)
     torch.manual_seed(0)
-    settings = CodecSettings(levels=4, activation=activation)
+    settings = CodecSettings.make(levels=4, activation=activation)
     blocked = LatentCodecModel(shape, settings, blocked=True).double()
     with torch.no_grad():
         for p in blocked.parameters():

@@ -114,6 +114,12 @@ TORCH_METHODS = [m for m in methods.families() if methods.family(m).uses_torch]
 CPU_METHODS = [m for m in methods.families() if not methods.family(m).uses_torch]
 
 
+def method_threads(wildcards):
+    """A CPU method's threads: the config's for one that uses them (the neural codec's
+    training), one for a codec sweep (the anchors are measured on one thread)."""
+    return config["threads"] if methods.family(wildcards.method).multithreaded else 1
+
+
 def rd_rows(method, groups=None):
     return [
         f"{R}/rd/{method}/{group}.json" for group in groups or METHOD_GROUPS[method]

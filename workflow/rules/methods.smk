@@ -19,7 +19,7 @@ rule method_points:
         method="|".join(CPU_METHODS) or "(?!)",
     conda:
         ENV
-    threads: 1
+    threads: method_threads
     resources:
         mem_mb=mem_mb(4000),
     params:

@@ -73,6 +73,9 @@ class Method:
     shared_assets: ClassVar[tuple[str, ...]] = ()
     #: the workflow gives jobs of a method that runs torch the ``gpu`` resource
     uses_torch: ClassVar[bool] = False
+    #: its job uses the config's threads (a torch method always does; a classical codec runs
+    #: on one thread, as the anchors are measured)
+    multithreaded: ClassVar[bool] = False
     #: the config sections its jobs receive (validated by the schema)
     sections: ClassVar[tuple[str, ...]] = ()
     #: the point whose reconstruction and full record the paper's tables and figures read

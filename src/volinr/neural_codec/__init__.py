@@ -7,7 +7,7 @@ distortion at one lambda; the quantised latents and network parameters are range
 
     from volinr.neural_codec import CodecSettings, decode, encode
 
-    encoded = encode(hu, spacing_mm=(0.7, 0.7), settings=CodecSettings(), lam=4e-4, seed=0)
+    encoded = encode(hu, spacing_mm=(0.7, 0.7), settings=CodecSettings.make(), lam=4e-4, seed=0)
     encoded.data            # the file's bytes
     encoded.reconstruction  # what decode(encoded.data) returns, bit for bit
     encoded.record          # training curve, bits by part (estimated and actual), seconds

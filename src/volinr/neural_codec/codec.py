@@ -131,7 +131,7 @@ def architecture_of(settings: CodecSettings) -> Architecture:
 
 def settings_of(architecture: Architecture) -> CodecSettings:
     a = architecture
-    return CodecSettings(
+    return CodecSettings.make(
         levels=a.levels,
         synthesis_widths=a.synthesis_widths,
         residual_channels=a.residual_channels,

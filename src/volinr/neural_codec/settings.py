@@ -1,12 +1,14 @@
 """The neural codec's settings: architecture and training, one frozen, validated record.
 
 Everything the decoder needs from here (the architecture fields) is written into each file's
-header; the training fields only shape the encoder's search. Each field's comment is the
-documentation the workflow's schema entry is built from.
+header; the training fields only shape the encoder's search. Defaults and documentation live
+in the config schema's ``neural_codec`` section; this record checks the limits the file
+format and the decoder rely on, whoever builds it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -21,49 +23,29 @@ MAX_LAYERS = 4
 class CodecSettings:
     """Architecture and training of one overfitted latent-grid codec (Cool-chic / C3 family)."""
 
+    # Every field's type, range, default and meaning: the config schema's neural_codec section
+    # (workflow/schemas/config.schema.yaml); ``make`` fills in its defaults.
     # --- architecture (written into the file) ---
-    # Latent grids, one channel each; grid i has ceil(N / 2^i) samples per axis (fewer when the
-    # image is too small for them: the codec stops at a 1-sample grid).
-    levels: int = 7
-    # Widths of the synthesis network's 1x1 (1x1x1) hidden layers, input = the upsampled grids.
-    synthesis_widths: tuple[int, ...] = (16, 16)
-    # Channels of the synthesis network's residual 3x3 (3x3x3) stage, and how many such layers.
-    residual_channels: int = 2
-    residual_layers: int = 2
-    # Activation of the synthesis network's hidden layers.
-    activation: str = "relu"
-    # Causal neighbours of each latent (nearest first) that the autoregressive entropy model
-    # sees; 12 is the causal half of a 5x5 window in 2D; 0 (with context_coarser false) is a
-    # plain factorised Laplace, the ablation without context.
-    context_size: int = 12
-    # Whether the entropy model also sees the co-located latent of the next coarser grid.
-    context_coarser: bool = True
-    # Hidden layers and width of the entropy model's MLP (residual, ReLU).
-    arm_layers: int = 2
-    arm_width: int = 12
-    # Learned 2x upsampling filter (8 taps, symmetric, initialised to bicubic) instead of
-    # fixed bicubic.
-    learned_upsampling: bool = True
-
+    levels: int
+    synthesis_widths: tuple[int, ...]
+    residual_channels: int
+    residual_layers: int
+    activation: str
+    context_size: int
+    context_coarser: bool
+    arm_layers: int
+    arm_width: int
+    learned_upsampling: bool
     # --- training (encoder only) ---
-    # Defaults tuned on the phantom and SR-training frames: benchmarks/results/
-    # neural_codec_tuning.md. More iterations always helped there (the CPU is the limit).
-    iterations: int = 2000
-    learning_rate: float = 0.01
-    # Fraction of the iterations with additive uniform noise as the quantisation proxy, then
-    # with soft rounding (temperature annealed from soft_round_start to soft_round_end);
-    # the rest use hard rounding with a straight-through gradient at ste_learning_rate_factor
-    # times the learning rate.
-    noise_fraction: float = 0.4
-    soft_round_fraction: float = 0.5
-    soft_round_start: float = 0.3
-    soft_round_end: float = 0.1
-    ste_learning_rate_factor: float = 0.1
-    # Each grid's latents are stored divided by gain^level, so that coarse grids (few samples,
-    # each used by many voxels) move faster under Adam (Cool-chic's and C3's gains).
-    latent_gain: float = 4.0
-    # Log the training curve every this many iterations (the only host syncs of the loop).
-    log_every: int = 50
+    iterations: int
+    learning_rate: float
+    noise_fraction: float
+    soft_round_fraction: float
+    soft_round_start: float
+    soft_round_end: float
+    ste_learning_rate_factor: float
+    latent_gain: float
+    log_every: int
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "synthesis_widths", tuple(int(w) for w in self.synthesis_widths))
@@ -116,12 +98,25 @@ class CodecSettings:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CodecSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_section(cls, section: Mapping[str, Any]) -> CodecSettings:
+        """The settings of the validated ``neural_codec`` section (its other keys, such as the
+        lambdas, are the workflow's)."""
+        return cls(**{f.name: section[f.name] for f in fields(cls)})
+
+    @classmethod
+    def make(cls, **changes: Any) -> CodecSettings:
+        """The schema's defaults for every setting not in ``changes`` (checked here)."""
+        from volinr.settings import section
+
+        unknown = sorted(set(changes) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown neural codec settings: {', '.join(unknown)}")
-        return cls(**data)
+        defaults = {f.name: section("neural_codec")[f.name] for f in fields(cls)}
+        return cls(**(defaults | changes))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CodecSettings:
+        return cls.make(**data)
 
     def phase_iterations(self) -> tuple[int, int, int]:
         """Iterations with noise, with soft rounding, and with straight-through rounding."""

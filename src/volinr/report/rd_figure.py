@@ -17,12 +17,19 @@ from volinr.report.figure_common import LOSSLESS_MARK, mark_lossless, save_figur
 log = logging.getLogger(__name__)
 
 
-RD_MARKERS = {"siren": "o", "lr + upsampling": "s", "codec": ".", "published": "*"}
+RD_MARKERS = {
+    "siren": "o",
+    "lr + upsampling": "s",
+    "codec": ".",
+    "neural codec": "D",
+    "published": "*",
+}
+CURVE_FAMILIES = ("siren", "neural codec")  # points joined by a line (one per setting)
 
 
 def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) -> None:
-    """PSNR (8-bit, native) and SSIM against bits per voxel: codecs as curves, SIREN points
-    with 95% intervals over seeds (filled: SR model not counted; hollow: SR amortized over
+    """PSNR (8-bit, native) and SSIM against bits per voxel: codecs and the neural codec's
+    lambdas as curves, SIREN points with 95% intervals over seeds (filled: SR model not counted; hollow: SR amortized over
     ``amortize_over`` volumes), LR + upsampling, and the paper's published points."""
     panels = [
         ("psnr_8bit_minmax_db", "PSNR (dB, 8-bit, min..max window)"),
@@ -79,7 +86,7 @@ def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) 
                 color=color,
                 label=method,
                 capsize=2,
-                ls="-" if family == "siren" else "",
+                ls="-" if family in CURVE_FAMILIES else "",
             )
             if family == "siren" and group["bits_per_voxel_with_sr_amortized"].notna().any():
                 shifted = group["bits_per_voxel_with_sr_amortized"]

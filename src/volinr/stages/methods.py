@@ -52,6 +52,10 @@ def run_rd(args) -> None:
         if not Path(path).is_file():
             raise InputError(f"{path}: the {args.method} input {name!r} does not exist")
     device = device_from_args(args) if cls.uses_torch else None
+    if cls.multithreaded and not cls.uses_torch:
+        from volinr.devices import set_threads
+
+        set_threads(args.threads)
     method = cls(args.settings, args.group, args.inputs, device)
     voxels, meta = load_image(args.image)
     image = Image(voxels, meta, str(args.image))

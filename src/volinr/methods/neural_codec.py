@@ -1,0 +1,170 @@
+"""The overfitted neural codec (``volinr.neural_codec``: latent grids, a small synthesis network
+and an autoregressive entropy model, range-coded) as a method family.
+
+One group per lambda, each one training, so the lambdas run as parallel jobs. A slice is coded
+in 2D; a volume in 3D by one decoder for the whole volume, and, with ``slice_by_slice``, also
+slice by slice with the 2D codec (the comparison the 3D codec must win).
+
+A file is the codec's own container (format version 2: header with the architecture, the
+range-coded parameters and latents, CRC-32); a slice-by-slice file is every slice's container,
+each after its length (4 bytes). The decoder needs nothing else: not the lambda, not the
+settings, only the bytes (and, for a slice-by-slice file, the number of slices it must hold).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from volinr.methods.base import Decoded, Image, Method, OperatingPoint
+
+LENGTH = struct.Struct("<I")  # a slice-by-slice file: each slice's container after its length
+SLICE_PREFIX = "slices_"
+
+
+def _volume_mode(config: Mapping[str, Any]) -> bool:
+    return config["dataset"]["kind"] != "slice"
+
+
+def group_name(lam: float, slice_by_slice: bool = False) -> str:
+    return f"{SLICE_PREFIX if slice_by_slice else ''}lambda{lam:g}"
+
+
+class NeuralCodec(Method):
+    family: ClassVar[str] = "neural_codec"
+    kind: ClassVar[str] = "neural codec"
+    suffix: ClassVar[str] = ".vnc"
+    counts: ClassVar[str] = (
+        "the whole file: header (shape, dtype, value range, architecture, each tensor's "
+        "quantisation), range-coded network parameters and latents, framing with CRC-32; a "
+        "slice-by-slice file, every slice's file and a 4-byte length each"
+    )
+    # Trains on the CPU (its step is written for it), with the config's threads; no GPU asked.
+    multithreaded: ClassVar[bool] = True
+    sections: ClassVar[tuple[str, ...]] = ("neural_codec", "dataset")
+
+    @classmethod
+    def groups(cls, section: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+        lambdas = config["neural_codec"]["lambdas"]
+        names = [group_name(lam) for lam in lambdas]
+        if _volume_mode(config) and config["neural_codec"]["slice_by_slice"]:
+            names += [group_name(lam, slice_by_slice=True) for lam in lambdas]
+        return names
+
+    def _slice_by_slice(self) -> bool:
+        return self.group.startswith(SLICE_PREFIX)
+
+    def points(self) -> list[OperatingPoint]:
+        settings = self.section["neural_codec"]
+        lam = next(
+            lam
+            for lam in settings["lambdas"]
+            if group_name(lam, self._slice_by_slice()) == self.group
+        )
+        return [OperatingPoint(f"{lam:g}", {"lambda": lam})]
+
+    def label(self, point: OperatingPoint) -> dict[str, Any]:
+        if not _volume_mode(self.section):
+            name = "neural codec (2D)"
+        elif self._slice_by_slice():
+            name = "neural codec (2D, slice by slice)"
+        else:
+            name = "neural codec (3D)"
+        return {"method": name, "setting": f"lambda {point.name}"}
+
+    def encode(self, image: Image, point: OperatingPoint) -> bytes:
+        from volinr.neural_codec import CodecSettings, encode
+
+        section = self.section["neural_codec"]
+        settings = CodecSettings.from_section(section)
+        lam, seed = point.settings["lambda"], section["seed"]
+        spacing = image.meta.get("spacing_mm")
+        if not self._slice_by_slice():
+            self._encoded = [encode(image.voxels, spacing, settings, lam, seed, verify=False)]
+            return self._encoded[0].data
+        in_plane = list(spacing[1:]) if spacing else None
+        self._encoded = [
+            encode(plane, in_plane, settings, lam, seed, verify=False) for plane in image.voxels
+        ]
+        return b"".join(LENGTH.pack(len(e.data)) + e.data for e in self._encoded)
+
+    def decode(
+        self, data: bytes, source: str, point: OperatingPoint, shape: tuple[int, ...]
+    ) -> Decoded:
+        import numpy as np
+
+        from volinr.neural_codec import decode
+
+        if self._slice_by_slice():
+            voxels = np.stack([decode(part, source) for part in _split(data, source, shape[0])])
+        else:
+            voxels = decode(data, source)
+        if voxels.shape != tuple(shape):
+            from volinr.errors import InputError
+
+            raise InputError(f"{source}: holds an image of shape {voxels.shape}, not {shape}")
+        encoded = getattr(self, "_encoded", None)
+        if encoded is not None:  # the file must give exactly what the encoder reconstructed
+            expected = np.stack([e.reconstruction for e in encoded]).reshape(voxels.shape)
+            if not np.array_equal(voxels, expected):
+                raise RuntimeError(f"{source}: does not decode to the encoder's reconstruction")
+        return Decoded(voxels)
+
+    def record(self, image: Image, point: OperatingPoint, data: bytes) -> dict[str, Any]:
+        """How the point was made and where its bits go (summed over slices where sliced)."""
+        import numpy as np
+
+        records = [e.record for e in self._encoded]
+
+        def total(*keys: str) -> float:
+            values = []
+            for r in records:
+                value = r
+                for key in keys:
+                    value = value.get(key, 0) if isinstance(value, dict) else 0
+                values.append(value)
+            return float(sum(values))
+
+        estimated = total("bits", "estimated", "total")
+        coded_payload = total("bits", "actual", "payload")
+        last = [r["curve"][-1] for r in records if r.get("curve")]
+        macs = [r["macs_per_voxel"]["total"] for r in records if "macs_per_voxel" in r]
+        return {
+            "lambda": point.settings["lambda"],
+            "iterations": self.section["neural_codec"]["iterations"],
+            "decode_macs_per_voxel": max(macs, default=0.0),  # 0: a constant image
+            "parameter_bits": total("bits", "actual", "parameters"),
+            # the rest of the payload (the coder's trailing zero words, which the file drops,
+            # are the latents' too, and cost nothing)
+            "latent_bits": coded_payload - total("bits", "actual", "parameters"),
+            "header_and_framing_bits": total("bits", "actual", "header")
+            + total("bits", "actual", "framing")
+            + 8 * LENGTH.size * (len(records) if self._slice_by_slice() else 0),
+            "estimated_payload_bits": estimated,
+            # the entropy model's estimate against the coded payload (header aside)
+            "rate_estimate_error": (estimated - coded_payload) / coded_payload
+            if coded_payload
+            else None,
+            "final_training_loss": float(np.mean([p["loss"] for p in last])) if last else None,
+            "training_seconds": total("seconds", "training"),
+        }
+
+
+def _split(data: bytes, source: str, count: int) -> list[bytes]:
+    """A slice-by-slice file's ``count`` containers; anything else is refused."""
+    from volinr.errors import InputError
+
+    parts, offset = [], 0
+    for index in range(count):
+        if offset + LENGTH.size > len(data):
+            raise InputError(f"{source}: ends before slice {index} of {count}")
+        (length,) = LENGTH.unpack_from(data, offset)
+        offset += LENGTH.size
+        if offset + length > len(data):
+            raise InputError(f"{source}: slice {index} claims {length} bytes past the file's end")
+        parts.append(data[offset : offset + length])
+        offset += length
+    if offset != len(data):
+        raise InputError(f"{source}: {len(data) - offset} bytes after the last of {count} slices")
+    return parts

@@ -1,0 +1,101 @@
+"""The method interface: every family registered and configurable, and the neural codec run
+as the workflow runs it (``volinr rd``): real files, decoded to exactly what was measured."""
+
+import json
+
+import numpy as np
+import pytest
+
+from volinr import methods, settings
+from volinr.cli import main
+from volinr.data.phantom import synthetic_head_phantom
+from volinr.errors import InputError
+from volinr.io import save_array
+from volinr.methods.neural_codec import LENGTH, _split
+from volinr.metrics import psnr_native
+from volinr.neural_codec import decode
+
+
+def test_every_family_is_in_the_schema_and_every_schema_entry_is_a_family():
+    schema = settings.schema()
+    enum = schema["properties"]["rate_distortion"]["properties"]["methods"]["items"]["enum"]
+    assert sorted(enum) == sorted(methods.families())
+    for name, cls in methods.families().items():
+        assert cls.kind and cls.counts, name
+        for section in cls.sections:
+            assert section in schema["properties"], (name, section)
+
+
+def test_the_neural_codec_has_one_group_per_lambda_and_slices_only_for_volumes():
+    cls = methods.family("neural_codec")
+    section = settings.section("neural_codec", {"lambdas": [0.01, 0.001], "slice_by_slice": True})
+    as_slice = {"neural_codec": section, "dataset": {"kind": "slice"}}
+    as_volume = {"neural_codec": section, "dataset": {"kind": "phantom"}}
+    assert cls.groups(section, as_slice) == ["lambda0.01", "lambda0.001"]
+    assert cls.groups(section, as_volume) == [
+        "lambda0.01",
+        "lambda0.001",
+        "slices_lambda0.01",
+        "slices_lambda0.001",
+    ]
+
+
+def _run_rd(tmp_path, image, kind, group, **changes):
+    path = tmp_path / "image.npy"
+    spacing = [2.0, 1.0, 1.0][-image.ndim :]
+    save_array(path, image, {"spacing_mm": spacing, "source": "phantom"})
+    section = settings.section("neural_codec", {"iterations": 8, "log_every": 4, **changes})
+    sections = {"neural_codec": section, "dataset": {"kind": kind}}
+    out = tmp_path / "rows.json"
+    code = main(
+        [
+            "rd", "--method", "neural_codec", "--group", group, "--image", str(path),
+            "--settings", json.dumps(sections), "--inputs", "{}",
+            "--tissue-window", "-1024", "nan", "--files-dir", str(tmp_path / "files"),
+            "--out", str(out), "--threads", "1",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return json.loads(out.read_text())["rows"][0]
+
+
+def test_a_slice_is_written_decoded_from_its_file_and_measured_on_that(tmp_path):
+    image = synthetic_head_phantom((4, 40, 40), seed=3).voxels[1].astype(np.int16)
+    row = _run_rd(tmp_path, image, "slice", "lambda0.001", lambdas=[0.001])
+    data = open(row["file"], "rb").read()
+    assert row["bytes"] == len(data) and row["bits_per_voxel"] == 8 * len(data) / image.size
+    decoded = decode(data, row["file"])
+    assert decoded.dtype == image.dtype
+    assert row["psnr_native_db"] == pytest.approx(psnr_native(image, decoded), abs=1e-9)
+    assert row["method"] == "neural codec (2D)" and row["lambda"] == 0.001
+    # the parts the row names add up to the file
+    parts = row["parameter_bits"] + row["latent_bits"] + row["header_and_framing_bits"]
+    assert parts == 8 * len(data)
+
+
+def test_a_volume_coded_slice_by_slice_holds_one_stream_per_slice(tmp_path):
+    volume = synthetic_head_phantom((4, 24, 24), seed=2).voxels.astype(np.int16)
+    row = _run_rd(
+        tmp_path, volume, "phantom", "slices_lambda0.001", lambdas=[0.001], slice_by_slice=True
+    )
+    data = open(row["file"], "rb").read()
+    parts = _split(data, row["file"], 4)
+    decoded = np.stack([decode(part, row["file"]) for part in parts])
+    assert decoded.shape == volume.shape
+    assert row["psnr_native_db"] == pytest.approx(psnr_native(volume, decoded), abs=1e-9)
+    assert row["method"] == "neural codec (2D, slice by slice)"
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: d[:-1], "past the file's end"),
+        (lambda d: d + b"\0", "bytes after the last"),
+        (lambda d: d[:2], "ends before slice 0"),
+    ],
+)
+def test_a_damaged_slice_by_slice_file_is_refused(damage, message):
+    data = b"".join(LENGTH.pack(len(p)) + p for p in (b"abc", b"defg"))
+    assert _split(data, "f.vnc", 2) == [b"abc", b"defg"]
+    with pytest.raises(InputError, match=message):
+        _split(damage(data), "f.vnc", 2)
