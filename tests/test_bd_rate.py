@@ -168,3 +168,17 @@ def test_the_stage_writes_both_tables_from_a_tiny_runs_rows(tmp_path):
     assert "PCHIP" in (tmp_path / "table_bd_rate.md").read_text()
     best = pd.read_csv(tmp_path / "table_vs_best_anchor.csv")
     assert best["best_anchor"].notna().any()
+
+
+def test_the_summary_gives_each_method_its_bd_rate_against_both_anchors():
+    from volinr.report.summary import _bd_rate_lines
+
+    rows = (
+        _curve("jpeg2000", "codec", ANCHOR_BITS, _psnr(ANCHOR_BITS))
+        + _curve("hevc", "codec", ANCHOR_BITS / 2, _psnr(ANCHOR_BITS))
+        + [_row("true LR", "", "lr + upsampling", 0.3, 40.0)]
+    )
+    lines = _bd_rate_lines(bd_rate_table(pd.DataFrame(rows)))
+    top_db = _psnr(ANCHOR_BITS)[-1]
+    assert f"- hevc: vs jpeg2000 -50.0% over 30..{top_db:.4g} dB" in lines
+    assert "- true LR: vs jpeg2000 n/a, vs hevc n/a" in lines

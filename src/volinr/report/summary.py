@@ -119,7 +119,10 @@ def _bd_rate_lines(bd: pd.DataFrame) -> list[str]:
         cells = []
         for _, row in rows.iterrows():
             value = row["bd_rate_percent"]
-            cells.append(f"vs {row['anchor']} " + ("n/a" if np.isnan(value) else f"{value:+.1f}%"))
+            # the overlap beside the number: a narrow one makes a BD-rate fragile
+            overlap = f"{row['overlap_psnr_low_db']:.4g}..{row['overlap_psnr_high_db']:.4g} dB"
+            shown = "n/a" if np.isnan(value) else f"{value:+.1f}% over {overlap}"
+            cells.append(f"vs {row['anchor']} {shown}")
         lines.append(f"- {method}: {', '.join(cells)}")
     if not lines:
         return []
