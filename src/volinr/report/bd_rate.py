@@ -105,7 +105,8 @@ def bd_metrics(test: Curve, anchor: Curve, method: str = INTERPOLATION) -> dict[
         if len(curve) < needed:
             dropped = f", {curve.dropped} dominated dropped" if curve.dropped else ""
             result["bd_note"] = (
-                f"{name} curve has {len(curve)} usable point(s){dropped}; {method} needs {needed}"
+                f"{name} curve has {len(curve)} lossy point(s) with this PSNR{dropped}; "
+                f"{method} needs {needed}"
             )
             return result
     reasons = []
