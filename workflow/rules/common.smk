@@ -159,7 +159,9 @@ PAPER_TABLES = [
     "table_ablation",
 ]
 RD_TABLE_NAMES = ["table_rate_distortion"] + (
-    ["table_vs_jpeg2000"] if "classical" in METHODS else []
+    ["table_vs_jpeg2000", "table_vs_best_anchor", "table_bd_rate"]
+    if "classical" in METHODS
+    else []
 )
 
 

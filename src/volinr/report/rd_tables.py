@@ -1,10 +1,13 @@
 """Rate-distortion tables: every method's points on the same image, and each method against a
-classical anchor at the same rate and at the same quality.
+classical anchor (JPEG 2000, or the strongest codec at its rate) at the same rate and at the
+same quality.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,6 +16,8 @@ import pandas as pd
 from volinr.errors import InputError
 from volinr.report.paper_tables import mean_of
 from volinr.report.table_io import mean_ci95
+
+log = logging.getLogger(__name__)
 
 RD_NOTE = (
     "Rate-distortion: bits per voxel = 8 x bytes / voxels of the full-resolution original, "
@@ -24,6 +29,15 @@ RD_NOTE = (
     "8-bit bytes / weights bytes, i.e. 8 / rate bits per voxel. Decode seconds: rebuilding the "
     "full-resolution image from the stored bytes (SIREN evaluation + SR, or the codec's decoder); "
     "for a 'true LR' row, the upsampling alone (the LR image's lossless decode is not timed)."
+)
+
+
+BEST_ANCHOR_NOTE = (
+    "Strongest anchor: at each point's bits per voxel, every classical codec with a lossy sweep "
+    "is interpolated piecewise linearly in log rate on its PSNR-monotone sweep (as for JPEG "
+    "2000), and the one with the highest PSNR there is named (ties: the first by name); "
+    "anchors_at_this_rate lists the codecs whose sweep covers the rate. Its bits per voxel at "
+    "the same PSNR: empty where the point's PSNR is outside that codec's sweep."
 )
 
 
@@ -93,10 +107,34 @@ def _monotone_curve(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return log_rate, psnr
 
 
-def versus_codec(table: pd.DataFrame, codec: str = "jpeg2000") -> pd.DataFrame:
-    """Each stored-image method against a codec at the same rate and at the same quality,
-    interpolated on the codec's sweep in log rate; outside the sweep: empty; at or above the
-    codec's lossless rate: inf (the codec stores the image exactly)."""
+@dataclass(frozen=True)
+class CodecCurve:
+    """A codec's lossy sweep, interpolated piecewise linearly in log rate: its PSNR at a rate
+    and the rate at which it reaches a PSNR; outside the sweep: NaN; at or above the codec's
+    lossless rate: PSNR inf (the codec stores the image exactly)."""
+
+    codec: str
+    log_rate: np.ndarray
+    psnr_db: np.ndarray
+    lossless_bits_per_voxel: float
+
+    def psnr_at(self, bits: float) -> float:
+        if np.isfinite(bits) and bits >= self.lossless_bits_per_voxel:
+            return math.inf  # at this rate the codec stores the image losslessly
+        if not np.isfinite(bits) or not self.log_rate[0] <= math.log(bits) <= self.log_rate[-1]:
+            return math.nan
+        return float(np.interp(math.log(bits), self.log_rate, self.psnr_db))
+
+    def bits_at(self, target_db: float) -> float:
+        if not self.psnr_db[0] <= target_db <= self.psnr_db[-1]:
+            return math.nan
+        # first rate at which the (monotone) curve reaches the target
+        return float(np.exp(np.interp(target_db, self.psnr_db, self.log_rate)))
+
+
+def codec_curve(table: pd.DataFrame, codec: str) -> CodecCurve:
+    """``codec``'s curve from the rate-distortion table (its lossy points, and its lossless rate
+    where it has one)."""
     curve = table[
         (table["method"] == codec) & (table["setting"] != "lossless") & table["ssim"].notna()
     ]
@@ -105,26 +143,37 @@ def versus_codec(table: pd.DataFrame, codec: str = "jpeg2000") -> pd.DataFrame:
     log_rate, psnr = _monotone_curve(curve)
     lossless = table[(table["method"] == codec) & (table["setting"] == "lossless")]
     lossless_bits = float(lossless["bits_per_voxel"].min()) if len(lossless) else math.inf
+    return CodecCurve(codec, log_rate, psnr, lossless_bits)
 
-    def codec_psnr(bits: float) -> float:
-        if np.isfinite(bits) and bits >= lossless_bits:
-            return math.inf  # at this rate the codec stores the image losslessly
-        if not np.isfinite(bits) or not log_rate[0] <= math.log(bits) <= log_rate[-1]:
-            return math.nan
-        return float(np.interp(math.log(bits), log_rate, psnr))
 
-    def codec_rate(target_db: float) -> float:
-        if not psnr[0] <= target_db <= psnr[-1]:
-            return math.nan
-        # first rate at which the (monotone) curve reaches the target
-        return float(np.exp(np.interp(target_db, psnr, log_rate)))
+def lossy_codec_curves(table: pd.DataFrame) -> list[CodecCurve]:
+    """Every classical codec of the table with a lossy sweep (two lossy points or more), by
+    name; a lossless-only codec (zstd) has no curve to compare with."""
+    codecs = sorted(set(table.loc[table["family"] == "codec", "method"]))
+    curves = []
+    for codec in codecs:
+        try:
+            curves.append(codec_curve(table, codec))
+        except InputError:
+            log.info("%s: no lossy sweep, not an anchor at the same rate", codec)
+    return curves
 
+
+def _compared_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Every method but the codecs and the published points."""
+    return table[~table["family"].isin(["codec", "published"])]
+
+
+def versus_codec(table: pd.DataFrame, codec: str = "jpeg2000") -> pd.DataFrame:
+    """Each stored-image method against a codec at the same rate and at the same quality,
+    interpolated on the codec's sweep in log rate; outside the sweep: empty; at or above the
+    codec's lossless rate: inf (the codec stores the image exactly)."""
+    curve = codec_curve(table, codec)
     rows = []
-    stored = table[~table["family"].isin(["codec", "published"])]  # every method but the codecs
-    for _, row in stored.iterrows():
-        same_rate = codec_psnr(row["bits_per_voxel"])
-        same_rate_sr = codec_psnr(row.get("bits_per_voxel_with_sr_amortized", math.nan))
-        needed = codec_rate(row["psnr_8bit_minmax_db"])
+    for _, row in _compared_rows(table).iterrows():
+        same_rate = curve.psnr_at(row["bits_per_voxel"])
+        same_rate_sr = curve.psnr_at(row.get("bits_per_voxel_with_sr_amortized", math.nan))
+        needed = curve.bits_at(row["psnr_8bit_minmax_db"])
         rows.append(
             {
                 "method": row["method"],
@@ -136,6 +185,37 @@ def versus_codec(table: pd.DataFrame, codec: str = "jpeg2000") -> pd.DataFrame:
                 f"gain_over_{codec}_sr_amortized_db": row["psnr_8bit_minmax_db"] - same_rate_sr,
                 f"{codec}_bits_per_voxel_at_same_psnr": needed,
                 f"size_vs_{codec}_at_same_psnr": row["bits_per_voxel"] / needed,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def versus_best_anchor(table: pd.DataFrame) -> pd.DataFrame:
+    """Each stored-image method point against the strongest classical codec at its rate: the
+    lossy codec with the highest interpolated PSNR at the same bits per voxel (ties: the first
+    by name), named, with the bits per voxel that codec needs for the point's PSNR. No codec
+    sweep covering the rate: empty."""
+    curves = lossy_codec_curves(table)
+    rows = []
+    for _, row in _compared_rows(table).iterrows():
+        bits, psnr = row["bits_per_voxel"], row["psnr_8bit_minmax_db"]
+        at_rate = {c.codec: c.psnr_at(bits) for c in curves}
+        covering = {codec: db for codec, db in at_rate.items() if not math.isnan(db)}
+        best = max(covering, key=covering.__getitem__) if covering else None
+        best_db = covering[best] if best else math.nan
+        needed = next(c for c in curves if c.codec == best).bits_at(psnr) if best else math.nan
+        rows.append(
+            {
+                "method": row["method"],
+                "setting": row["setting"],
+                "bits_per_voxel": bits,
+                "psnr_8bit_minmax_db": psnr,
+                "best_anchor": best,
+                "best_anchor_psnr_at_same_rate_db": best_db,
+                "gain_over_best_anchor_db": psnr - best_db,
+                "best_anchor_bits_per_voxel_at_same_psnr": needed,
+                "size_vs_best_anchor_at_same_psnr": bits / needed,
+                "anchors_at_this_rate": ", ".join(covering),
             }
         )
     return pd.DataFrame(rows)

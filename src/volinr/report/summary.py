@@ -18,6 +18,8 @@ MEASURED = {
     "table6_side_by_side": ["baseline_measured", "ours_measured"],
     "table_sr_check": ["psnr_8bit_minmax_db", "psnr_8bit_tissue_db", "psnr_native_db", "ssim"],
     "table_vs_jpeg2000": ["bits_per_voxel", "psnr_8bit_minmax_db"],
+    "table_vs_best_anchor": ["bits_per_voxel", "psnr_8bit_minmax_db"],
+    "table_bd_rate": ["points", "anchor_points"],
 }
 
 
@@ -71,6 +73,9 @@ def build_summary(tables_dir: Path, results: Path) -> str:
     versus = tables_dir / "table_vs_jpeg2000.csv"
     if versus.is_file():
         lines += _versus_jpeg2000_lines(read_table(versus, "table_vs_jpeg2000"))
+    bd = tables_dir / "table_bd_rate.csv"
+    if bd.is_file():
+        lines += _bd_rate_lines(read_table(bd, "table_bd_rate"))
     lines.append(
         "All tables with their definitions: `results/tables/*.md`; figures: `results/figures/`."
     )
@@ -102,5 +107,29 @@ def _versus_jpeg2000_lines(versus: pd.DataFrame) -> list[str]:
         f"**Against JPEG 2000** (rates from real files; SR model not counted): {verdict}.",
         "",
         markdown(shown),
+        "",
+    ]
+
+
+def _bd_rate_lines(bd: pd.DataFrame) -> list[str]:
+    """One line a method: its BD-rate against JPEG 2000 and against HEVC (8-bit PSNR)."""
+    eight_bit = bd[bd["psnr"] == "psnr_8bit_minmax_db"]
+    lines = []
+    for method, rows in eight_bit.groupby("method", sort=False):
+        cells = []
+        for _, row in rows.iterrows():
+            value = row["bd_rate_percent"]
+            # the overlap beside the number: a narrow one makes a BD-rate fragile
+            overlap = f"{row['overlap_psnr_low_db']:.4g}..{row['overlap_psnr_high_db']:.4g} dB"
+            shown = "n/a" if np.isnan(value) else f"{value:+.1f}% over {overlap}"
+            cells.append(f"vs {row['anchor']} {shown}")
+        lines.append(f"- {method}: {', '.join(cells)}")
+    if not lines:
+        return []
+    return [
+        "**BD-rate** (8-bit PSNR, over the PSNR range both curves cover; negative = fewer bits "
+        "than the anchor; n/a: no overlap or too few points, see `table_bd_rate.md`):",
+        "",
+        *lines,
         "",
     ]

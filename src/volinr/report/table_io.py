@@ -217,6 +217,10 @@ TITLES = {
     "from real files",
     "table_vs_jpeg2000": "The stored-image methods against JPEG 2000 at the same rate and at "
     "the same PSNR",
+    "table_vs_best_anchor": "The stored-image methods against the strongest classical codec at "
+    "their rate",
+    "table_bd_rate": "Bjøntegaard metrics: BD-rate and BD-PSNR of every method against JPEG 2000 "
+    "and HEVC",
 }
 
 
