@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, SNAKEMAKE, workflow_env
+from volinr.metrics import psnr_native
 
 
 @pytest.mark.slow
@@ -95,10 +96,21 @@ def test_rates_come_from_real_files_that_decompress_to_the_pipelines_image(tiny_
     q8 = tiny_run / "rd/siren_lr_sr/L2_s0/q8.volinr"
     assert q8.stat().st_size < (tiny_run / "rd/siren_lr_sr/L2_s0/float32.volinr").stat().st_size
     table = pd.read_csv(tiny_run / "tables/table_rate_distortion.csv")
-    assert {"siren", "lr + upsampling", "codec", "published"} == set(table["family"])
+    assert {"siren", "lr + upsampling", "codec", "neural codec", "published"} == set(
+        table["family"]
+    )
     assert {"jpeg2000", "zstd"} <= set(table["method"])
     versus = pd.read_csv(tiny_run / "tables/table_vs_jpeg2000.csv")
-    assert len(versus) == len(table[table["family"].isin(["siren", "lr + upsampling"])])
+    compared = ["siren", "lr + upsampling", "neural codec"]
+    assert len(versus) == len(table[table["family"].isin(compared)])
+    # the neural codec's file, decoded by `volinr decompress` alone, is the image it measured
+    row = json.loads((tiny_run / "rd/neural_codec/lambda0.002.json").read_text())["rows"][0]
+    file = tiny_run.parent / row["file"]
+    assert row["bytes"] == file.stat().st_size
+    out = tiny_run.parent / "decompressed_neural_codec.npy"
+    assert main(["decompress", "--container", str(file), "--out", str(out)]) == 0
+    original = np.load(tiny_run / "data/eval.npy")
+    assert psnr_native(original, np.load(out)) == pytest.approx(row["psnr_native_db"], abs=1e-9)
     assert "Against JPEG 2000" in (tiny_run / "summary.md").read_text()
 
 

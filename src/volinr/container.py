@@ -35,6 +35,7 @@ MAGIC = b"VOLINR\x00C"
 
 
 FORMAT_VERSION = 1
+NEURAL_CODEC_VERSION = 2  # volinr.neural_codec.bitstream lays that version out
 
 
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length
@@ -57,6 +58,14 @@ def frame_container(header_bytes: bytes, payload: bytes, version: int = FORMAT_V
         ]
     )
     return body + hashlib.sha256(body).digest()
+
+
+def format_version(data: bytes) -> int | None:
+    """The format version a volinr container's prefix names (1: a SIREN, 2: the neural
+    codec), or None when the bytes do not start like one; nothing else is checked here."""
+    if len(data) < _PREFIX.size or data[: len(MAGIC)] != MAGIC:
+        return None
+    return _PREFIX.unpack_from(data)[1]
 
 
 def write_container(path: str | os.PathLike, data: bytes) -> int:

@@ -46,12 +46,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from volinr.container import MAGIC
+from volinr.container import NEURAL_CODEC_VERSION as FORMAT_VERSION
 from volinr.errors import InputError
 from volinr.neural_codec.laplace import MAX_LATENT_HALF_WIDTH, PARAMETER_LOG_SCALE_STEPS
 from volinr.neural_codec.parameter_coding import MAX_EXPONENT, MAX_WIDTH_BITS
 from volinr.neural_codec.settings import MAX_CONTEXT_SIZE, MAX_LAYERS, MAX_LEVELS, MAX_WIDTH
 
-FORMAT_VERSION = 2
 OUTPUT_DTYPES = ("float32", "int16", "uint16", "int32", "uint8", "int8", "uint32")
 CHECKSUM_BYTES = 4
 MAX_AXIS = 1 << 16  # longest axis a header may declare

@@ -29,8 +29,9 @@ CURVE_FAMILIES = ("siren", "neural codec")  # points joined by a line (one per s
 
 def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) -> None:
     """PSNR (8-bit, native) and SSIM against bits per voxel: codecs and the neural codec's
-    lambdas as curves, SIREN points with 95% intervals over seeds (filled: SR model not counted; hollow: SR amortized over
-    ``amortize_over`` volumes), LR + upsampling, and the paper's published points."""
+    lambdas as curves, SIREN points with 95% intervals over seeds (filled: SR model not
+    counted; hollow: SR amortized over ``amortize_over`` volumes), LR + upsampling, and the
+    paper's published points."""
     panels = [
         ("psnr_8bit_minmax_db", "PSNR (dB, 8-bit, min..max window)"),
         ("psnr_native_db", "PSNR (dB, native HU)"),

@@ -152,7 +152,9 @@ def run_compress(args) -> None:
 
 
 def run_decompress(args) -> None:
-    """Rebuild the image from a container alone (plus the shared SR model it names)."""
+    """Rebuild the image from a container alone (plus the shared SR model a SIREN's names):
+    a SIREN's (format version 1) or the neural codec's (version 2)."""
+    from volinr.container import NEURAL_CODEC_VERSION, format_version
     from volinr.devices import synchronize
     from volinr.methods.siren import decode_siren_file
 
@@ -162,17 +164,26 @@ def run_decompress(args) -> None:
         data = Path(args.container).read_bytes()
     except OSError as err:
         raise InputError(f"{args.container}: cannot read ({err.strerror or err})") from None
-    high, _, header = decode_siren_file(
-        data, str(args.container), args.sr_model, device, args.chunk_voxels
-    )
-    method = header.get("extra", {}).get("upsample", "none")
+    if format_version(data) == NEURAL_CODEC_VERSION:
+        from volinr.neural_codec import decode
+
+        high = decode(data, str(args.container))
+        how = {"format": "neural codec (container version 2)"}
+    else:
+        high, _, header = decode_siren_file(
+            data, str(args.container), args.sr_model, device, args.chunk_voxels
+        )
+        how = {
+            "format": "SIREN (container version 1)",
+            "quantization": header["quantization"],
+            "upsample": header.get("extra", {}).get("upsample", "none"),
+        }
     synchronize(device)
     seconds = time.perf_counter() - start
     meta = {
         "decompressed_from": str(args.container),
         "container_bytes": Path(args.container).stat().st_size,
-        "quantization": header["quantization"],
-        "upsample": method,
+        **how,
         "decode_seconds": seconds,
         "provenance": provenance.record(args, device),
     }
