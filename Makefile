@@ -62,4 +62,4 @@ publish-sr: setup
 	@echo "now set sr.checkpoint_sha256 in config/config.yaml to the sha256 in models/srdensenet-cpu.json"
 
 clean:
-	rm -rf results/data results/sr results/fits results/recon results/metrics results/tables results/figures results/logs results/benchmarks results/summary.md results/report.html
+	rm -rf results/data results/sr results/fits results/rd results/export results/tables results/figures results/logs results/benchmarks results/summary.md results/report.html

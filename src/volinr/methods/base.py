@@ -5,7 +5,7 @@ bytes; decodes those bytes alone (plus the shared assets it declares, such as th
 into an array; and says what its bytes count. The workflow runs each configured method over
 its operating points in *groups* (one job per group: a SIREN fit's weight formats, a codec's
 sweep, one training of a neural codec), writes every point's bytes to a file, decodes that
-file, and evaluates every reconstruction with the same metrics (``volinr.methods.evaluation``).
+file, and evaluates every reconstruction with the same metrics (``volinr.evaluation``).
 
 A new method family is one module in this package with one subclass of :class:`Method`, plus
 one entry in the config schema (its settings section and its name in

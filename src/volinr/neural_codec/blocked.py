@@ -5,7 +5,7 @@ latent: (16, 262,144) activations for a 512x512 slice, 16 MB each, and autograd 
 layer's. Here each block of ``BLOCK_COLUMNS`` columns runs through the whole MLP while its
 activations stay in cache, only the input and the output are kept, and the backward pass
 recomputes a block's activations before differentiating it (the SIREN step's recipe,
-``volinr.siren_grad``). The entropy model's version ends in the Laplace rate itself and
+``volinr.training.siren_blocked``). The entropy model's version ends in the Laplace rate itself and
 returns only the total bits, so its (2, N) output is never stored either. Both equal
 autograd up to float rounding (tests check the gradients).
 

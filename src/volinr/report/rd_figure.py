@@ -51,7 +51,7 @@ def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) 
             group = group.dropna(subset=[column]).sort_values("bits_per_voxel")
             if group.empty:
                 continue
-            color, marker = palette[method], RD_MARKERS[family]
+            color, marker = palette[method], RD_MARKERS.get(family, "o")  # a new kind: a dot
             if family == "codec":
                 lossy = group[group["setting"] != "lossless"]
                 ax.plot(

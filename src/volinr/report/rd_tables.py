@@ -28,7 +28,8 @@ RD_NOTE = (
     "(rate_distortion.sr_amortize_over). Published points: the paper's compression rate read as "
     "8-bit bytes / weights bytes, i.e. 8 / rate bits per voxel. Decode seconds: rebuilding the "
     "full-resolution image from the stored bytes (SIREN evaluation + SR, or the codec's decoder); "
-    "for a 'true LR' row, the upsampling alone (the LR image's lossless decode is not timed)."
+    "for a 'true LR' row, the LR image's lossless decode and its upsampling; for the neural "
+    "codec, its file's entropy decoding and synthesis."
 )
 
 

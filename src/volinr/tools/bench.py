@@ -2,9 +2,9 @@
 
 For each configuration (sine layers x target) it measures, in one run on one device:
 - the project's ``fit_siren`` loop in one or more variants (``default``: the device's default
-  step, on a CPU the blocked hand-written gradient of ``volinr.siren_grad``; ``compiled``:
-  autograd under ``torch.compile``; ``bfloat16``: autograd under bfloat16 autocast; ``tf32``:
-  TF32 matmuls on CUDA): steady-state seconds per iteration;
+  step, on a CPU the blocked hand-written gradient of ``volinr.training.siren_blocked``;
+  ``compiled``: autograd under ``torch.compile``; ``bfloat16``: autograd under bfloat16
+  autocast; ``tf32``: TF32 matmuls on CUDA): steady-state seconds per iteration;
 - a reference loop (DataLoader over the coordinates, eager mode, ``loss.item()`` every step)
   fed the *same* index batches, so that every loop fits the same data in the same order and
   the final PSNRs can be compared. Its time is reported twice: the compute alone (transfer,
@@ -277,8 +277,8 @@ def write_results(table: pd.DataFrame, meta: dict, out_dir: Path, stem: str) -> 
         f"1-minute load average before / after: {_load_text(meta)}.",
         "",
         "Variants: `default` is `fit_siren` as the pipeline runs it on this device (on a CPU "
-        "the blocked hand-written gradient, `volinr.siren_grad`); `compiled` is autograd "
-        "under torch.compile; `bfloat16` autograd under bfloat16 autocast; `tf32` TF32 "
+        "the blocked hand-written gradient, `volinr.training.siren_blocked`); `compiled` is "
+        "autograd under torch.compile; `bfloat16` autograd under bfloat16 autocast; `tf32` TF32 "
         "matmuls (CUDA). Reference: DataLoader, eager, `.item()` every step, same index "
         "batches; `reference_seconds_per_iteration` is its compute alone, "
         "`reference_loop_seconds_per_iteration` includes the DataLoader's fetch. Speedup: "

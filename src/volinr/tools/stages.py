@@ -63,7 +63,8 @@ def run_bench(args) -> None:
     load_before = os.getloadavg()[0]  # other work on the machine skews every timing
     table = bench.run_benchmark(targets, args.layers, args.iterations, args.variants, device)
     command = (
-        f"volinr bench --layers {' '.join(map(str, args.layers))} --iterations {args.iterations}"
+        f"volinr-dev bench --layers {' '.join(map(str, args.layers))} "
+        f"--iterations {args.iterations}"
         f" --variants {' '.join(args.variants)}{' --smoke' if args.smoke else ''}"
         f"{' --targets ' + ' '.join(args.targets) if args.targets else ''}"
         f" --threads {args.threads} --device {args.device}"
@@ -83,7 +84,7 @@ def run_bench_sr(args) -> None:
         device, args.steps, args.patch, args.batch, args.slice_size, checkpoint=checkpoint
     )
     command = (
-        f"volinr bench-sr --steps {args.steps} --patch {args.patch} --batch {args.batch} "
+        f"volinr-dev bench-sr --steps {args.steps} --patch {args.patch} --batch {args.batch} "
         f"--slice-size {args.slice_size}{' --checkpoint ' + args.checkpoint if checkpoint else ''}"
         f" --threads {args.threads} --device {args.device}"
     )
