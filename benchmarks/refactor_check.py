@@ -8,7 +8,6 @@ Usage: python compare_results.py BEFORE/results AFTER/results
 - files: every old container's bytes against the new method group's file for the same point.
 """
 
-import hashlib
 import json
 import math
 import sys
