@@ -142,7 +142,8 @@ def _as_float32(array: np.ndarray, path: Path) -> np.ndarray:
         return np.ascontiguousarray(array, dtype=np.float32)
     nans = int(np.isnan(array).sum())
     infs = int(np.isinf(array).sum())
-    voxels = np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # counted below, and refused with the file's name
+        voxels = np.ascontiguousarray(array, dtype=np.float32)
     overflow = int(np.isinf(voxels).sum()) - infs  # finite float64 beyond float32's range
     if nans or infs or overflow:
         raise InputError(
