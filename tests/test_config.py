@@ -41,7 +41,7 @@ def test_shipped_configs_validate(name):
     validate(config, SCHEMA, set_default=True)
     assert config["siren"]["width"] == 128  # filled in from the schema's defaults
     assert config["evaluation_image"]["source"] == "pydicom-data:693_UNCR.dcm"
-    assert config["dataset"]["kind"] in ("slice", "phantom", "download")
+    assert config["dataset"]["kind"] in ("slice", "phantom", "download", "array")
 
 
 def test_volume_source_settings_are_checked_by_the_schema():
@@ -198,6 +198,17 @@ BAD_CONFIGS = [
     ("published: no/such/published.yaml", "published: no/such/published.yaml is not an existing"),
     ("sr: {checkpoint: models/nope.pt}", "sr.checkpoint: models/nope.pt is not an existing file"),
     ("dataset: {kind: nifti, path: no/such.nii.gz}", "dataset.path: no/such.nii.gz is not an"),
+    ("dataset: {kind: array, path: no/such.npy}", "dataset.path: no/such.npy is not an existing"),
+    ("dataset: {kind: array}", "dataset.kind is array but dataset.path is empty"),
+    (
+        "dataset: {kind: array, path: data/headsq/headsq_axial_mid.png}",  # a file, no sidecar
+        "has no sidecar headsq_axial_mid.json",
+    ),
+    (
+        "{dataset: {kind: phantom}, volume: {sr_training: other_volume, "
+        "sr_dataset: {kind: array, path: no/such.npy}}}",
+        "volume.sr_dataset.path: no/such.npy is not an existing file",
+    ),
     (
         "dataset: {kind: dicom_series, path: README.md}",  # exists, but is a file
         "dataset.path: README.md is not an existing folder",

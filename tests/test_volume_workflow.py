@@ -137,3 +137,31 @@ def test_the_download_rule_fetches_verifies_and_prepares_a_series(tmp_path, serv
     volume, meta = load_array(data_dir / "volume.npy")
     np.testing.assert_allclose(volume, phantom.voxels, atol=0.51)
     assert meta["kind"] == "dicom_series"
+
+
+def test_the_volume_demo_plans_on_the_shipped_headsq_array(tmp_path):
+    """config/volume_demo.yaml: the real headsq CT (kind array, its .npy and sidecar as the
+    preparation's inputs), SR trained on other patients' DICOM frames, never on headsq."""
+    command = SNAKEMAKE + [
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(ROOT / "config/volume_demo.yaml"),
+        "-n",
+        "-p",
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, env=workflow_env(), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    plan = run.stdout
+    headsq = ROOT / "data/headsq/headsq.npy"
+    assert f'"path": "{headsq}"' in plan and '"kind": "array"' in plan
+    assert str(headsq.with_suffix(".json")) in plan  # a changed sidecar prepares it again
+    assert "prepare_sr_volume" not in plan  # no second volume: SR trains on DICOM frames
+    assert "--source pydicom-data:eCT_Supplemental.dcm" in plan
+    for job in ("prepare_volume", "pretrain_sr", "fit_siren", "export_reconstruction"):
+        assert job in plan
+    assert not (tmp_path / "results").exists()

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
-        "prepare-volume", help="read a volume (DICOM series, NIfTI, phantom) and its evaluated slab"
+        "prepare-volume",
+        help="read a volume (DICOM series, NIfTI, .npy array, phantom) and its evaluated slab",
     )
     p.add_argument("--spec", type=a.json_object, required=True, help="the dataset config (JSON)")
     p.add_argument(

@@ -35,7 +35,7 @@ _NAN = re.compile(r"\.(nan|NaN|NAN)")
 # The methods whose paper points the paper's Tables 4-7 are made from.
 PAPER_METHODS = ("siren_lr_sr", "siren_hr", "true_lr")
 # Dataset kinds read from a file or folder, and where their path must point.
-_PATH_KINDS = {"dicom_series": "folder", "nifti": "file"}
+_PATH_KINDS = {"dicom_series": "folder", "nifti": "file", "array": "file"}
 _PACKAGE_SOURCES = ("pydicom-data:", "pydicom:")
 
 
@@ -200,6 +200,14 @@ def _source_problems(source: dict[str, Any], key: str, repo: str | Path) -> list
             problems.append(f"{key}.kind is {kind} but {key}.path is empty")
         else:
             problems += _path_problem(f"{key}.path", source["path"], repo, _PATH_KINDS[kind])
+    if kind == "array" and source["path"]:
+        # An array has no geometry or units of its own: without its sidecar it cannot be read.
+        sidecar = Path(repo_path(source["path"], repo)).with_suffix(".json")
+        if Path(repo_path(source["path"], repo)).is_file() and not sidecar.is_file():
+            problems.append(
+                f"{key}.path: {source['path']} has no sidecar {sidecar.name} beside it "
+                "(sha256_npy, spacing_zyx_mm, units)"
+            )
     return problems
 
 

@@ -1,6 +1,7 @@
 # Every config-derived global, path helper and input function of the rules; nothing else.
 import json
 import shlex
+from pathlib import Path
 
 from volinr import methods
 from volinr.stages.report import figure_files
@@ -26,8 +27,9 @@ DEVICE_ARGS = f"--device {config['device']} --threads {{threads}}"
 
 config["published"] = config_checks.repo_path(config["published"], REPO)
 config["sr"]["checkpoint"] = config_checks.repo_path(config["sr"]["checkpoint"], REPO)
-if DATASET["kind"] in ("dicom_series", "nifti"):
-    DATASET["path"] = config_checks.repo_path(DATASET["path"], REPO)
+for _source in (DATASET, VOLUME["sr_dataset"]):
+    if _source["kind"] in ("dicom_series", "nifti", "array"):
+        _source["path"] = config_checks.repo_path(_source["path"], REPO)
 
 
 def as_json(value):
@@ -54,6 +56,13 @@ def volume_spec(source, downloaded=None):
     if source["kind"] == "download":
         spec.update(kind=source["download"]["format"], path=downloaded)
     return spec
+
+
+def source_files(source):
+    """An array's .npy and its sidecar: a changed file or sidecar prepares the volume again."""
+    if source["kind"] != "array":
+        return []
+    return [source["path"], str(Path(source["path"]).with_suffix(".json"))]
 
 
 def sr_training_inputs(wildcards):

@@ -32,6 +32,7 @@ if VOLUME_MODE:
                 if DATASET["kind"] == "download"
                 else []
             ),
+            files=source_files(DATASET),
         output:
             volume=f"{R}/data/volume.npy",
             volume_meta=f"{R}/data/volume.json",
@@ -59,6 +60,8 @@ if VOLUME_MODE:
             "--factor {params.factor} --volume-out {output.volume} --out {output.array} 2> {log}"
 
     rule prepare_sr_volume:
+        input:
+            files=source_files(VOLUME["sr_dataset"]),
         output:
             volume=f"{R}/data/sr_volume.npy",
             volume_meta=f"{R}/data/sr_volume.json",

@@ -208,7 +208,10 @@ def write_dicom_series(
     common.PixelRepresentation = 1 if pixels.dtype == np.int16 else 0
     common.RescaleSlope = _ds(slope)
     common.RescaleIntercept = _ds(intercept)
-    common.RescaleType = "HU" if modality == "CT" else "US"
+    # HU only when the values are HU (or say nothing, as a NIfTI does): raw scanner values
+    # such as headsq's must not be labelled HU in the series a viewer opens.
+    units = str(meta.get("units", "")).strip().upper()
+    common.RescaleType = "HU" if modality == "CT" and units in ("", "HU") else "US"
 
     names = [f"{index + 1:05d}.dcm" for index in range(len(voxels))]
     with atomic_dir(folder) as staging:

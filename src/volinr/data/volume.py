@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from volinr.data.array_file import read_array_volume
 from volinr.data.dicom_frames import IMAGE_MODALITIES
 from volinr.data.dicom_series import read_dicom_series
 from volinr.data.geometry import Volume, crop_slices
@@ -14,14 +15,15 @@ from volinr.data.nifti import read_nifti
 from volinr.data.phantom import synthetic_head_phantom
 from volinr.errors import InputError
 
-KINDS = ("dicom_series", "nifti", "phantom")
+KINDS = ("array", "dicom_series", "nifti", "phantom")
 
 
 def read_volume(spec: dict[str, Any]) -> Volume:
-    """A volume from a dataset spec: ``kind`` (dicom_series, nifti, phantom) and its keys.
+    """A volume from a dataset spec: ``kind`` (array, dicom_series, nifti, phantom) and its keys.
 
     dicom_series: ``path``, ``series_uid``, ``gap_policy``, ``duplicate_policy``,
-    ``allow_modalities``; nifti: ``path``; phantom: ``shape``, ``seed``, ``spacing_mm`` (or the
+    ``allow_modalities``; nifti: ``path``; array: ``path`` (a .npy beside its .json sidecar,
+    see :mod:`volinr.data.array_file`); phantom: ``shape``, ``seed``, ``spacing_mm`` (or the
     same under ``phantom``). ``slices: [start, stop]`` keeps that slice range.
     """
     kind = spec.get("kind")
@@ -40,6 +42,8 @@ def read_volume(spec: dict[str, Any]) -> Volume:
             raise InputError(f"dataset.path is empty: a {kind} needs a path")
         if kind == "nifti":
             volume = read_nifti(path, source=spec.get("source", ""))
+        elif kind == "array":
+            volume = read_array_volume(path, source=spec.get("source", ""))
         else:
             volume = read_dicom_series(
                 path,
