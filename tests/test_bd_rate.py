@@ -192,3 +192,14 @@ def test_the_summary_gives_each_method_its_bd_rate_against_both_anchors():
     top_db = _psnr(ANCHOR_BITS)[-1]
     assert f"- hevc: vs jpeg2000 -50.0% over 30..{top_db:.4g} dB" in lines
     assert "- true LR: vs jpeg2000 n/a, vs hevc n/a" in lines
+
+
+def test_tables_say_when_the_values_are_not_hu():
+    import pandas as pd
+
+    from volinr.report.table_io import units_notes
+
+    assert units_notes(pd.DataFrame({"units": ["HU", "HU"]})) == []
+    assert units_notes(pd.DataFrame({"psnr": [1.0]})) == []
+    (note,) = units_notes(pd.DataFrame({"units": ["raw scanner values (not HU-calibrated)"]}))
+    assert "raw scanner values" in note and "not HU" in note

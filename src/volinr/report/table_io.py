@@ -33,6 +33,20 @@ PSNR_NOTE = (
 )
 
 
+def units_notes(points: pd.DataFrame) -> list[str]:
+    """A note where the image's values are not HU (e.g. raw scanner values): the tables' 'HU'
+    (native PSNR, max_abs_error_hu, the windows) then means those units."""
+    if "units" not in points:
+        return []
+    units = sorted({str(u) for u in points["units"].dropna()} - {"HU"})
+    if not units:
+        return []
+    return [
+        f"Units: the image's values are {', '.join(units)}, not HU; read every 'HU' in this "
+        "table (native PSNR, max_abs_error_hu, the windows) as those units."
+    ]
+
+
 RATE_NOTE = (
     "Compression rate, paper convention: bytes of the 8-bit original (1 byte a voxel) / bytes "
     "of the saved SIREN weights file (SR model not counted). 16-bit: 2 bytes a voxel of the "

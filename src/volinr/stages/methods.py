@@ -128,6 +128,8 @@ def _run_point(
         "what_bytes_count": method.counts,
         **quality,
         "max_abs_error_hu": evaluation.max_abs_error_hu(image.voxels, reconstruction),
+        # what the values are: HU for CT read with its rescale; the tables say so when not
+        "units": image.meta.get("units") or "unknown",
         "encode_seconds": encode_seconds,
         "decode_seconds": decode_seconds,
         **{k: v for k, v in facts.items() if k != "fit_record"},
@@ -159,6 +161,7 @@ def _run_point(
         row["bits_per_voxel"] = metrics.bits_per_voxel(len(stored), voxels)
     if is_paper_point and paper is not None:
         paper["decode_seconds"] = decode_seconds
+        paper["units"] = row["units"]
         row["paper_view"] = evaluation.finish(paper, str(path))
         _keep_paper_outputs(method, point, image, decoded, minmax, args, paper, block)
     log.info(
