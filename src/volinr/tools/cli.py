@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--benchmark", nargs="*", default=[], help="benchmark Markdown files, in README order"
     )
+    p.add_argument(
+        "--codec-results",
+        nargs="*",
+        default=[],
+        help="the INR codecs' committed results (Markdown), for the 'INR codecs on CT' section",
+    )
     return parser
 
 

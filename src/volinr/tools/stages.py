@@ -103,7 +103,8 @@ def run_readme(args) -> None:
 
     summary = Path(args.summary).read_text().split(f"\n{FOOTER_PREFIX}")[0].rstrip()
     sections = {"results": summary}
-    if args.benchmark:
-        parts = [f"### `{Path(path).name}`\n\n{Path(path).read_text()}" for path in args.benchmark]
-        sections["performance"] = "\n".join(parts)
+    for name, paths in (("performance", args.benchmark), ("inr_codecs", args.codec_results)):
+        if paths:
+            parts = [f"### `{Path(path).name}`\n\n{Path(path).read_text()}" for path in paths]
+            sections[name] = "\n".join(parts)
     splice_sections(Path(args.readme), sections)
