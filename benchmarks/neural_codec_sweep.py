@@ -65,7 +65,43 @@ def run_all(commands: list[tuple[Path, list[str]]]) -> None:
             raise SystemExit(f"{out}: failed (exit {code}); see {out.with_suffix('.log')}")
 
 
-def summary(tables: Path, args, rows: list[Path]) -> str:
+def against_siren(rd: pd.DataFrame, ours: pd.DataFrame) -> list[str]:
+    """Each point against the cheapest SIREN point (any fit, any weight format) at least as
+    good in 8-bit PSNR: how many times its bits that SIREN point needs."""
+    sirens = rd[rd["family"] == "siren"]
+    if sirens.empty:
+        return []
+    rows = []
+    for _, point in ours.iterrows():
+        good = sirens[sirens["psnr_8bit_minmax_db"] >= point["psnr_8bit_minmax_db"]]
+        cheapest = good.loc[good["bits_per_voxel"].idxmin()] if len(good) else None
+        rows.append(
+            {
+                "method": point["method"],
+                "setting": point["setting"],
+                "bits_per_voxel": point["bits_per_voxel"],
+                "psnr_8bit_minmax_db": point["psnr_8bit_minmax_db"],
+                "cheapest_siren_at_least_as_good": None
+                if cheapest is None
+                else f"{cheapest['method']} {cheapest['setting']}",
+                "its_bits_per_voxel": None if cheapest is None else cheapest["bits_per_voxel"],
+                "siren_bits_over_ours": None
+                if cheapest is None
+                else cheapest["bits_per_voxel"] / point["bits_per_voxel"],
+            }
+        )
+    return [
+        "## Against the SIREN (the paper's method and the HR baseline)",
+        "",
+        "The cheapest SIREN point (any fit, any weight format) with at least the same 8-bit "
+        "PSNR; empty where no SIREN point reaches it.",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g"),
+        "",
+    ]
+
+
+def summary(tables: Path, rows: list[Path], title: str, how: str) -> str:
     rd = pd.read_csv(tables / "table_rate_distortion.csv")
     bd = pd.read_csv(tables / "table_bd_rate.csv")
     best = pd.read_csv(tables / "table_vs_best_anchor.csv")
@@ -73,6 +109,7 @@ def summary(tables: Path, args, rows: list[Path]) -> str:
     points = [json.loads(p.read_text())["rows"][0] for p in rows]
     bits = pd.DataFrame(
         {
+            "method": [p["method"] for p in points],
             "lambda": [p["lambda"] for p in points],
             "parameter_bits": [p["parameter_bits"] for p in points],
             "latent_bits": [p["latent_bits"] for p in points],
@@ -82,24 +119,19 @@ def summary(tables: Path, args, rows: list[Path]) -> str:
             "training_seconds": [p["training_seconds"] for p in points],
             "decode_seconds": [p["decode_seconds"] for p in points],
         }
-    ).sort_values("lambda", ascending=False)
-    columns = ["setting", "bits_per_voxel", "psnr_8bit_minmax_db", "psnr_native_db", "ssim"]
+    ).sort_values(["method", "lambda"], ascending=[True, False])
+    columns = ["method", "setting", "bits_per_voxel", "psnr_8bit_minmax_db", "psnr_native_db"]
+    columns.append("ssim")
     versus = best[best["method"].str.startswith("neural codec")]
     bd_ours = bd[bd["method"].str.startswith("neural codec")]
-    command = " ".join(
-        ["python benchmarks/neural_codec_sweep.py", "--lambdas", *map(str, args.lambdas)]
-        + ["--iterations", str(args.iterations), "--out", str(args.out)]
-    )
     return "\n".join(
         [
-            "# Neural codec on the embedded slice (693_UNCR, 512x512)",
+            f"# {title}",
             "",
-            f"`{command}` on {device_info(None)['name']}, commit {git_commit()}: "
-            f"{args.iterations} training iterations a lambda, one thread a lambda, the "
-            "lambdas in parallel on the shared 2-core CPU. Every rate is 8 x a real file's "
-            "bytes / voxels; every PSNR is measured on the image decoded from that file "
-            "(the pipeline's `volinr rd`). Defaults tuned only on the phantom and SR-training "
-            "frames.",
+            f"{how} On {device_info(None)['name']}, commit {git_commit()}. Every rate is 8 x a "
+            "real file's bytes / voxels; every PSNR is measured on the image decoded from that "
+            "file (the pipeline's `volinr rd`). Codec defaults tuned only on the phantom and "
+            "SR-training frames.",
             "",
             "## Points",
             "",
@@ -115,24 +147,45 @@ def summary(tables: Path, args, rows: list[Path]) -> str:
             "",
             "## Against the strongest classical codec at each point's rate",
             "",
-            versus.drop(columns=["method"]).to_markdown(index=False, floatfmt=".4g"),
+            versus.to_markdown(index=False, floatfmt=".4g"),
             "",
+            *against_siren(rd, ours),
             "## Bjontegaard delta rate (negative: fewer bits than the anchor)",
             "",
-            bd_ours.drop(columns=["method"]).to_markdown(index=False, floatfmt=".4g"),
+            bd_ours.to_markdown(index=False, floatfmt=".4g"),
             "",
         ]
     )
 
 
+def summarise_run(args) -> None:
+    """The summary of a workflow run's results (e.g. the volume demo's), nothing rerun."""
+    results = args.summarise_run
+    rows = sorted((results / "rd" / "neural_codec").glob("*.json"))
+    how = (
+        f"The neural codec's rows of a workflow run (`{args.command}`), with the run's "
+        "rate-distortion tables."
+    )
+    args.out.write_text(summary(results / "tables", rows, args.title, how))
+    log.info("wrote %s", args.out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lambdas", type=float, nargs="+", required=True)
-    parser.add_argument("--iterations", type=int, required=True)
-    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--lambdas", type=float, nargs="+")
+    parser.add_argument("--iterations", type=int)
+    parser.add_argument("--work-dir", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--summarise-run", type=Path, help="a workflow run's results/ folder")
+    parser.add_argument("--title", default="Neural codec")
+    parser.add_argument("--command", default="", help="the command that made --summarise-run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.summarise_run:
+        summarise_run(args)
+        return
+    if not (args.lambdas and args.iterations and args.work_dir):
+        parser.error("a sweep needs --lambdas, --iterations and --work-dir")
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     env_path = str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
@@ -165,7 +218,16 @@ def main() -> None:
         ),
         check=True,
     )  # fmt: skip
-    args.out.write_text(summary(tables, args, rows))
+    command = " ".join(
+        ["python benchmarks/neural_codec_sweep.py", "--lambdas", *map(str, args.lambdas)]
+        + ["--iterations", str(args.iterations), "--out", str(args.out)]
+    )
+    how = (
+        f"`{command}`: {args.iterations} training iterations a lambda, one thread a lambda, "
+        "the lambdas in parallel on the shared 2-core CPU."
+    )
+    title = "Neural codec on the embedded slice (693_UNCR, 512x512)"
+    args.out.write_text(summary(tables, rows, title, how))
     log.info("wrote %s", args.out)
 
 
