@@ -162,6 +162,24 @@ def save_array(path: str | os.PathLike, array: np.ndarray, meta: dict[str, Any])
     write_json(sidecar_path(path), meta)
 
 
+def _check_npy_size(handle, path: Path) -> None:
+    """Refuse a .npy whose header claims more data than the file holds, before allocating it
+    (a 100-byte file may claim terabytes)."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = os.fstat(handle.fileno()).st_size - handle.tell()
+    if claimed != held:
+        raise InputError(
+            f"{path}: its header claims {shape} {dtype} ({claimed} bytes) but the file holds "
+            f"{held} bytes of data"
+        )
+    handle.seek(0)
+
+
 def load_array(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a .npy array and its sidecar (an empty dict when there is none)."""
     path = Path(path)
@@ -172,6 +190,7 @@ def load_array(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
             if magic != NPY_MAGIC:
                 raise InputError(f"{path}: not a .npy array (no NUMPY magic at its start)")
             handle.seek(0)
+            _check_npy_size(handle, path)
             array = np.load(handle, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None

@@ -40,12 +40,21 @@ def file_stem(point: OperatingPoint) -> str:
 
 def run_rd(args) -> None:
     from volinr.methods import family
+    from volinr.settings import section
     from volinr.stages.common import device_from_args
 
-    cls = family(args.method)
+    try:
+        cls = family(args.method)
+    except KeyError as err:
+        raise InputError(f"--method {args.method}: {err.args[0]}") from None
     missing = sorted(set(cls.sections) - set(args.settings))
     if missing:
         raise InputError(f"--settings: the {args.method} method needs the sections {missing}")
+    # checked as the workflow's validation checks them: a hand run gets the same refusals
+    args.settings = {
+        name: section(name, given) if isinstance(given, dict) else given
+        for name, given in args.settings.items()
+    }
     if args.group not in cls.groups(args.settings, args.settings):
         raise InputError(f"--group {args.group}: not a group of {args.method} with these settings")
     for name, path in args.inputs.items():

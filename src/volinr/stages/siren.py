@@ -118,6 +118,12 @@ def run_decode(args) -> None:
     meta = {"decoded_from": str(args.weights), "grid": list(shape), "extent_mm": extent}
     if args.like:
         like = read_json_object(args.like)
+        # another grid's sidecar would give the output that grid's spacing and geometry
+        if "shape" in like and tuple(like["shape"]) != shape:
+            raise InputError(
+                f"{args.like}: describes an image of shape {tuple(like['shape'])}, but the "
+                f"output has shape {shape}; give the sidecar of an image on the output's grid"
+            )
         meta = {k: v for k, v in like.items() if k not in ("shape", "dtype", "sha256")} | meta
     if shape != tuple(payload["grid_shape"]):
         meta["spacing_mm"] = [e / n for e, n in zip(extent, shape, strict=True)]
