@@ -123,7 +123,7 @@ def summary(tables: Path, rows: list[Path], title: str, how: str) -> str:
     columns = ["method", "setting", "bits_per_voxel", "psnr_8bit_minmax_db", "psnr_native_db"]
     columns.append("ssim")
     versus = best[best["method"].str.startswith("neural codec")]
-    bd_ours = bd[bd["method"].str.startswith("neural codec")]
+    bd_ours = bd[bd["method"].str.startswith("neural codec")].fillna({"bd_note": ""})
     return "\n".join(
         [
             f"# {title}",
