@@ -83,7 +83,8 @@ def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) 
                 group[column],
                 yerr=error,
                 fmt=marker,
-                ms=6,
+                ms=8 if family == "neural codec" else 6,
+                mec="black" if family == "neural codec" else None,  # stands out among codecs
                 color=color,
                 label=method,
                 capsize=2,
