@@ -141,9 +141,13 @@ def test_the_verdict_against_jpeg2000_counts_only_what_it_compared():
             "jpeg2000_psnr_at_same_rate_db": [40.0, 29.0, math.nan],
             "gain_over_jpeg2000_db": [-10.0, 2.0, math.nan],
             "jpeg2000_bits_per_voxel_at_same_psnr": [0.1, 1.2, 0.2],
+            "size_vs_jpeg2000_at_same_psnr": [5.0, 1.0 / 1.2, 45.0],
         }
     )
-    verdict = _versus_jpeg2000_lines(versus)[0]
+    lines = _versus_jpeg2000_lines(versus)
+    verdict = lines[0]
+    # each method's best point is shown, the best first
+    assert lines[2].splitlines()[2].startswith("| b ")
     assert "1 of the 2 settings with a JPEG 2000 point at their rate" in verdict
     assert "(1 outside its sweep: n/a)" in verdict
 

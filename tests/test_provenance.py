@@ -131,7 +131,7 @@ def test_every_result_of_the_tiny_workflow_records_its_provenance(tiny_run):
         kind = "".join(path.suffixes[-1:])
         if kind == ".json":
             block = json.loads(path.read_text())["provenance"]
-        elif kind in (".csv", ".volinr", ".bin", ".lr"):  # a method's point files too
+        elif kind in (".csv", ".volinr", ".bin", ".lr", ".vnc"):  # a method's point files too
             block = sidecar(path)
         elif kind == ".md":
             block = provenance.from_markdown(path.read_text())

@@ -170,6 +170,11 @@ def _check_npy_size(handle, path: Path) -> None:
         shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
     else:
         shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    if dtype.hasobject:  # np.load would refuse it too, after reading the pickle's header
+        raise InputError(
+            f"{path}: not a readable .npy array (Object arrays cannot be loaded when "
+            "allow_pickle=False)"
+        )
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     held = os.fstat(handle.fileno()).st_size - handle.tell()
     if claimed != held:

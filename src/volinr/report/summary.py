@@ -83,7 +83,7 @@ def build_summary(tables_dir: Path, results: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _versus_jpeg2000_lines(versus: pd.DataFrame, best: pd.DataFrame | None) -> list[str]:
+def _versus_jpeg2000_lines(versus: pd.DataFrame, best: pd.DataFrame | None = None) -> list[str]:
     """The rate-distortion verdict: how many stored-image points beat JPEG 2000 at their rate,
     and each method's best point (fewest bits relative to JPEG 2000 at its PSNR) against JPEG
     2000 and against the strongest classical codec at its rate."""
