@@ -244,13 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "smallest lossless codec that stores it exactly",
     )
     p.add_argument("--lr-reconstruction", default="", help="the decoded LR array")
-    p.add_argument(
-        "--tissue-window",
-        type=a.finite_or_nan,
-        nargs=2,
-        default=[-1024.0, float("nan")],
-        help="low and high of the second 8-bit window (nan high: the image max)",
-    )
+    add_tissue_window(p)
     p.add_argument(
         "--per-slice", type=a.output_file, default="", help="a CSV of per-slice PSNR and SSIM"
     )
@@ -298,13 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--inputs", type=a.json_object, default={}, help="the group's input files by name (JSON)"
     )
-    p.add_argument(
-        "--tissue-window",
-        type=a.finite_or_nan,
-        nargs=2,
-        default=[-1024.0, float("nan")],
-        help="low and high of the second 8-bit window (nan high: the image max)",
-    )
+    add_tissue_window(p)
     p.add_argument("--sr-amortize-over", type=a.positive_int, default=100)
     p.add_argument(
         "--keep-reconstruction",
@@ -351,6 +339,12 @@ class Terminated(BaseException):
 
 def _raise_terminated(signum, frame) -> None:
     raise Terminated
+
+
+def add_tissue_window(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tissue-window", type=a.finite_or_nan, nargs=2,
+                   default=[-1024.0, float("nan")],
+                   help="the second 8-bit window (nan high: the image max)")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
