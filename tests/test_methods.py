@@ -28,16 +28,13 @@ def test_every_family_is_in_the_schema_and_every_schema_entry_is_a_family():
 
 def test_the_neural_codec_has_one_group_per_lambda_and_slices_only_for_volumes():
     cls = methods.family("neural_codec")
-    section = settings.section("neural_codec", {"lambdas": [0.01, 0.001], "slice_by_slice": True})
+    section = settings.section(
+        "neural_codec", {"lambdas": [0.01, 0.001], "slice_by_slice_lambdas": [0.001]}
+    )
     as_slice = {"neural_codec": section, "dataset": {"kind": "slice"}}
     as_volume = {"neural_codec": section, "dataset": {"kind": "phantom"}}
     assert cls.groups(section, as_slice) == ["lambda0.01", "lambda0.001"]
-    assert cls.groups(section, as_volume) == [
-        "lambda0.01",
-        "lambda0.001",
-        "slices_lambda0.01",
-        "slices_lambda0.001",
-    ]
+    assert cls.groups(section, as_volume) == ["lambda0.01", "lambda0.001", "slices_lambda0.001"]
 
 
 def _run_rd(tmp_path, image, kind, group, **changes):
@@ -76,7 +73,12 @@ def test_a_slice_is_written_decoded_from_its_file_and_measured_on_that(tmp_path)
 def test_a_volume_coded_slice_by_slice_holds_one_stream_per_slice(tmp_path):
     volume = synthetic_head_phantom((4, 24, 24), seed=2).voxels.astype(np.int16)
     row = _run_rd(
-        tmp_path, volume, "phantom", "slices_lambda0.001", lambdas=[0.001], slice_by_slice=True
+        tmp_path,
+        volume,
+        "phantom",
+        "slices_lambda0.001",
+        lambdas=[0.001],
+        slice_by_slice_lambdas=[0.001],
     )
     data = open(row["file"], "rb").read()
     parts = _split(data, row["file"], 4)

@@ -159,6 +159,14 @@ def config_problems(config: dict[str, Any], repo: str | Path) -> list[str]:
             "classical.codecs: jpeg2000_per_slice codes a volume slice by slice; a slice is "
             "coded whole by jpeg2000"
         )
+    codec = config["neural_codec"]
+    stray = [lam for lam in codec["slice_by_slice_lambdas"] if lam not in codec["lambdas"]]
+    if stray:
+        problems.append(
+            f"neural_codec.slice_by_slice_lambdas: {stray} not among neural_codec.lambdas "
+            f"{codec['lambdas']}: the slice by slice coding is compared with the 3D one at the "
+            "same lambdas"
+        )
     problems += _file_problems(config, volume_mode, repo)
     return problems
 

@@ -2,8 +2,8 @@
 and an autoregressive entropy model, range-coded) as a method family.
 
 One group per lambda, each one training, so the lambdas run as parallel jobs. A slice is coded
-in 2D; a volume in 3D by one decoder for the whole volume, and, with ``slice_by_slice``, also
-slice by slice with the 2D codec (the comparison the 3D codec must win).
+in 2D; a volume in 3D by one decoder for the whole volume, and, at ``slice_by_slice_lambdas``,
+also slice by slice with the 2D codec (the comparison the 3D codec must win).
 
 A file is the codec's own container (format version 2: header with the architecture, the
 range-coded parameters and latents, CRC-32); a slice-by-slice file is every slice's container,
@@ -48,8 +48,9 @@ class NeuralCodec(Method):
     def groups(cls, section: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
         lambdas = config["neural_codec"]["lambdas"]
         names = [group_name(lam) for lam in lambdas]
-        if _volume_mode(config) and config["neural_codec"]["slice_by_slice"]:
-            names += [group_name(lam, slice_by_slice=True) for lam in lambdas]
+        if _volume_mode(config):
+            sliced = config["neural_codec"]["slice_by_slice_lambdas"]
+            names += [group_name(lam, slice_by_slice=True) for lam in sliced]
         return names
 
     def _slice_by_slice(self) -> bool:
