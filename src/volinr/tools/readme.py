@@ -28,6 +28,6 @@ def splice_sections(readme: Path, sections: dict[str, str]) -> None:
             raise InputError(f"{readme}: the {section} markers are missing")
         head, rest = content.split(start, 1)
         _, tail = rest.split(end, 1)
-        content = f"{head}{start}\n{text}{end}{tail}"
+        content = f"{head}{start}\n{text.rstrip()}\n{end}{tail}"
     with atomic_path(readme) as tmp:
         tmp.write_text(content)
