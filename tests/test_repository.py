@@ -1,5 +1,5 @@
 """The repository is self-contained: no test or source file reads data from outside the clone
-(a user's clone has no ``../shared``), and the data it ships carry their attribution."""
+(a user's clone has no shared folder beside it), and the data it ships carry their attribution."""
 
 import json
 import re
