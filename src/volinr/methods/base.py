@@ -24,6 +24,11 @@ if TYPE_CHECKING:  # the workflow imports this package while building the DAG: k
     import torch
 
 
+def volume_mode(config: Mapping[str, Any]) -> bool:
+    """Whether the config's dataset is a volume (any kind but a slice)."""
+    return config["dataset"]["kind"] != "slice"
+
+
 class PointSkipped(Exception):
     """A method cannot code this image at this point (a codec library refuses the setting):
     the point is left out with the reason logged, as a sweep skips it."""

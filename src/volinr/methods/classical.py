@@ -19,13 +19,9 @@ from volinr.codec_sweeps import (
     LOSSY_SWEEP_3D,
     sweep_codecs,
 )
-from volinr.methods.base import Decoded, Image, Method, OperatingPoint, PointSkipped
+from volinr.methods.base import Decoded, Image, Method, OperatingPoint, PointSkipped, volume_mode
 
 LOSSLESS = "lossless"
-
-
-def _volume_mode(config: Mapping[str, Any]) -> bool:
-    return config["dataset"]["kind"] != "slice"
 
 
 class Classical(Method):
@@ -40,12 +36,12 @@ class Classical(Method):
 
     @classmethod
     def groups(cls, section: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
-        available = sweep_codecs(3 if _volume_mode(config) else 2)
+        available = sweep_codecs(3 if volume_mode(config) else 2)
         chosen = config["classical"]["codecs"]
         return [c for c in available if chosen is None or c in chosen]
 
     def ndim(self) -> int:
-        return 3 if _volume_mode(self.section) else 2
+        return 3 if volume_mode(self.section) else 2
 
     def points(self) -> list[OperatingPoint]:
         lossless = LOSSLESS_CODECS if self.ndim() == 2 else LOSSLESS_CODECS_3D

@@ -17,14 +17,10 @@ import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from volinr.methods.base import Decoded, Image, Method, OperatingPoint
+from volinr.methods.base import Decoded, Image, Method, OperatingPoint, volume_mode
 
 LENGTH = struct.Struct("<I")  # a slice-by-slice file: each slice's container after its length
 SLICE_PREFIX = "slices_"
-
-
-def _volume_mode(config: Mapping[str, Any]) -> bool:
-    return config["dataset"]["kind"] != "slice"
 
 
 def group_name(lam: float, slice_by_slice: bool = False) -> str:
@@ -48,7 +44,7 @@ class NeuralCodec(Method):
     def groups(cls, section: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
         lambdas = config["neural_codec"]["lambdas"]
         names = [group_name(lam) for lam in lambdas]
-        if _volume_mode(config):
+        if volume_mode(config):
             sliced = config["neural_codec"]["slice_by_slice_lambdas"]
             names += [group_name(lam, slice_by_slice=True) for lam in sliced]
         return names
@@ -66,7 +62,7 @@ class NeuralCodec(Method):
         return [OperatingPoint(f"{lam:g}", {"lambda": lam})]
 
     def label(self, point: OperatingPoint) -> dict[str, Any]:
-        if not _volume_mode(self.section):
+        if not volume_mode(self.section):
             name = "neural codec (2D)"
         elif self._slice_by_slice():
             name = "neural codec (2D, slice by slice)"

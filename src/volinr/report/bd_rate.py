@@ -110,29 +110,25 @@ def bd_metrics(test: Curve, anchor: Curve, method: str = INTERPOLATION) -> dict[
             )
             return result
     reasons = []
-    low_db, high_db = _overlap(*test.psnr_db[[0, -1]], *anchor.psnr_db[[0, -1]])
-    if math.isnan(low_db):
-        reasons.append("BD-rate: the PSNR ranges do not overlap")
-    else:
-        result["bd_rate_percent"] = float(
-            bd.bd_rate(
+    # BD-rate averages over the PSNR both curves cover, BD-PSNR over the rates both cover
+    for metric, axis, columns in (
+        (bd.bd_rate, "PSNR", ("bd_rate_percent", "overlap_psnr_low_db", "overlap_psnr_high_db")),
+        (bd.bd_psnr, "rate", ("bd_psnr_db", "overlap_bits_per_voxel_low",
+                              "overlap_bits_per_voxel_high")),
+    ):  # fmt: skip
+        values = "psnr_db" if axis == "PSNR" else "bits_per_voxel"
+        low, high = _overlap(*getattr(test, values)[[0, -1]], *getattr(anchor, values)[[0, -1]])
+        if math.isnan(low):
+            name = "BD-rate" if axis == "PSNR" else "BD-PSNR"
+            reasons.append(f"{name}: the {axis} ranges do not overlap")
+            continue
+        result[columns[0]] = float(
+            metric(
                 anchor.bits_per_voxel, anchor.psnr_db, test.bits_per_voxel, test.psnr_db,
                 method=method, require_matching_points=False, min_overlap=0,
             )
         )  # fmt: skip
-        result["overlap_psnr_low_db"], result["overlap_psnr_high_db"] = low_db, high_db
-    low_bits, high_bits = _overlap(*test.bits_per_voxel[[0, -1]], *anchor.bits_per_voxel[[0, -1]])
-    if math.isnan(low_bits):
-        reasons.append("BD-PSNR: the rate ranges do not overlap")
-    else:
-        result["bd_psnr_db"] = float(
-            bd.bd_psnr(
-                anchor.bits_per_voxel, anchor.psnr_db, test.bits_per_voxel, test.psnr_db,
-                method=method, require_matching_points=False, min_overlap=0,
-            )
-        )  # fmt: skip
-        result["overlap_bits_per_voxel_low"] = low_bits
-        result["overlap_bits_per_voxel_high"] = high_bits
+        result[columns[1]], result[columns[2]] = low, high
     if reasons:
         result["bd_note"] = f"{'; '.join(reasons)} (method {test.span()}; anchor {anchor.span()})"
     return result
