@@ -20,6 +20,7 @@ from volinr.neural_codec.bitstream import (
     unpack_header,
     write_varint,
 )
+from volinr.neural_codec.blocked import SmallConvolution
 from volinr.neural_codec.codec import architecture_of, coded_tensor_count, integer_entropy_model
 from volinr.neural_codec.geometry import (
     LevelSchedule,
@@ -382,3 +383,71 @@ def test_small_convolution_equals_torch_and_its_gradient_checks(shape):
     conv = F.conv2d if ndim == 2 else F.conv3d
     assert torch.allclose(SmallConvolution.apply(x, weight, bias), conv(x[None], weight, bias)[0])
     assert torch.autograd.gradcheck(SmallConvolution.apply, (x, weight, bias))
+
+
+# --- synthesis stages and the quantisation search's cache ----------------------------------
+
+
+def _written_out_synthesis(model, latents):
+    """The synthesis as one expression (the stages' reference): upsampling, 1x1 layers,
+    residual 3x3 convolutions, output layer, clamp."""
+    act = F.gelu if model.settings.activation == "gelu" else F.relu
+    features = model.upsample(latents).reshape(len(latents), -1)
+    pairs = list(zip(model.synthesis_weights, model.synthesis_biases, strict=True))
+    for i, (w, b) in enumerate(pairs):
+        features = torch.addmm(b[:, None], w, features)
+        if i < len(pairs) - 1:
+            features = act(features)
+    z = features.reshape(1, -1, *model.shape)
+    for i, (w, b) in enumerate(zip(model.residual_weights, model.residual_biases, strict=True)):
+        inner = F.pad(z if i == 0 else act(z), (1, 1) * model.ndim, mode="replicate")
+        z = z + SmallConvolution.apply(inner[0], w, b)[None]
+    out = torch.addmm(model.output_bias[:, None], model.output_weight, z.reshape(z.shape[1], -1))
+    return out.reshape(model.shape).clamp(0.0, 1.0)
+
+
+def _busy_model(shape, activation="relu"):
+    torch.manual_seed(3)
+    model = LatentCodecModel(shape, CodecSettings.make(levels=3, activation=activation))
+    with torch.no_grad():
+        for tensor in model.coded_parameters().values():
+            tensor.add_(torch.randn_like(tensor) * 0.2)  # residual filters no longer zero
+    latents = [torch.round(torch.randn(g) * 2) for g in model.grid_shapes]
+    return model, latents
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("shape", [(23, 18), (5, 9, 12)])
+def test_synthesis_stages_compute_the_written_out_synthesis_to_the_bit(activation, shape):
+    model, latents = _busy_model(shape, activation)
+    with torch.no_grad():
+        expected = _written_out_synthesis(model, latents)
+        assert torch.equal(model.synthesise(latents), expected)
+        stages = model.synthesis_stages()
+        for start in range(len(stages)):  # what the search does: resume from a stage's input
+            state = latents
+            for _, stage in stages[:start]:
+                state = stage(state)
+            for _, stage in stages[start:]:
+                state = stage(state)
+            assert torch.equal(state, expected)
+    named = [n for names, _ in stages for n in names]
+    coded = [n for n in model.coded_parameters() if not n.startswith("arm.")]
+    assert named == coded  # every synthesis tensor in one stage, in file order
+
+
+def test_quantisation_search_with_the_cache_chooses_what_the_whole_synthesis_chooses():
+    model, latents = _busy_model((29, 31))
+    target = torch.rand(model.shape)
+    uncached = copy.deepcopy(model)
+    names = tuple(n for n in uncached.coded_parameters() if not n.startswith("arm."))
+    # one stage that reads every tensor: each candidate runs the whole synthesis afresh
+    uncached.synthesis_stages = lambda: [(names, lambda lat: _written_out_synthesis(uncached, lat))]
+    cached_choice = quantise_network(model, latents, target, lam=1e-3)
+    whole_choice = quantise_network(uncached, latents, target, lam=1e-3)
+    assert [(p.name, p.exponent) for p in cached_choice] == [
+        (p.name, p.exponent) for p in whole_choice
+    ]
+    assert len({p.exponent for p in cached_choice}) > 1  # the search did choose
+    for a, b in zip(cached_choice, whole_choice, strict=True):
+        assert np.array_equal(a.integers, b.integers)

@@ -20,6 +20,7 @@ context and the kernels follow the image's dimensionality.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -83,6 +84,12 @@ class CausalContext(torch.autograd.Function):
 
 def _activation(name: str):
     return F.gelu if name == "gelu" else F.relu
+
+
+def _layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act, last: bool) -> torch.Tensor:
+    """One 1x1 synthesis layer over (channels, voxels); the activation after all but the last."""
+    x = torch.addmm(b[:, None], w, x)
+    return x if last else act(x)
 
 
 class LatentCodecModel(nn.Module):
@@ -231,26 +238,54 @@ class LatentCodecModel(nn.Module):
 
     def synthesise(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """The normalised image (*shape) from quantised latent values."""
+        state = latents
+        for _, stage in self.synthesis_stages():
+            state = stage(state)
+        return state
+
+    def synthesis_stages(self) -> list[tuple[tuple[str, ...], Callable]]:
+        """The synthesis as a chain of stages, each with the names of the coded tensors it
+        reads, in file order: ``synthesise`` runs them in turn; ``quantise_network`` keeps a
+        stage's input while it tries quantisation steps for the tensors of later stages."""
         act = _activation(self.settings.activation)
-        features = self.upsample(latents).reshape(len(latents), -1)
+        stages: list[tuple[tuple[str, ...], Callable]] = [
+            (("upsampling.taps",), lambda latents: self.upsample(latents).reshape(len(latents), -1))
+        ]
         pairs = list(zip(self.synthesis_weights, self.synthesis_biases, strict=True))
+        names = [(f"synthesis.{i}.weight", f"synthesis.{i}.bias") for i in range(len(pairs))]
         if self.blocked:
             params = [t for pair in pairs for t in pair]
             residual = (False,) * len(pairs)
-            features = BlockedMLP.apply(features, residual, self.settings.activation, *params)
+            activation = self.settings.activation
+            stages.append(
+                (
+                    tuple(n for pair in names for n in pair),
+                    lambda x: BlockedMLP.apply(x, residual, activation, *params),
+                )
+            )
         else:
-            for i, (w, b) in enumerate(pairs):
-                features = torch.addmm(b[:, None], w, features)
-                if i < len(pairs) - 1:
-                    features = act(features)
-        z = features.reshape(1, -1, *self.shape)
+            for i, ((w, b), pair) in enumerate(zip(pairs, names, strict=True)):
+                last = i == len(pairs) - 1
+                stages.append((pair, lambda x, w=w, b=b, last=last: _layer(x, w, b, act, last)))
+        stages.append(((), lambda x: x.reshape(1, -1, *self.shape)))
         pad = (1, 1) * self.ndim
         for i, (w, b) in enumerate(zip(self.residual_weights, self.residual_biases, strict=True)):
-            inner = F.pad(z if i == 0 else act(z), pad, mode="replicate")
-            # written out: oneDNN's 3D backward pass for 2 channels is slow (and 2D no faster)
-            z = z + SmallConvolution.apply(inner[0], w, b)[None]
-        out = torch.addmm(self.output_bias[:, None], self.output_weight, z.reshape(z.shape[1], -1))
-        return out.reshape(self.shape).clamp(0.0, 1.0)
+
+            def residual_layer(z, w=w, b=b, first=i == 0):
+                inner = F.pad(z if first else act(z), pad, mode="replicate")
+                # written out: oneDNN's 3D backward pass for 2 channels is slow (and 2D no faster)
+                return z + SmallConvolution.apply(inner[0], w, b)[None]
+
+            stages.append(((f"residual.{i}.weight", f"residual.{i}.bias"), residual_layer))
+
+        def output_layer(z):
+            out = torch.addmm(
+                self.output_bias[:, None], self.output_weight, z.reshape(z.shape[1], -1)
+            )
+            return out.reshape(self.shape).clamp(0.0, 1.0)
+
+        stages.append((("output.weight", "output.bias"), output_layer))
+        return stages
 
     # --- entropy model -----------------------------------------------------------------------
 

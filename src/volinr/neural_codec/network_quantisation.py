@@ -7,11 +7,14 @@ one with the least
     MSE + lambda * (latent bits + parameter bits) / voxels,
 
 where a synthesis or upsampling tensor changes only the MSE and its own bits, and an
-entropy-model tensor only the latent bits and its own bits (so each candidate re-runs only
-the part of the model it affects). Steps are tried coarse to fine; at coarse steps whole
-tensors round to zero and the cost is erratic, so the search stops only once ``PATIENCE``
-finer steps in a row, after the best one and after the first step that kept every sign
-(no non-zero value rounded to zero), failed to improve on the best.
+entropy-model tensor only the latent bits and its own bits, so each candidate re-runs only
+the part of the model it affects. A synthesis tensor's candidates start from its stage's
+input (``LatentCodecModel.synthesis_stages``), cached: the tensors before it are quantised and
+no longer change it, and the stages run the very operations ``synthesise`` runs, so every cost
+is the one the whole synthesis gives, to the bit. Steps are tried coarse to fine; at coarse
+steps whole tensors round to zero and the cost is erratic, so the search stops only once
+``PATIENCE`` finer steps in a row, after the best one and after the first step that kept every
+sign (no non-zero value rounded to zero), failed to improve on the best.
 """
 
 from __future__ import annotations
@@ -54,9 +57,22 @@ def quantise_network(
 ) -> list[QuantisedParameter]:
     """Quantise the model's coded tensors in place; return them with their steps."""
     voxels = target.numel()
+    stages = model.synthesis_stages()
+    stage_of = {name: i for i, (names, _) in enumerate(stages) for name in names}
+    order = [stage_of[name] for name in model.coded_parameters() if name in stage_of]
+    if order != sorted(order):
+        raise RuntimeError("the coded tensors are not in synthesis-stage order")
+    cache = {"stage": 0, "input": latents}  # a stage's input from the tensors quantised so far
 
-    def distortion() -> float:
-        return torch.mean((model.synthesise(latents) - target) ** 2).item()
+    def distortion(name: str) -> float:
+        start = stage_of[name]
+        while cache["stage"] < start:
+            cache["input"] = stages[cache["stage"]][1](cache["input"])
+            cache["stage"] += 1
+        state = cache["input"]
+        for _, stage in stages[start:]:
+            state = stage(state)
+        return torch.mean((state - target) ** 2).item()
 
     def latent_bits() -> float:
         return model.latent_bits(latents).item()
@@ -80,7 +96,7 @@ def quantise_network(
             if affects_rate:
                 cost = lam * (latent_bits() + bits) / voxels
             else:
-                cost = distortion() + lam * bits / voxels
+                cost = distortion(name) + lam * bits / voxels
             if cost < best_cost:
                 best_cost, best, misses = cost, parameter, 0
             elif resolved:
