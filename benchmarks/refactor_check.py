@@ -2,7 +2,9 @@
 after it (methods layout), ignoring timings, memory, paths and provenance.
 
 Usage: python compare_results.py BEFORE/results AFTER/results
-- tables: every CSV cell, except columns and Table 6 rows of seconds or memory;
+- tables: every CSV cell, except columns and Table 6 rows of seconds or memory; rows are
+  matched by their text columns (method, setting, ...), so rows of methods added since (the
+  neural codec, HEVC, AV1) are listed as added rows and do not shift the others;
 - metrics: every numeric field of the old evaluate JSONs against the new rows (paper views for
   metrics/ours|baseline|reference, operating points for metrics/containers);
 - files: every old container's bytes against the new method group's file for the same point.
@@ -57,7 +59,25 @@ def compare_value(where, old, new, changed, added):
         changed.append(f"{where}: {old!r} -> {new!r}")
 
 
-def tables(before, after, changed, added):
+def _keys(frame: pd.DataFrame) -> list[str]:
+    """The columns that name a row: its text columns, less the volatile ones."""
+    numeric = pd.api.types.is_numeric_dtype
+    return [c for c in frame.columns if not numeric(frame[c]) and not volatile(c)]
+
+
+def _keyed(frame: pd.DataFrame, keys: list[str]) -> dict:
+    """Rows by (key values, occurrence of that key), so that a row added to a table (a method
+    the old layout did not have) does not shift the rows after it."""
+    seen: dict = {}
+    rows = {}
+    for i, row in frame.iterrows():
+        key = tuple("" if nan(row[k]) else str(row[k]) for k in keys)
+        seen[key] = seen.get(key, -1) + 1
+        rows[(key, seen[key])] = i
+    return rows
+
+
+def tables(before, after, changed, added, added_rows):
     count = 0
     for path in sorted(before.glob("tables/*.csv")):
         other = after / "tables" / path.name
@@ -66,17 +86,25 @@ def tables(before, after, changed, added):
             continue
         count += 1
         a, b = pd.read_csv(path), pd.read_csv(other)
-        if len(a) != len(b):
-            changed.append(f"{path.name}: {len(a)} rows before, {len(b)} after")
-            continue
-        for col in [c for c in a.columns if not volatile(c)]:
-            if col not in b.columns:
-                changed.append(f"{path.name}: column {col} missing after")
+        keys = _keys(a)
+        rows_a, rows_b = _keyed(a, keys), _keyed(b, [k for k in keys if k in b.columns])
+        for key in rows_b.keys() - rows_a.keys():
+            added_rows.append(f"{path.name}: {' / '.join(v for v in key[0] if v)}")
+        for key, i in rows_a.items():
+            if key not in rows_b:
+                changed.append(
+                    f"{path.name}: row {' / '.join(v for v in key[0] if v)} missing after"
+                )
                 continue
-            for i, (x, y) in enumerate(zip(a[col], b[col], strict=True)):
-                if "quantity" in a.columns and volatile(str(a["quantity"][i])):
+            j = rows_b[key]
+            if "quantity" in a.columns and volatile(str(a["quantity"][i])):
+                continue
+            for col in [c for c in a.columns if not volatile(c) and c not in keys]:
+                if col not in b.columns:
+                    changed.append(f"{path.name}: column {col} missing after")
                     continue
-                compare_value(f"{path.name} row {i} {col}", x, y, changed, added)
+                where = f"{path.name} row {i} ({' / '.join(v for v in key[0] if v)}) {col}"
+                compare_value(where, a[col][i], b[col][j], changed, added)
     return count
 
 
@@ -147,8 +175,8 @@ def files(before, after, changed, notes):
 
 def main() -> int:
     before, after = Path(sys.argv[1]), Path(sys.argv[2])
-    changed, added = [], []
-    n_tables = tables(before, after, changed, added)
+    changed, added, added_rows = [], [], []
+    n_tables = tables(before, after, changed, added, added_rows)
     n_metrics = metrics(before, after, changed, added)
     notes = []
     n_files = files(before, after, changed, notes)
@@ -158,6 +186,10 @@ def main() -> int:
         print("  changed:", line)
     for line in added[:30]:
         print("  added:", line)
+    if added_rows:
+        print(f"{len(added_rows)} table rows only after (methods the old layout did not run):")
+        for line in sorted(added_rows):
+            print("  row added:", line)
     if notes:
         print(
             f"{len(notes)} containers equal but for the SR model's sha256 in their header (the "
