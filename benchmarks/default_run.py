@@ -108,8 +108,6 @@ def main() -> None:
     record = {"machine": machine, "commit": commit, **timing, "rules": by_rule.to_dict("records")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# Where the default run's time goes",
-        "",
         f"Machine: {machine}; commit {commit}. `make run` from a fresh clone, install included: "
         f"**{timing['make_run_wall_seconds']:.0f} s** wall "
         f"({timing['user_cpu_seconds']:.0f} s user, {timing['system_cpu_seconds']:.0f} s "
