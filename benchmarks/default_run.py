@@ -5,9 +5,10 @@ Usage:
     python benchmarks/default_run.py CLONE/results/benchmarks --time time.txt \
         --out benchmarks/results/default_run
 
-Writes OUT.md and OUT.json: the whole run's wall time (from GNU time's "Elapsed" lines: the
-`make run` with its install; the workflow alone from the Makefile's `time` line), and per rule
-(the method stage per family) the jobs, their summed wall and CPU seconds and the longest job.
+Writes OUT.md and OUT.json: the whole run's wall time (GNU time's "Elapsed" line: `make run`
+with its install, or what --command says was timed; the workflow alone from the Makefile's
+`time` line where there is one), and per rule (the method stage per family) the jobs, their
+summed wall and CPU seconds and the longest job.
 """
 
 import argparse
@@ -41,7 +42,7 @@ def read_time(path: Path) -> dict:
     if whole is None:
         raise SystemExit(f"{path}: no GNU time output ('Elapsed (wall clock) time')")
     return {
-        "make_run_wall_seconds": _clock_seconds(whole.group(1)),
+        "wall_seconds": _clock_seconds(whole.group(1)),
         "workflow_wall_seconds": _clock_seconds(workflow.group(1)) if workflow else None,
         "user_cpu_seconds": float(user.group(1)) if user else None,
         "system_cpu_seconds": float(system.group(1)) if system else None,
@@ -84,6 +85,11 @@ def main() -> None:
     )
     parser.add_argument("--compare-label", default="other run", help="what --compare's run was")
     parser.add_argument("--note", default="", help="a paragraph for the end of the .md")
+    parser.add_argument(
+        "--command",
+        default="`make run` from a fresh clone, install included",
+        help="what the timed command was (Markdown)",
+    )
     args = parser.parse_args()
     timing = read_time(args.time)
     jobs = read_jobs(args.benchmarks)
@@ -107,11 +113,13 @@ def main() -> None:
     machine = f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores"
     record = {"machine": machine, "commit": commit, **timing, "rules": by_rule.to_dict("records")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    workflow = timing["workflow_wall_seconds"]
+    workflow = f"; the workflow alone {workflow:.0f} s" if workflow is not None else ""
     lines = [
-        f"Machine: {machine}; commit {commit}. `make run` from a fresh clone, install included: "
-        f"**{timing['make_run_wall_seconds']:.0f} s** wall "
+        f"Machine: {machine}; commit {commit}. {args.command}: "
+        f"**{timing['wall_seconds']:.0f} s** wall "
         f"({timing['user_cpu_seconds']:.0f} s user, {timing['system_cpu_seconds']:.0f} s "
-        f"system); the workflow alone {timing['workflow_wall_seconds']:.0f} s.",
+        f"system){workflow}.",
         "",
         "Per rule, from each job's Snakemake `benchmark:` file (wall and CPU seconds summed over "
         "the rule's jobs; jobs of different rules overlap where cores allow; the rules without a "
