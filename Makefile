@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 # The machine's cores, not more: threads of a torch job that share a core with another job wait
 # for each other at every parallel region. Measured on 2 cores with --cores 4: the default
 # run's SIREN fits took about 3x, the neural codec's training 10x, their time alone
+# (benchmarks/results/default_run.md).
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 SNAKEMAKE := $(BIN)/snakemake
 # Rules call `python -m volinr`: the environment's python must come first on PATH.
