@@ -119,8 +119,26 @@ def method_settings_json(wildcards):
     return as_json(methods.sections(wildcards.method, config))
 
 
-TORCH_METHODS = [m for m in methods.families() if methods.family(m).uses_torch]
-CPU_METHODS = [m for m in methods.families() if not methods.family(m).uses_torch]
+def trains_on_gpu():
+    """Whether a torch job on the config's device runs on a GPU (auto: torch sees one)."""
+    if config["device"] == "cpu":
+        return False
+    if config["device"] != "auto":
+        return True
+    import torch  # only where a method's resources depend on it
+
+    return torch.cuda.is_available()
+
+
+def holds_gpu(name):
+    """A torch method's jobs hold the gpu resource; a GPU-optional one only on a GPU."""
+    family = methods.family(name)
+    return family.uses_torch and (not family.gpu_optional or ON_GPU)
+
+
+ON_GPU = any(methods.family(m).gpu_optional for m in METHODS) and trains_on_gpu()
+TORCH_METHODS = [m for m in methods.families() if holds_gpu(m)]
+CPU_METHODS = [m for m in methods.families() if not holds_gpu(m)]
 
 
 def method_threads(wildcards):

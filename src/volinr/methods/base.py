@@ -78,6 +78,9 @@ class Method:
     shared_assets: ClassVar[tuple[str, ...]] = ()
     #: the workflow gives jobs of a method that runs torch the ``gpu`` resource
     uses_torch: ClassVar[bool] = False
+    #: a torch method that holds the ``gpu`` resource only where the config's device is a GPU;
+    #: on a CPU its jobs run side by side like a classical codec's (one thread each)
+    gpu_optional: ClassVar[bool] = False
     #: its job uses the config's threads (a torch method always does; a classical codec runs
     #: on one thread, as the anchors are measured)
     multithreaded: ClassVar[bool] = False

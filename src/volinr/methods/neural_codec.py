@@ -36,8 +36,11 @@ class NeuralCodec(Method):
         "quantisation), range-coded network parameters and latents, framing with CRC-32; a "
         "slice-by-slice file, every slice's file and a 4-byte length each"
     )
-    # Trains on the CPU (its step is written for it), with the config's threads; no GPU asked.
-    multithreaded: ClassVar[bool] = True
+    # Trains on the configured device. On a GPU its jobs hold the gpu resource; on a CPU they
+    # run side by side, one thread each (a thread policy measured in
+    # benchmarks/results/thread_policy.md), and hold none.
+    uses_torch: ClassVar[bool] = True
+    gpu_optional: ClassVar[bool] = True
     sections: ClassVar[tuple[str, ...]] = ("neural_codec", "dataset")
 
     @classmethod
@@ -77,12 +80,16 @@ class NeuralCodec(Method):
         settings = CodecSettings.from_section(section)
         lam, seed = point.settings["lambda"], section["seed"]
         spacing = image.meta.get("spacing_mm")
+        device = self.device or "cpu"
         if not self._slice_by_slice():
-            self._encoded = [encode(image.voxels, spacing, settings, lam, seed, verify=False)]
+            self._encoded = [
+                encode(image.voxels, spacing, settings, lam, seed, verify=False, device=device)
+            ]
             return self._encoded[0].data
         in_plane = list(spacing[1:]) if spacing else None
         self._encoded = [
-            encode(plane, in_plane, settings, lam, seed, verify=False) for plane in image.voxels
+            encode(plane, in_plane, settings, lam, seed, verify=False, device=device)
+            for plane in image.voxels
         ]
         return b"".join(LENGTH.pack(len(e.data)) + e.data for e in self._encoded)
 
@@ -145,6 +152,17 @@ class NeuralCodec(Method):
             else None,
             "final_training_loss": float(np.mean([p["loss"] for p in last])) if last else None,
             "training_seconds": total("seconds", "training"),
+            "training_device": records[0].get("training_device", "cpu"),
+            "training_restarts": int(total("training", "restarts")),
+            "training_loss_rose_at_end": any(
+                r.get("training", {}).get("loss_rose_at_end", False) for r in records
+            ),
+            # (iteration, step loss, hard-rounded loss or None) of every sampled iteration; a
+            # slice-by-slice file keeps its first slice's
+            "training_curve": [
+                [p["iteration"], p["loss"], p.get("rounded_loss")]
+                for p in (records[0].get("curve") or [])
+            ],
         }
 
 

@@ -207,10 +207,12 @@ def encode(
     lam: float,
     seed: int = 0,
     verify: bool = True,
+    device: torch.device | str = "cpu",
 ) -> Encoded:
     """Fit the codec to ``image`` at rate-distortion weight ``lam`` and write its file.
 
     ``verify`` decodes the bytes once more and fails if they do not give the reconstruction.
+    ``device`` is where the training runs; everything after it runs on the CPU.
     """
     start = time.perf_counter()
     array, output_dtype = check_image(image)
@@ -235,10 +237,18 @@ def encode(
 
     target_values = (array.astype(np.float64) - low) / (high - low)
     target = torch.from_numpy(target_values.astype(np.float32))
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LatentCodecModel(shape, settings, output_bias=float(target.mean()))
-    training = train(model, target, lam, settings, seed)
+    output_bias = float(target.mean())
+    target = target.to(device)
+
+    def make_model(model_seed: int) -> LatentCodecModel:
+        with torch.random.fork_rng():
+            torch.manual_seed(model_seed)
+            return LatentCodecModel(shape, settings, output_bias=output_bias).to(device)
+
+    model, training = train(make_model, target, lam, settings, seed)
+    # Quantisation and coding run on the CPU whatever the training device: the file, and the
+    # reconstruction it decodes to, must not depend on where the encoder trained.
+    model, target = model.cpu(), target.cpu()
 
     quantise_start = time.perf_counter()
     with torch.no_grad():
@@ -287,6 +297,8 @@ def encode(
         bits_per_voxel=8 * len(data) / voxels,
         iterations=training.iterations,
         curve=training.curve,
+        training=training.as_dict(),
+        training_device=str(torch.device(device)),
         macs_per_voxel=model.macs_per_voxel(),
         latent_count=int(sum(g.size for g in grids)),
         nonzero_latents=int(sum(np.count_nonzero(g) for g in grids)),

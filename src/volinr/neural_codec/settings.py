@@ -46,6 +46,9 @@ class CodecSettings:
     ste_learning_rate_factor: float
     latent_gain: float
     log_every: int
+    warmup_candidates: int
+    warmup_iterations: int
+    restart_factor: float
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "synthesis_widths", tuple(int(w) for w in self.synthesis_widths))
@@ -68,6 +71,11 @@ class CodecSettings:
         integer("arm_width", 1, MAX_WIDTH)
         integer("iterations", 1, 10_000_000)
         integer("log_every", 1, 10_000_000)
+        integer("warmup_candidates", 1, 16)
+        integer("warmup_iterations", 0, 10_000_000)
+        value = self.restart_factor
+        if not isinstance(value, int | float) or not 1 < value < float("inf"):
+            problems.append(f"restart_factor must be a number above 1, got {value!r}")
         if not 1 <= len(self.synthesis_widths) <= MAX_LAYERS or not all(
             1 <= w <= MAX_WIDTH for w in self.synthesis_widths
         ):

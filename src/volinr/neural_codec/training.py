@@ -7,13 +7,28 @@ in three phases (C3, Kim et al. 2024; Agustsson & Theis 2020):
 1. additive uniform noise, y + u;
 2. soft rounding with noise, r_T(s_T(y) + u), the temperature T annealed from
    ``soft_round_start`` to ``soft_round_end``;
-3. hard rounding with a straight-through gradient, at a lower learning rate; the best state
-   seen at a logging point is kept.
+3. hard rounding with a straight-through gradient, at a lower learning rate.
 
 Adam's learning rate follows a cosine from ``learning_rate`` to 0 over phases 1-2 and again
-from ``ste_learning_rate_factor`` x that over phase 3. The loop makes no host sync between
-logging points (``.item()`` only there), reuses its noise buffers, and takes its thread
-count from the caller (``torch.set_num_threads``).
+from ``ste_learning_rate_factor`` x that over phase 3.
+
+Robustness (an overfitted codec that trains badly gives a file that is silently worse):
+
+- warm-up: ``warmup_candidates`` models, each initialised with its own seed, train for the
+  first ``warmup_iterations`` steps (at most the noise phase); the one whose hard-rounded loss
+  is lowest then goes on (Cool-chic's recipe); the others' steps are extra encoder time;
+- the best state: from the soft-rounding phase on, each logging point evaluates the loss
+  with hard-rounded latents (what the file will hold) and keeps the best state; the kept
+  state is the one coded;
+- restarts: a logging point whose step loss is not finite, or whose rounded loss exceeds
+  ``restart_factor`` x the best so far, reloads the best state (and its optimiser state) and
+  halves the learning rate from there on;
+- flags: the record says whether the last rounded loss rose above the best (the kept state
+  is the best, but the schedule did not converge there) and how many restarts happened.
+
+The loop makes no host sync between logging points (``.item()`` only there) and reuses its
+noise buffers; it runs on the model's device (CPU or CUDA) and takes its thread count from
+the caller.
 """
 
 from __future__ import annotations
@@ -31,12 +46,32 @@ from volinr.neural_codec.settings import CodecSettings
 
 log = logging.getLogger(__name__)
 
+# The rounded loss may end this much above the best seen before the point is flagged.
+LOSS_ROSE_TOLERANCE = 0.01
+
 
 @dataclass
 class TrainingRecord:
     curve: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     iterations: int = 0
+    warmup: list[dict] = field(default_factory=list)
+    restarts: int = 0
+    best_rounded_loss: float = math.nan
+    final_rounded_loss: float = math.nan
+    loss_rose_at_end: bool = False
+
+    def as_dict(self) -> dict:
+        def finite(value: float) -> float | None:
+            return value if math.isfinite(value) else None
+
+        return {
+            "warmup": self.warmup,
+            "restarts": self.restarts,
+            "best_rounded_loss": finite(self.best_rounded_loss),
+            "final_rounded_loss": finite(self.final_rounded_loss),
+            "loss_rose_at_end": self.loss_rose_at_end,
+        }
 
 
 def _cosine(step: int, total: int) -> float:
@@ -94,53 +129,84 @@ class Trainer:
         self.optimizer.step()
         return loss, mse, bits
 
-    def run(self) -> TrainingRecord:
+    def schedule(self, iteration: int) -> tuple[str, float, float]:
+        """(phase, soft-rounding temperature, learning rate before restarts) at ``iteration``."""
         s = self.settings
         noise_steps, soft_steps, ste_steps = s.phase_iterations()
         smooth_steps = noise_steps + soft_steps
-        record = TrainingRecord(iterations=s.iterations)
-        best_loss, best_state = math.inf, None
-        start = time.perf_counter()
-        for iteration in range(s.iterations):
-            if iteration < noise_steps:
-                phase, temperature = "noise", 0.0
-            elif iteration < smooth_steps:
-                phase = "soft"
-                progress = (iteration - noise_steps) / max(soft_steps - 1, 1)
-                temperature = s.soft_round_start * (s.soft_round_end / s.soft_round_start) ** (
-                    progress
-                )
-            else:
-                phase, temperature = "ste", 0.0
-            if phase == "ste":
-                rate = s.learning_rate * s.ste_learning_rate_factor
-                learning_rate = rate * _cosine(iteration - smooth_steps, ste_steps)
-            else:
-                learning_rate = s.learning_rate * _cosine(iteration, smooth_steps)
-            loss, mse, bits = self.step(phase, temperature, learning_rate)
+        if iteration < noise_steps:
+            phase, temperature = "noise", 0.0
+        elif iteration < smooth_steps:
+            phase = "soft"
+            progress = (iteration - noise_steps) / max(soft_steps - 1, 1)
+            temperature = s.soft_round_start * (s.soft_round_end / s.soft_round_start) ** progress
+        else:
+            phase, temperature = "ste", 0.0
+        if phase == "ste":
+            rate = s.learning_rate * s.ste_learning_rate_factor
+            return phase, temperature, rate * _cosine(iteration - smooth_steps, ste_steps)
+        return phase, temperature, s.learning_rate * _cosine(iteration, smooth_steps)
+
+    def state(self) -> tuple[dict, dict]:
+        return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict())
+
+    def load(self, state: tuple[dict, dict]) -> None:
+        self.model.load_state_dict(state[0])
+        self.optimizer.load_state_dict(state[1])
+
+    def run(self, start: int = 0, stop: int | None = None, record: TrainingRecord | None = None):
+        """Train iterations [start, stop) of the schedule (to the end by default), sampling the
+        curve into ``record``; keep the best rounded state of the stretch."""
+        s = self.settings
+        record = record or TrainingRecord()
+        record.iterations = s.iterations
+        stop = s.iterations if stop is None else stop
+        best_loss, best_state, rate_factor = math.inf, None, 1.0
+        initial = self.state()
+        began = time.perf_counter()
+        for iteration in range(start, stop):
+            phase, temperature, learning_rate = self.schedule(iteration)
+            loss, mse, bits = self.step(phase, temperature, learning_rate * rate_factor)
             last = iteration == s.iterations - 1
-            if (iteration + 1) % s.log_every == 0 or last:
-                point = {
-                    "iteration": iteration + 1,
-                    "phase": phase,
-                    "loss": loss.item(),
-                    "mse": mse.item(),
-                    "bits_per_voxel": bits.item(),
-                    "learning_rate": learning_rate,
-                    "seconds": time.perf_counter() - start,
-                }
-                record.curve.append(point)
-                log.debug("neural codec training %s", point)
-                if phase == "ste":
-                    # The step's loss describes the state before its update: evaluate the
-                    # state the update left, which is the one that would be kept.
-                    point["rounded_loss"] = self.exact_loss()
-                    if point["rounded_loss"] < best_loss:
-                        best_loss = point["rounded_loss"]
-                        best_state = copy.deepcopy(self.model.state_dict())
+            if (iteration + 1) % s.log_every != 0 and not last:
+                continue
+            point = {
+                "iteration": iteration + 1,
+                "phase": phase,
+                "loss": loss.item(),
+                "mse": mse.item(),
+                "bits_per_voxel": bits.item(),
+                "learning_rate": learning_rate * rate_factor,
+                "seconds": record.seconds + time.perf_counter() - began,
+            }
+            record.curve.append(point)
+            diverged = not math.isfinite(point["loss"])
+            if phase != "noise" and not diverged:
+                # The step's loss describes the state before its update: evaluate the state
+                # the update left, which is the one that would be kept.
+                rounded = self.exact_loss()
+                point["rounded_loss"] = rounded
+                record.final_rounded_loss = rounded
+                diverged = best_state is not None and not rounded <= s.restart_factor * best_loss
+                if not diverged and rounded < best_loss:
+                    best_loss, best_state = rounded, self.state()
+            if diverged:
+                self.load(best_state or initial)
+                rate_factor *= 0.5
+                record.restarts += 1
+                log.info(
+                    "neural codec: loss %.4g at iteration %d (best rounded %.4g): back to the "
+                    "best state, learning rate x%g",
+                    point.get("rounded_loss", point["loss"]), iteration + 1, best_loss,
+                    rate_factor,
+                )  # fmt: skip
         if best_state is not None:
-            self.model.load_state_dict(best_state)
-        record.seconds = time.perf_counter() - start
+            self.load(best_state)
+        record.best_rounded_loss = best_loss
+        record.loss_rose_at_end = bool(
+            record.final_rounded_loss > best_loss * (1 + LOSS_ROSE_TOLERANCE)
+        )
+        record.seconds += time.perf_counter() - began
         return record
 
     @torch.no_grad()
@@ -150,12 +216,58 @@ class Trainer:
         return self.losses(latents)[0].item()
 
 
+def warm_up(candidates: list[Trainer], iterations: int) -> tuple[int, list[TrainingRecord]]:
+    """Train each candidate the schedule's first ``iterations`` steps; the index of the one
+    whose hard-rounded loss is lowest then, and each candidate's record."""
+    records = []
+    for trainer in candidates:
+        record = trainer.run(0, iterations)
+        record.final_rounded_loss = trainer.exact_loss()
+        records.append(record)
+    scores = [r.final_rounded_loss for r in records]
+    scores = [score if math.isfinite(score) else math.inf for score in scores]
+    return min(range(len(scores)), key=scores.__getitem__), records
+
+
 def train(
-    model: LatentCodecModel,
+    make_model,
     target: torch.Tensor,
     lam: float,
     settings: CodecSettings,
     seed: int,
-) -> TrainingRecord:
-    generator = torch.Generator().manual_seed(seed)
-    return Trainer(model, target, lam, settings, generator).run()
+) -> tuple[LatentCodecModel, TrainingRecord]:
+    """Train at ``lam`` and return the kept model and its record.
+
+    ``make_model(seed)`` builds a freshly initialised model on the target's device; the
+    warm-up builds ``warmup_candidates`` of them (seeds seed, seed + 1, ...) and trains each
+    for the first min(warmup_iterations, noise-phase iterations) steps.
+    """
+    device = target.device
+    count = settings.warmup_candidates
+    noise_steps = settings.phase_iterations()[0]
+    warmup_steps = min(settings.warmup_iterations, noise_steps) if count > 1 else 0
+    candidates = []
+    for index in range(count if warmup_steps else 1):
+        generator = torch.Generator(device=device).manual_seed(seed + index)
+        candidates.append(Trainer(make_model(seed + index), target, lam, settings, generator))
+    if not warmup_steps:
+        trainer = candidates[0]
+        return trainer.model, trainer.run()
+    chosen, records = warm_up(candidates, warmup_steps)
+    record = records[chosen]
+    record.warmup = [
+        {
+            "candidate": i,
+            "seed": seed + i,
+            "rounded_loss": r.final_rounded_loss if math.isfinite(r.final_rounded_loss) else None,
+            "seconds": r.seconds,
+        }
+        for i, r in enumerate(records)
+    ]
+    # every candidate's steps are the encoder's time
+    record.seconds = sum(r.seconds for r in records)
+    log.info("neural codec warm-up: candidate %d of %d kept", chosen, count)
+    trainer = candidates[chosen]
+    del candidates
+    trainer.run(warmup_steps, None, record)
+    return trainer.model, record

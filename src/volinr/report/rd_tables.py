@@ -42,8 +42,46 @@ BEST_ANCHOR_NOTE = (
 )
 
 
+TRAINING_FLAG_NOTE = (
+    "Training flag (trained methods): 'dominated by lambda L' where a point of the same method "
+    "at a larger lambda has no more bits and no less PSNR (8-bit, min..max) than this one, the "
+    "sign of a training that ended worse than it should have; 'loss rose at the end' where the "
+    "last sampled hard-rounded loss ended above the best one (the file holds the best state); "
+    "'N restarts' where training diverged and went back to its best state N times."
+)
+
+
+def training_flags(points: pd.DataFrame) -> pd.Series:
+    """Per point of a trained method (rows with a ``lambda``), what went wrong in training:
+    domination by a larger-lambda point of the same method and seed, a loss that rose at the
+    end, restarts; '' for a clean point and for methods without a lambda."""
+    flags = pd.Series("", index=points.index, dtype=object)
+    if "lambda" not in points:
+        return flags
+    trained = points[points["lambda"].notna()]
+    keys = ["method"] + [k for k in ("seed",) if k in trained]
+    for _, same in trained.groupby(keys, sort=False, dropna=False):
+        for index, row in same.iterrows():
+            found = []
+            better = same[
+                (same["lambda"] > row["lambda"])
+                & (same["bits_per_voxel"] <= row["bits_per_voxel"])
+                & (same["psnr_8bit_minmax_db"] >= row["psnr_8bit_minmax_db"])
+            ]
+            if len(better):
+                found.append(f"dominated by lambda {better['lambda'].max():g}")
+            if bool(row.get("training_loss_rose_at_end", False) is True):
+                found.append("loss rose at the end")
+            restarts = row.get("training_restarts", 0)
+            if isinstance(restarts, int | float) and restarts > 0:
+                found.append(f"{int(restarts)} restarts")
+            flags[index] = "; ".join(found)
+    return flags
+
+
 def _rd_row(method: str, setting: str, group: pd.DataFrame, family: str) -> dict[str, Any]:
     psnr, ci, seeds = mean_ci95(group["psnr_8bit_minmax_db"])
+    flags = sorted({flag for flag in group["training_flag"] if flag})
     return {
         "method": method,
         "setting": setting,
@@ -58,6 +96,7 @@ def _rd_row(method: str, setting: str, group: pd.DataFrame, family: str) -> dict
         "max_abs_error_hu": mean_of(group, "max_abs_error_hu"),
         "decode_seconds": mean_of(group, "decode_seconds"),
         "seeds": seeds,
+        "training_flag": " / ".join(flags),
     }
 
 
@@ -74,7 +113,9 @@ def rate_distortion_table(points: pd.DataFrame, published: dict[str, Any] | None
     """Every method's rate and quality on the same image, one row per operating point
     (``volinr rd``'s rows; points of several seeds averaged), with the paper's published
     points where they apply."""
-    labelled = points.assign(label=points.apply(_row_label, axis=1))
+    labelled = points.assign(
+        label=points.apply(_row_label, axis=1), training_flag=training_flags(points)
+    )
     rows = [
         _rd_row(label, str(setting), group, str(group["kind"].iloc[0]))
         for (label, setting), group in labelled.groupby(["label", "setting"], sort=False)

@@ -77,10 +77,28 @@ def build_summary(tables_dir: Path, results: Path) -> str:
     bd = tables_dir / "table_bd_rate.csv"
     if bd.is_file():
         lines += _bd_rate_lines(read_table(bd, "table_bd_rate"))
+    rd = tables_dir / "table_rate_distortion.csv"
+    if rd.is_file():
+        lines += _training_flag_lines(read_table(rd, "table_rate_distortion"))
     lines.append(
         "All tables with their definitions: `results/tables/*.md`; figures: `results/figures/`."
     )
     return "\n".join(lines) + "\n"
+
+
+def _training_flag_lines(table: pd.DataFrame) -> list[str]:
+    """A warning for every point whose training went wrong (see the table's training flag)."""
+    if "training_flag" not in table:
+        return []
+    flagged = table[table["training_flag"].fillna("").astype(str) != ""]
+    if flagged.empty:
+        return []
+    lines = ["**Training flags** (these points may be worse than the method can do):", ""]
+    lines += [
+        f"- {row['method']}, {row['setting']}: {row['training_flag']}"
+        for _, row in flagged.iterrows()
+    ]
+    return lines + [""]
 
 
 def _versus_jpeg2000_lines(versus: pd.DataFrame, best: pd.DataFrame | None = None) -> list[str]:

@@ -56,6 +56,8 @@ def run_rate_distortion(args) -> None:
     for name, built_table in built.items():
         infinities = [built_table] if name in own_notes else shared
         table_notes = notes + table_io.infinity_notes(infinities) + own_notes.get(name, [])
+        if name == "table_rate_distortion":
+            table_notes.append(rd_tables.TRAINING_FLAG_NOTE)
         table_io.write_tables({name: built_table}, table_notes, args.out_dir, args.mode, block)
     with recording(block):
         rd_figure.rate_distortion_figure(table, args.sr_amortize_over, Path(args.figure))

@@ -1,0 +1,154 @@
+"""The neural codec's training loop: warm-up over candidate initialisations, the best state
+kept, restarts after divergence, the flags a point's row carries, and the training device."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from volinr.data.phantom import synthetic_head_phantom
+from volinr.neural_codec.codec import encode
+from volinr.neural_codec.model import LatentCodecModel
+from volinr.neural_codec.settings import CodecSettings
+from volinr.neural_codec.training import Trainer, train
+from volinr.report.rd_tables import training_flags
+
+
+def _target(shape=(24, 20)) -> torch.Tensor:
+    image = synthetic_head_phantom((4, *shape), seed=2).voxels[1]
+    return torch.from_numpy(((image - image.min()) / np.ptp(image)).astype(np.float32))
+
+
+def _models(settings, shape, built):
+    def make(seed):
+        torch.manual_seed(seed)
+        model = LatentCodecModel(shape, settings)
+        built.append((seed, model))
+        return model
+
+    return make
+
+
+def test_warm_up_keeps_the_candidate_with_the_lowest_rounded_loss(monkeypatch):
+    settings = CodecSettings.make(
+        iterations=20, log_every=5, levels=3, warmup_candidates=3, warmup_iterations=4
+    )
+    target = _target()
+    built = []
+    # candidate seeds 7, 8, 9: the rounded loss is lowest for seed 8
+    loss_of_seed = {7: 3.0, 8: 1.0, 9: 2.0}
+    models = {}
+
+    def exact_loss(self):
+        return loss_of_seed[models[id(self.model)]]
+
+    monkeypatch.setattr(Trainer, "exact_loss", exact_loss)
+    make = _models(settings, target.shape, built)
+
+    def tracked(seed):
+        model = make(seed)
+        models[id(model)] = seed
+        return model
+
+    model, record = train(tracked, target, 1e-3, settings, seed=7)
+    assert [seed for seed, _ in built] == [7, 8, 9]
+    assert model is built[1][1]
+    assert [w["rounded_loss"] for w in record.warmup] == [3.0, 1.0, 2.0]
+    assert [w["seed"] for w in record.warmup] == [7, 8, 9]
+    # the kept candidate's curve goes on from its warm-up: no iteration twice
+    iterations = [p["iteration"] for p in record.curve]
+    assert iterations == sorted(set(iterations)) and iterations[-1] == 20
+
+
+def test_no_warm_up_with_one_candidate():
+    settings = CodecSettings.make(iterations=10, log_every=5, levels=3, warmup_candidates=1)
+    built = []
+    target = _target()
+    model, record = train(_models(settings, target.shape, built), target, 1e-3, settings, 0)
+    assert len(built) == 1 and record.warmup == []
+    assert [p["iteration"] for p in record.curve] == [5, 10]
+
+
+def test_divergence_goes_back_to_the_best_state_and_halves_the_learning_rate(monkeypatch):
+    settings = CodecSettings.make(
+        iterations=30,
+        log_every=5,
+        levels=3,
+        warmup_candidates=1,
+        noise_fraction=0.0,
+        soft_round_fraction=1.0,
+        restart_factor=2.0,
+    )
+    target = _target()
+    # rounded losses at iterations 5, 10, ...: the third (5.0 > 2 x 0.5) diverged
+    losses = iter([1.0, 0.5, 5.0, 0.6, 0.55, 0.7])
+    kept = {}
+
+    def exact_loss(self):
+        value = next(losses)
+        if value == 0.5:
+            kept["latents"] = [t.detach().clone() for t in self.model.latents]
+        return value
+
+    monkeypatch.setattr(Trainer, "exact_loss", exact_loss)
+    model, record = train(_models(settings, target.shape, []), target, 1e-3, settings, 0)
+    assert record.restarts == 1
+    rates = [p["learning_rate"] for p in record.curve]
+    trainer = Trainer(model, target, 1e-3, settings, torch.Generator())
+    scheduled = [trainer.schedule(p["iteration"] - 1)[2] for p in record.curve]
+    assert rates[:3] == pytest.approx(scheduled[:3])
+    assert rates[3:] == pytest.approx([0.5 * r for r in scheduled[3:]])
+    # the kept state is the best one (rounded loss 0.5), not the last
+    assert record.best_rounded_loss == 0.5
+    for theta, saved in zip(model.latents, kept["latents"], strict=True):
+        assert torch.equal(theta.detach(), saved)
+    assert record.loss_rose_at_end  # the last sample (0.7) is above the best (0.5)
+
+
+def test_a_non_finite_loss_restarts_instead_of_coding_nan(monkeypatch):
+    settings = CodecSettings.make(iterations=20, log_every=5, levels=3, warmup_candidates=1)
+    target = _target()
+    calls = {"n": 0}
+    original = Trainer.step
+
+    def step(self, phase, temperature, learning_rate):
+        calls["n"] += 1
+        loss, mse, bits = original(self, phase, temperature, learning_rate)
+        if calls["n"] == 10:  # a logging point: the loss blew up
+            loss = loss * math.nan
+        return loss, mse, bits
+
+    monkeypatch.setattr(Trainer, "step", step)
+    model, record = train(_models(settings, target.shape, []), target, 1e-3, settings, 0)
+    assert record.restarts == 1
+    assert all(torch.isfinite(t).all() for t in model.parameters())
+
+
+def test_training_flags_name_dominated_points_and_rising_losses():
+    points = pd.DataFrame(
+        {
+            "method": ["neural codec (2D)"] * 3 + ["jpeg2000"],
+            "lambda": [0.002, 0.0003, 0.001, math.nan],
+            "bits_per_voxel": [0.15, 0.23, 0.20, 0.2],
+            "psnr_8bit_minmax_db": [29.2, 27.1, 30.0, 30.0],
+            "training_loss_rose_at_end": [False, False, True, math.nan],
+            "training_restarts": [0, 2, 0, math.nan],
+        }
+    )
+    flags = training_flags(points).tolist()
+    assert flags[0] == ""
+    assert flags[1] == "dominated by lambda 0.002; 2 restarts"
+    assert flags[2] == "loss rose at the end"
+    assert flags[3] == ""
+
+
+def test_the_file_does_not_depend_on_how_the_device_is_named():
+    image = synthetic_head_phantom((4, 16, 18), seed=4).voxels[1].astype(np.float32)
+    settings = CodecSettings.make(iterations=12, log_every=4, levels=3)
+    default = encode(image, None, settings, lam=1e-3, seed=0)
+    named = encode(image, None, settings, lam=1e-3, seed=0, device=torch.device("cpu"))
+    assert named.data == default.data
+    assert default.record["training_device"] == "cpu"
+    assert set(default.record["training"]) >= {"warmup", "restarts", "loss_rose_at_end"}
