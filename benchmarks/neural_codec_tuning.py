@@ -78,6 +78,7 @@ def run(image_name: str, lam: float, overrides: dict, seed: int) -> dict:
         "parameter_bits": bits["actual"]["parameters"],
         "latent_bits": bits["actual"]["latents"],
         "header_bits": bits["actual"]["header"] + bits["actual"]["framing"],
+        "latent_bits_by_level": bits["estimated"].get("latents_by_level"),
         "estimated_payload_bits": bits["estimated"]["total"],
         "payload_bits": bits["actual"]["payload"],
         "coded_bits": bits["actual"].get("coded", bits["actual"]["payload"]),

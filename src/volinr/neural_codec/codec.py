@@ -255,7 +255,8 @@ def encode(
         latents = [torch.round(y) for y in model.scaled_latents()]
     parameters = quantise_network(model, latents, target, lam)
     with torch.no_grad():
-        estimated_latent_bits = model.latent_bits(latents).item()
+        bits_by_level = [bits.item() for bits in model.latent_bits_by_level(latents)]
+        estimated_latent_bits = sum(bits_by_level)
     quantise_seconds = time.perf_counter() - quantise_start
 
     coding_start = time.perf_counter()
@@ -308,6 +309,7 @@ def encode(
         bits={
             "estimated": {
                 "latents": estimated_latent_bits,
+                "latents_by_level": bits_by_level,  # finest grid first
                 "parameters": estimated_parameter_bits,
                 "total": estimated_latent_bits + estimated_parameter_bits,
             },

@@ -339,7 +339,11 @@ class LatentCodecModel(nn.Module):
 
     def latent_bits(self, latents: list[torch.Tensor]) -> torch.Tensor:
         """Estimated bits of all quantised latents under the (float) entropy model."""
-        total = latents[0].new_zeros(())
+        return torch.stack(self.latent_bits_by_level(latents)).sum()
+
+    def latent_bits_by_level(self, latents: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Estimated bits of each grid's quantised latents, finest grid first."""
+        levels = []
         for level, grid in enumerate(latents):
             if self.blocked:
                 context, first = self._context_rows(latents, level)
@@ -352,8 +356,8 @@ class LatentCodecModel(nn.Module):
             else:
                 mu, log_scale = self.laplace_parameters(latents, level)
                 bits = laplace_bits(grid.reshape(-1), mu, log_scale).sum()
-            total = total + bits
-        return total
+            levels.append(bits)
+        return levels
 
     # --- cost ------------------------------------------------------------------------------
 

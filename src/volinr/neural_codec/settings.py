@@ -49,6 +49,7 @@ class CodecSettings:
     warmup_candidates: int
     warmup_iterations: int
     restart_factor: float
+    latent_learning_rate_factor: float
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "synthesis_widths", tuple(int(w) for w in self.synthesis_widths))
@@ -88,7 +89,13 @@ class CodecSettings:
         for name in ("context_coarser", "learned_upsampling"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("learning_rate", "soft_round_start", "soft_round_end", "latent_gain"):
+        for name in (
+            "learning_rate",
+            "soft_round_start",
+            "soft_round_end",
+            "latent_gain",
+            "latent_learning_rate_factor",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 < value < float("inf"):
                 problems.append(f"{name} must be a positive number, got {value!r}")

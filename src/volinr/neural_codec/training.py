@@ -95,7 +95,16 @@ class Trainer:
         self.settings = settings
         self.generator = generator
         self.voxels = target.numel()
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+        latents = {id(theta) for theta in model.latents}
+        networks = [p for p in model.parameters() if id(p) not in latents]
+        # the latents' learning rate relative to the networks' (the group's "factor")
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(model.latents), "factor": settings.latent_learning_rate_factor},
+                {"params": networks, "factor": 1.0},
+            ],
+            lr=settings.learning_rate,
+        )
         self.noise = [torch.empty_like(theta) for theta in model.latents]
 
     def quantised_latents(self, phase: str, temperature: float) -> list[torch.Tensor]:
@@ -122,7 +131,7 @@ class Trainer:
 
     def step(self, phase: str, temperature: float, learning_rate: float) -> tuple:
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate
+            group["lr"] = learning_rate * group["factor"]
         loss, mse, bits = self.losses(self.quantised_latents(phase, temperature))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
