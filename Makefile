@@ -12,7 +12,7 @@ SNAKEMAKE := $(BIN)/snakemake
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup run test lint format report readme bench pretrain-sr publish-sr clean
+.PHONY: setup run test lint format report readme bench pretrain-sr publish-sr peer clean
 
 setup: $(VENV)/.installed
 
@@ -64,6 +64,18 @@ pretrain-sr: setup
 publish-sr: setup
 	$(BIN)/volinr-dev publish-sr --checkpoint results/sr/srdensenet.pt --curve results/sr/training_curve.csv --log results/logs/pretrain_sr.log --out-dir models --name srdensenet-cpu
 	@echo "now set sr.checkpoint_sha256 in config/config.yaml to the sha256 in models/srdensenet-cpu.json"
+
+# Cool-chic's reference implementation, a benchmark-only peer (benchmarks/coolchic_peer.py), in
+# its own environment from a local copy of its source; never a dependency of the package.
+COOLCHIC_SRC ?= peers/Cool-Chic
+peer:
+	@test -f $(COOLCHIC_SRC)/cc_encode.py || { echo "COOLCHIC_SRC=$(COOLCHIC_SRC) holds no Cool-chic source"; exit 2; }
+	mkdir -p peers
+	[ "$(abspath $(COOLCHIC_SRC))" = "$(abspath peers/Cool-Chic)" ] || ln -sfn $(abspath $(COOLCHIC_SRC)) peers/Cool-Chic
+	$(PYTHON) -m venv peers/coolchic-venv
+	peers/coolchic-venv/bin/python -m pip install --quiet torch==2.13.0
+	grep -vx torchvision $(COOLCHIC_SRC)/requirements.txt > peers/coolchic-requirements.txt
+	peers/coolchic-venv/bin/python -m pip install --quiet -r peers/coolchic-requirements.txt torch==2.13.0
 
 clean:
 	rm -rf results/data results/sr results/fits results/rd results/export results/tables results/figures results/logs results/benchmarks results/summary.md results/report.html
