@@ -125,10 +125,6 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -108,12 +108,6 @@ def decode_chunk_bytes(chunk: int, width: int) -> int:
     return chunk * (DECODE_BYTES_PER_CHUNK_VOXEL + 3 * width * FLOAT)
 
 
-def estimate_decode_bytes(voxels: int, chunk: int, width: int) -> int:
-    """Bytes of a decode: the float32 output (and its finiteness mask when it is saved)
-    plus one chunk's working set."""
-    return voxels * (FLOAT + 1) + decode_chunk_bytes(min(chunk, voxels), width)
-
-
 def _refuse(what: str, parts: dict[str, int], available: int, where: str, hint: str):
     listed = ", ".join(f"{name} {gb(n)}" for name, n in parts.items() if n)
     raise InputError(

@@ -98,10 +98,6 @@ def scale_to_unit(
     return out.reshape(values.shape)
 
 
-def unscale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return (values + 1.0) / 2.0 * (hi - lo) + lo
-
-
 def save_siren(path: str | os.PathLike, result: FitResult) -> int:
     """Write the weights and everything needed to decode them; returns the file's bytes."""
     return save_checkpoint(
@@ -175,7 +171,7 @@ def decode_siren(
             coords = grid_coordinates(shape, extent, device, start, start + chunk)
             out[start : start + chunk] = model(coords)[:, 0].float().cpu().numpy()
     lo, hi = value_range
-    # in place (unscale() would allocate two more volumes)
+    # in place (a plain (v + 1) / 2 x (hi - lo) + lo would allocate two more volumes)
     out += 1.0
     out *= (hi - lo) / 2.0
     out += lo

@@ -200,12 +200,6 @@ class LatentCodecModel(nn.Module):
             for theta, gain in zip(self.latents, self.gains, strict=True)
         ]
 
-    def set_latents(self, values: list[torch.Tensor]) -> None:
-        """Store integer latent values (as theta = value / gain)."""
-        with torch.no_grad():
-            for theta, value, gain in zip(self.latents, values, self.gains, strict=True):
-                theta.copy_(value.to(theta.dtype) / gain)
-
     # --- upsampling and synthesis ------------------------------------------------------------
 
     def _upsample_axis(self, x: torch.Tensor, axis: int, length: int) -> torch.Tensor:
