@@ -152,3 +152,30 @@ def test_the_file_does_not_depend_on_how_the_device_is_named():
     assert named.data == default.data
     assert default.record["training_device"] == "cpu"
     assert set(default.record["training"]) >= {"warmup", "restarts", "loss_rose_at_end"}
+
+
+@pytest.mark.parametrize("distortion_only", [True, False])
+def test_a_distortion_only_warm_up_ignores_the_rate_then_restores_it(monkeypatch, distortion_only):
+    settings = CodecSettings.make(
+        iterations=20,
+        log_every=5,
+        levels=3,
+        warmup_candidates=2,
+        warmup_iterations=4,
+        warmup_distortion_only=distortion_only,
+    )
+    target = _target()
+    seen = []
+    original = Trainer.losses
+
+    def losses(self, latents):
+        seen.append(self.lam)
+        return original(self, latents)
+
+    monkeypatch.setattr(Trainer, "losses", losses)
+    train(_models(settings, target.shape, []), target, 1e-3, settings, 0)
+    # two candidates x 4 warm-up steps come first (each then evaluated with the rate)
+    warm = [lam for lam in seen[:10] if lam != 1e-3]
+    assert len(warm) == (8 if distortion_only else 0)
+    assert set(warm) <= {0.0}
+    assert seen[-1] == 1e-3

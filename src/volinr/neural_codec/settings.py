@@ -49,6 +49,7 @@ class CodecSettings:
     warmup_candidates: int
     warmup_iterations: int
     restart_factor: float
+    warmup_distortion_only: bool
     latent_learning_rate_factor: float
 
     def __post_init__(self) -> None:
@@ -86,7 +87,7 @@ class CodecSettings:
             )
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        for name in ("context_coarser", "learned_upsampling"):
+        for name in ("context_coarser", "learned_upsampling", "warmup_distortion_only"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in (

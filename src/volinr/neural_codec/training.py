@@ -16,7 +16,8 @@ Robustness (an overfitted codec that trains badly gives a file that is silently 
 
 - warm-up: ``warmup_candidates`` models, each initialised with its own seed, train for the
   first ``warmup_iterations`` steps (at most the noise phase); the one whose hard-rounded loss
-  is lowest then goes on (Cool-chic's recipe); the others' steps are extra encoder time;
+  (with the run's lambda) is lowest then goes on (Cool-chic's recipe); the others' steps are
+  extra encoder time; with ``warmup_distortion_only`` the warm-up steps ignore the rate;
 - the best state: from the soft-rounding phase on, each logging point evaluates the loss
   with hard-rounded latents (what the file will hold) and keeps the best state; the kept
   state is the one coded;
@@ -230,7 +231,11 @@ def warm_up(candidates: list[Trainer], iterations: int) -> tuple[int, list[Train
     whose hard-rounded loss is lowest then, and each candidate's record."""
     records = []
     for trainer in candidates:
+        lam = trainer.lam
+        if trainer.settings.warmup_distortion_only:
+            trainer.lam = 0.0  # the warm-up fits the image first, as Cool-chic's does
         record = trainer.run(0, iterations)
+        trainer.lam = lam
         record.final_rounded_loss = trainer.exact_loss()
         records.append(record)
     scores = [r.final_rounded_loss for r in records]
