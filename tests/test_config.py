@@ -343,3 +343,21 @@ def test_natural_numbers_reach_the_jobs_as_numbers(tmp_path, config_text, extra)
     assert code == 0, output[-3000:]
     # the fit receives the validated siren section as JSON, and its iterations as a flag
     assert '"learning_rate": 0.001,' in output and "--iterations 12 " in output
+
+
+@pytest.mark.parametrize(
+    "device, rule, threads",
+    [("cpu", "method_points", "--threads 1 "), ("cuda", "method_points_torch", "--threads 2 ")],
+)
+def test_the_neural_codec_holds_the_gpu_only_on_a_gpu(tmp_path, device, rule, threads):
+    # two cores: a CPU codec job still gets one thread, a GPU one the config's two
+    code, output = dry_run(tmp_path, f"device: {device}\nthreads: 2\n", "--cores", "2")
+    assert code == 0, output[-3000:]
+    jobs = output.split("\nrule ")
+    codec = [job for job in jobs if "--method neural_codec" in job]
+    assert codec and all(job.startswith(f"{rule}:") for job in codec)
+    assert all(threads in job and f"--device {device}" in job for job in codec)
+    if device == "cuda":
+        assert all("gpu=1" in job for job in codec)
+    else:
+        assert not any("gpu=1" in job for job in codec)
