@@ -140,7 +140,7 @@ def test_training_flags_name_dominated_points_and_rising_losses():
     flags = training_flags(points).tolist()
     assert flags[0] == ""
     assert flags[1] == "dominated by lambda 0.002; 2 restarts"
-    assert flags[2] == "loss rose at the end"
+    assert flags[2] == "loss rose at the end (the best state is coded)"
     assert flags[3] == ""
 
 

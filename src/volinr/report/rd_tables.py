@@ -71,7 +71,7 @@ def training_flags(points: pd.DataFrame) -> pd.Series:
             if len(better):
                 found.append(f"dominated by lambda {better['lambda'].max():g}")
             if bool(row.get("training_loss_rose_at_end", False) is True):
-                found.append("loss rose at the end")
+                found.append("loss rose at the end (the best state is coded)")
             restarts = row.get("training_restarts", 0)
             if isinstance(restarts, int | float) and restarts > 0:
                 found.append(f"{int(restarts)} restarts")
