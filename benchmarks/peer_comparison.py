@@ -1,0 +1,107 @@
+"""The project's neural codec beside Cool-chic's reference on the same slice (dev script, not
+imported by the package): BD-rate and BD-PSNR of each of our sweeps against the peer and of
+the peer and our sweeps against the classical anchors, by the project's own recipe
+(``volinr.report.bd_rate``), plus both sets of points side by side.
+
+    python benchmarks/peer_comparison.py --peer PEER_ROWS.json \
+        --ours before=benchmarks/results/neural_codec_slice_before \
+        after=benchmarks/results/neural_codec_slice --anchors /tmp/sweep/rd/classical \
+        --out benchmarks/results/peer_comparison
+
+``--peer``: the rows ``coolchic_peer.py --rows-out`` writes; ``--ours``: LABEL=a sweep's
+rows or its ``table_rate_distortion`` (the neural codec's rows are taken); ``--anchors``: the
+classical codecs' rows on the same image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+from coolchic_peer import load_table  # a sibling dev script
+
+from volinr.report.bd_rate import PSNR_COLUMNS, bd_metrics, rd_curve
+
+log = logging.getLogger("peer_comparison")
+ANCHORS = ("jpeg2000", "hevc", "av1")
+POINT_COLUMNS = ["curve", "setting", "bits_per_voxel", "psnr_8bit_minmax_db", "psnr_native_db"]
+
+
+def neural_rows(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["method"].astype(str).str.startswith("neural codec")]
+
+
+def bd(test: pd.DataFrame, anchor: pd.DataFrame, test_name: str, anchor_name: str) -> list:
+    rows = []
+    for column in PSNR_COLUMNS:
+        result = bd_metrics(rd_curve(test, column), rd_curve(anchor, column))
+        rows.append({"curve": test_name, "against": anchor_name, "psnr": column, **result})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer", type=Path, required=True)
+    parser.add_argument("--ours", nargs="+", required=True, metavar="LABEL=PATH")
+    parser.add_argument("--anchors", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="output stem (.md, .json)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    peer = load_table(args.peer)
+    peer_name = str(peer["method"].iloc[0])
+    anchors = load_table(args.anchors)
+    curves = {peer_name: peer}
+    for item in args.ours:
+        label, _, path = item.partition("=")
+        curves[f"this codec ({label})"] = neural_rows(load_table(Path(path)))
+    rows = []
+    for name, points in curves.items():
+        if name != peer_name:
+            rows += bd(points, peer, name, peer_name)
+        for codec in ANCHORS:
+            rows += bd(points, anchors[anchors["method"] == codec], name, codec)
+    table = pd.DataFrame(rows)
+    points = pd.concat([p.assign(curve=name) for name, p in curves.items()], ignore_index=True)[
+        POINT_COLUMNS
+    ]
+    record = {
+        "command": " ".join(["python", *sys.argv]),
+        "points": points.to_dict("records"),
+        "bd": [
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+            for r in rows
+        ],
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    shown = table[
+        ["curve", "against", "psnr", "bd_rate_percent", "bd_psnr_db", "points", "anchor_points"]
+        + [c for c in ("overlap_psnr_low_db", "overlap_psnr_high_db", "bd_note") if c in table]
+    ]
+    text = [
+        "# This codec beside Cool-chic's reference on the embedded slice",
+        "",
+        f"`{record['command']}`. BD-rate: the curve's bits against the other's at equal PSNR "
+        "over the PSNR range both cover (negative: fewer bits), PCHIP in log rate "
+        "(`volinr.report.bd_rate`); BD-PSNR: dB at equal rate. Every rate is 8 x a real "
+        "file's bytes / voxels, every PSNR the project's own on the decoded file.",
+        "",
+        "## Points",
+        "",
+        points.to_markdown(index=False, floatfmt=".4g"),
+        "",
+        "## Bjontegaard deltas",
+        "",
+        shown.to_markdown(index=False, floatfmt=".4g"),
+        "",
+    ]
+    args.out.with_suffix(".md").write_text("\n".join(text))
+    log.info("wrote %s", args.out.with_suffix(".md"))
+
+
+if __name__ == "__main__":
+    main()
