@@ -253,8 +253,9 @@ def train(
     """Train at ``lam`` and return the kept model and its record.
 
     ``make_model(seed)`` builds a freshly initialised model on the target's device; the
-    warm-up builds ``warmup_candidates`` of them (seeds seed, seed + 1, ...) and trains each
-    for the first min(warmup_iterations, noise-phase iterations) steps.
+    warm-up builds ``warmup_candidates`` (c) of them (seeds s c, s c + 1, ..., s c + c - 1 for
+    the run's seed s) and trains each for the first min(warmup_iterations, noise-phase
+    iterations) steps.
     """
     device = target.device
     count = settings.warmup_candidates
@@ -262,8 +263,12 @@ def train(
     warmup_steps = min(settings.warmup_iterations, noise_steps) if count > 1 else 0
     candidates = []
     for index in range(count if warmup_steps else 1):
-        generator = torch.Generator(device=device).manual_seed(seed + index)
-        candidates.append(Trainer(make_model(seed + index), target, lam, settings, generator))
+        # seed s's candidates are s x count + index: no two seeds share a candidate
+        candidate_seed = seed * count + index if warmup_steps else seed
+        generator = torch.Generator(device=device).manual_seed(candidate_seed)
+        trainer = Trainer(make_model(candidate_seed), target, lam, settings, generator)
+        trainer.seed = candidate_seed
+        candidates.append(trainer)
     if not warmup_steps:
         trainer = candidates[0]
         return trainer.model, trainer.run()
@@ -272,7 +277,7 @@ def train(
     record.warmup = [
         {
             "candidate": i,
-            "seed": seed + i,
+            "seed": candidates[i].seed,
             "rounded_loss": r.final_rounded_loss if math.isfinite(r.final_rounded_loss) else None,
             "seconds": r.seconds,
         }
