@@ -169,10 +169,28 @@ def code_point(args, reference: np.ndarray, lam: float, work: Path, units: str) 
         "units": units,
         "encode_seconds": sum(r["encode_seconds"] for r in records),
         "decode_seconds": sum(r["decode_seconds"] for r in records),
+        **encoder_rate_split(work / "coolchic" / group, len(slices)),
     }  # fmt: skip
     row = evaluation.finish(row, str(out))
     write_json(out, row)
     return json.loads(out.read_text())
+
+
+ENCODER_SPLIT = ("coolchic_estimated_network_bpp", "coolchic_estimated_latent_bpp")
+
+
+def encoder_rate_split(folder: Path, slices: int) -> dict:
+    """Cool-chic's own estimate of its networks' and latents' bits per pixel (its encoder's
+    results table, the mean over slices); empty where it wrote none."""
+    found = {"network_bpp": [], "latent_bpp": []}
+    for index in range(slices):
+        table = folder / f"slice{index:03d}" / "0000-results_encoder.tsv"
+        if not table.exists():
+            return {}
+        row = pd.read_csv(table, sep=r"\s+").iloc[-1]
+        found["network_bpp"].append(float(row["nn_bpp"]))
+        found["latent_bpp"].append(float(row["latent_bpp"]))
+    return {f"coolchic_estimated_{k}": float(np.mean(v)) for k, v in found.items()}
 
 
 def load_reference(args, work: Path) -> tuple[np.ndarray, dict]:
@@ -310,6 +328,7 @@ def main() -> None:
     columns = ["method", "lambda", "iterations", "threads", "bits_per_voxel",
                "psnr_8bit_minmax_db", "psnr_native_db", "ssim", "encode_seconds",
                "decode_seconds", "bytes"]  # fmt: skip
+    columns += [c for c in ENCODER_SPLIT if c in points]
     text = [
         f"# {METHOD} on {Path(source['path']).name} {tuple(reference.shape)}", "",
         f"`{record['command']}`", "",
@@ -318,7 +337,9 @@ def main() -> None:
         "bitstream file(s), headers included / voxels; quality by `volinr.evaluation` on the "
         "decoded PPM's channel mean mapped back to the original range. Seconds: Cool-chic's "
         "encode (training, quantisation, bitstream and its own check decode) and decode "
-        "scripts, after torch's import.", "",
+        "scripts, after torch's import. coolchic_estimated_network_bpp / latent_bpp: Cool-chic's "
+        "own estimate of its networks' and latents' bits per pixel (its encoder's results "
+        "table).", "",
         points[columns].to_markdown(index=False, floatfmt=".4g"), "",
     ]  # fmt: skip
     if bd:
