@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -345,18 +346,26 @@ def test_natural_numbers_reach_the_jobs_as_numbers(tmp_path, config_text, extra)
     assert '"learning_rate": 0.001,' in output and "--iterations 12 " in output
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="'auto' would mean the GPU here")
 @pytest.mark.parametrize(
-    "device, rule, threads",
-    [("cpu", "method_points", "--threads 1 "), ("cuda", "method_points_torch", "--threads 2 ")],
+    "device, rule, threads, runs_on",
+    [
+        ("cpu", "method_points", "--threads 1 ", "cpu"),
+        ("auto", "method_points", "--threads 1 ", "cpu"),  # no GPU here: a CPU job, on the CPU
+        ("cuda", "method_points_torch", "--threads 2 ", "cuda"),
+    ],
 )
-def test_the_neural_codec_holds_the_gpu_only_on_a_gpu(tmp_path, device, rule, threads):
+def test_the_neural_codec_holds_the_gpu_only_on_a_gpu(tmp_path, device, rule, threads, runs_on):
     # two cores: a CPU codec job still gets one thread, a GPU one the config's two
     code, output = dry_run(tmp_path, f"device: {device}\nthreads: 2\n", "--cores", "2")
     assert code == 0, output[-3000:]
     jobs = output.split("\nrule ")
     codec = [job for job in jobs if "--method neural_codec" in job]
     assert codec and all(job.startswith(f"{rule}:") for job in codec)
-    assert all(threads in job and f"--device {device}" in job for job in codec)
+    assert all(threads in job and f"--device {runs_on} " in job for job in codec)
+    # the other torch methods keep the config's device
+    siren = [job for job in jobs if "--method siren_hr" in job]
+    assert siren and all(f"--device {device} " in job for job in siren)
     if device == "cuda":
         assert all("gpu=1" in job for job in codec)
     else:

@@ -137,6 +137,15 @@ def holds_gpu(name):
 
 
 ON_GPU = any(methods.family(m).gpu_optional for m in METHODS) and trains_on_gpu()
+
+
+def method_device(wildcards):
+    """A method group's --device: a GPU-optional method that holds no gpu runs on the CPU (so
+    that on a cluster a CPU job never finds a node's GPU by 'auto')."""
+    family = methods.family(wildcards.method)
+    return "cpu" if family.gpu_optional and not ON_GPU else config["device"]
+
+
 TORCH_METHODS = [m for m in methods.families() if holds_gpu(m)]
 CPU_METHODS = [m for m in methods.families() if not holds_gpu(m)]
 

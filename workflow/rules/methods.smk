@@ -28,11 +28,13 @@ rule method_points:
         window=tissue_window(),
         amortize=RD["sr_amortize_over"],
         keep=lambda wc: "--keep-reconstruction" if keeps_reconstruction(wc) else "",
+        device=method_device,
     shell:
         "python -m volinr rd --method {wildcards.method} --group {wildcards.group} "
         "--image {input.image} --settings {params.settings} --inputs {params.inputs} "
         "--tissue-window {params.window} --sr-amortize-over {params.amortize} {params.keep} "
-        f"--files-dir {{output.files}} --out {{output.rows}} {DEVICE_ARGS} 2> {{log}}"
+        "--files-dir {output.files} --out {output.rows} --device {params.device} "
+        "--threads {threads} 2> {log}"
 
 
 use rule method_points as method_points_torch with:
