@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, SNAKEMAKE, workflow_env
+from conftest import ROOT, SNAKEMAKE, run_workflow, workflow_env
 from volinr.metrics import psnr_native
 
 
@@ -183,3 +183,19 @@ def test_workflow_is_linted_and_formatted():
         timeout=120,
     )
     assert fmt.returncode == 0, fmt.stderr
+
+
+@pytest.mark.slow
+def test_a_run_of_the_codecs_alone_makes_their_tables_and_says_why_no_paper_tables(tmp_path):
+    methods = 'rate_distortion={"methods": ["classical", "neural_codec"]}'
+    results = run_workflow(tmp_path, ".test/config/config.yaml", "--config", methods)
+    made = {p.stem for p in (results / "tables").glob("*.csv")}
+    assert {"table_rate_distortion", "table_bd_rate", "table_vs_jpeg2000"} <= made
+    assert not made & {"table4_ours", "table6_side_by_side"}
+    assert not (results / "sr").exists() and not (results / "fits").exists()
+    table = pd.read_csv(results / "tables/table_rate_distortion.csv")
+    assert not set(table["family"]) & {"siren", "lr + upsampling"}
+    assert {"codec", "neural codec"} <= set(table["family"])
+    summary = (results / "summary.md").read_text()
+    assert "the paper's tables and figures were not made" in summary
+    assert "siren_lr_sr, siren_hr, true_lr left out" in summary

@@ -328,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="Markdown summary of a run (its tables' verdicts)")
     p.add_argument("--tables-dir", required=True)
     p.add_argument("--results", required=True, help="results folder (logs, benchmarks)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="the run's methods (default: all, the paper's tables included); without every "
+        "one of the paper's (siren_lr_sr, siren_hr, true_lr) the summary reads no paper table",
+    )
     p.add_argument("--out", type=a.output_file, required=True)
 
     return parser

@@ -173,9 +173,13 @@ def keeps_reconstruction(wildcards):
     )
 
 
-# The paper's tables read the paper point of these three methods (config_checks requires them).
-PAPER_METHODS = ["siren_lr_sr", "siren_hr", "true_lr"]
-PAPER_ROWS = [row for method in PAPER_METHODS for row in rd_rows(method)]
+# The paper's tables read the paper point of these three methods; a run without one of them
+# makes the rate-distortion tables only (and its summary says so).
+PAPER_METHODS = list(config_checks.PAPER_METHODS)
+PAPER_MODE = config_checks.paper_tables_made(METHODS)
+PAPER_ROWS = (
+    [row for method in PAPER_METHODS for row in rd_rows(method)] if PAPER_MODE else []
+)
 ALL_ROWS = [row for method in METHODS for row in rd_rows(method)]
 
 
@@ -248,6 +252,7 @@ def export_targets():
     stems = [
         f"{R}/export/{m}/L{n}_s{FIGURE_SEED}"
         for m in ("siren_lr_sr", "siren_hr")
+        if m in METHODS
         for n in LAYERS
     ]
     return [f"{stem}.nii.gz" for stem in stems] + [f"{stem}_dicom" for stem in stems]

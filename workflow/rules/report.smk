@@ -1,6 +1,7 @@
 # Stage 5, what a run shows: the paper's Tables 4-7 (its numbers beside ours) with the SR check
 # and the ablation, read from the paper point of each SIREN and true-LR group; the
-# rate-distortion tables and figure over every method's points; the figures; the summary.
+# rate-distortion tables and figure over every method's points; the figures; the summary. A
+# run whose methods leave out one of PAPER_METHODS makes no paper tables or figures.
 
 
 rule paper_tables:
@@ -51,7 +52,7 @@ rule figures:
     input:
         tables=rules.paper_tables.output.csv,
         shown=shown_groups("siren_lr_sr") + shown_groups("siren_hr"),
-        true_lr=[rd_dir("true_lr", group) for group in METHOD_GROUPS["true_lr"]],
+        true_lr=[rd_dir("true_lr", group) for group in METHOD_GROUPS.get("true_lr", [])],
         curves=[
             f"{fit_dir(t, n, FIGURE_SEED)}/curve.csv"
             for t in ("lr", "hr")
@@ -76,9 +77,9 @@ rule figures:
 
 rule summary:
     input:
-        tables=rules.paper_tables.output.md,
+        tables=rules.paper_tables.output.md if PAPER_MODE else [],
         rate_distortion=rules.rate_distortion.output.md,
-        figures=rules.figures.output,
+        figures=rules.figures.output if PAPER_MODE else [],
     output:
         report(f"{R}/summary.md", caption="../report/summary.rst", category="Summary"),
     log:
@@ -86,6 +87,8 @@ rule summary:
     conda:
         ENV
     threads: 1
+    params:
+        methods=" ".join(METHODS),
     shell:
-        f"python -m volinr summary --tables-dir {R}/tables --results {R} --out {{output}} "
-        "2> {log}"
+        f"python -m volinr summary --tables-dir {R}/tables --results {R} "
+        "--methods {params.methods} --out {output} 2> {log}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from volinr.config_checks import PAPER_METHODS, paper_tables_made
 from volinr.errors import InputError
 
 # Columns that hold our measurements: an empty cell there is a failed run, never 'n/a'.
@@ -45,13 +46,33 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n\n".join([text, *(f"> {note}" for note in infinity_notes([table]))])
 
 
-def build_summary(tables_dir: Path, results: Path) -> str:
+def build_summary(tables_dir: Path, results: Path, methods: list[str] | None = None) -> str:
+    """The run's summary; ``methods``: the run's methods (None: a run of all of them)."""
+
     def read(name: str) -> pd.DataFrame:
         path = tables_dir / f"{name}.csv"
         if not path.is_file():
             raise InputError(f"{path}: table missing")
         return read_table(path, name)
 
+    if methods is None or paper_tables_made(methods):
+        lines = _paper_lines(read)
+    else:
+        missing = [m for m in PAPER_METHODS if m not in methods]
+        lines = [
+            f"This run compared {', '.join(methods)} only: the paper's tables and figures were "
+            f"not made (they need {', '.join(PAPER_METHODS)}; {', '.join(missing)} left out by "
+            "rate_distortion.methods).",
+            "",
+        ]
+    lines += _rate_distortion_lines(tables_dir)
+    lines.append(
+        "All tables with their definitions: `results/tables/*.md`; figures: `results/figures/`."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _paper_lines(read) -> list[str]:
     table4, table5 = read("table4_ours"), read("table5_baseline")
     table6, sr = read("table6_side_by_side"), read("table_sr_check")
     device = table4["device"].iloc[0]
@@ -70,6 +91,11 @@ def build_summary(tables_dir: Path, results: Path) -> str:
         markdown(sr),
         "",
     ]
+    return lines
+
+
+def _rate_distortion_lines(tables_dir: Path) -> list[str]:
+    lines = []
     versus, best = tables_dir / "table_vs_jpeg2000.csv", tables_dir / "table_vs_best_anchor.csv"
     if versus.is_file():
         best_table = read_table(best, "table_vs_best_anchor") if best.is_file() else None
@@ -80,10 +106,7 @@ def build_summary(tables_dir: Path, results: Path) -> str:
     rd = tables_dir / "table_rate_distortion.csv"
     if rd.is_file():
         lines += _training_flag_lines(read_table(rd, "table_rate_distortion"))
-    lines.append(
-        "All tables with their definitions: `results/tables/*.md`; figures: `results/figures/`."
-    )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _training_flag_lines(table: pd.DataFrame) -> list[str]:

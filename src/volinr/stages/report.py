@@ -128,6 +128,6 @@ def run_figures(args) -> None:
 def run_summary(args) -> None:
     from volinr.report.summary import build_summary
 
-    text = build_summary(Path(args.tables_dir), Path(args.results))
+    text = build_summary(Path(args.tables_dir), Path(args.results), args.methods)
     with atomic_path(args.out) as tmp:
         tmp.write_text(text + provenance.markdown_footer(provenance.record(args)))
