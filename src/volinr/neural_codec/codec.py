@@ -40,6 +40,7 @@ from volinr.neural_codec.bitstream import (
     unpack_header,
     words_to_payload,
 )
+from volinr.neural_codec.block_training import memory_plan
 from volinr.neural_codec.latent_coding import (
     IntegerEntropyModel,
     IntegerLayer,
@@ -50,13 +51,19 @@ from volinr.neural_codec.latent_coding import (
     latent_symbols,
     level_indices,
 )
-from volinr.neural_codec.model import LatentCodecModel
+from volinr.neural_codec.model import LatentCodecModel, latent_count
 from volinr.neural_codec.network_quantisation import quantise_network
 from volinr.neural_codec.parameter_coding import (
     QuantisedParameter,
     decode_parameter,
     encode_parameters,
     parameter_bits,
+)
+from volinr.neural_codec.regions import (
+    decoding_plans,
+    latent_bits_in_blocks,
+    quantisation_sample,
+    synthesise_block,
 )
 from volinr.neural_codec.settings import CodecSettings
 from volinr.neural_codec.training import train
@@ -183,11 +190,30 @@ def reconstruct(
     """The decoded array from dequantised tensors and integer latents (both ends run this)."""
     for parameter, tensor in zip(parameters, model.coded_parameters().values(), strict=True):
         tensor.copy_(parameter.values())
-    latents = [torch.from_numpy(grid.astype(np.float32)) for grid in grids]
-    normalised = model.synthesise(latents).numpy().astype(np.float64)
     low, high = value_range
-    values = low + normalised * (high - low)
-    return to_output_dtype(values, output_dtype)
+    plans = decoding_plans(model)
+    if plans is None:
+        latents = [torch.from_numpy(grid.astype(np.float32)) for grid in grids]
+        normalised = model.synthesise(latents).numpy().astype(np.float64)
+        return to_output_dtype(low + normalised * (high - low), output_dtype)
+    output = np.empty(model.shape, dtype=output_dtype)
+    for plan in plans:
+        crops = [
+            torch.from_numpy(grid[box.slices].astype(np.float32))
+            for grid, box in zip(grids, plan.crops, strict=True)
+        ]
+        normalised = synthesise_block(model, crops, plan).numpy().astype(np.float64)
+        output[plan.block.slices] = to_output_dtype(low + normalised * (high - low), output_dtype)
+    return output
+
+
+def normalised_float32(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """(array - low) / (high - low) in float64, stored as float32, a slice at a time (no
+    float64 copy of a whole volume)."""
+    out = np.empty(array.shape, np.float32)
+    for index in range(array.shape[0]):
+        out[index] = (array[index].astype(np.float64) - low) / (high - low)
+    return out
 
 
 def to_output_dtype(values: np.ndarray, output_dtype: str) -> np.ndarray:
@@ -235,17 +261,20 @@ def encode(
         record["seconds"] = {"total": time.perf_counter() - start}
         return Encoded(data, reconstruction, record)
 
-    target_values = (array.astype(np.float64) - low) / (high - low)
-    target = torch.from_numpy(target_values.astype(np.float32))
+    target = torch.from_numpy(normalised_float32(array, low, high))
     output_bias = float(target.mean())
     target = target.to(device)
+    block_edge = memory_plan(
+        shape, latent_count(shape, settings.levels), array.dtype.itemsize, settings.memory_gb
+    )
+    record["training_block_edge"] = block_edge
 
     def make_model(model_seed: int) -> LatentCodecModel:
         with torch.random.fork_rng():
             torch.manual_seed(model_seed)
             return LatentCodecModel(shape, settings, output_bias=output_bias).to(device)
 
-    model, training = train(make_model, target, lam, settings, seed)
+    model, training = train(make_model, target, lam, settings, seed, block_edge)
     # Quantisation and coding run on the CPU whatever the training device: the file, and the
     # reconstruction it decodes to, must not depend on where the encoder trained.
     model, target = model.cpu(), target.cpu()
@@ -253,10 +282,15 @@ def encode(
     quantise_start = time.perf_counter()
     with torch.no_grad():
         latents = [torch.round(y) for y in model.scaled_latents()]
-    parameters = quantise_network(model, latents, target, lam)
-    with torch.no_grad():
-        bits_by_level = [bits.item() for bits in model.latent_bits_by_level(latents)]
-        estimated_latent_bits = sum(bits_by_level)
+    plans = decoding_plans(model)
+    sample = None if plans is None else quantisation_sample(plans)
+    parameters = quantise_network(model, latents, target, lam, sample)
+    if plans is None:
+        with torch.no_grad():
+            bits_by_level = [bits.item() for bits in model.latent_bits_by_level(latents)]
+    else:
+        bits_by_level = latent_bits_in_blocks(model, latents, plans)
+    estimated_latent_bits = sum(bits_by_level)
     quantise_seconds = time.perf_counter() - quantise_start
 
     coding_start = time.perf_counter()

@@ -107,8 +107,13 @@ class LevelSchedule:
     @cached_property
     def _ordering(self) -> tuple[np.ndarray, np.ndarray]:
         weights = wavefront_weights(self.offsets)
-        grid = np.indices(self.shape, dtype=np.int64).reshape(len(self.shape), -1)
-        step = weights @ grid
+        # step = a . p of every sample, built by broadcasting (no ndim x N index array)
+        step = np.zeros(self.shape, dtype=np.int64)
+        for axis, (weight, n) in enumerate(zip(weights.tolist(), self.shape, strict=True)):
+            along = [1] * len(self.shape)
+            along[axis] = n
+            step += (weight * np.arange(n, dtype=np.int64)).reshape(along)
+        step = step.reshape(-1)
         order = np.argsort(step, kind="stable")
         counts = np.bincount(step, minlength=int(step.max()) + 1)
         starts = np.concatenate([[0], np.cumsum(counts)])

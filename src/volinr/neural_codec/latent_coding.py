@@ -211,16 +211,17 @@ class LevelIndex:
     coarser_shape: tuple[int, ...] | None
     use_coarser: bool
 
-    def padded_positions(self) -> np.ndarray:
-        return self.schedule.padded_index(self.schedule.order)
+    def padded_positions(self, take: slice) -> np.ndarray:
+        """Padded-grid indices of the latents ``order[take]``."""
+        return self.schedule.padded_index(self.schedule.order[take])
 
     def neighbours(self, padded_positions: np.ndarray) -> np.ndarray:
         return padded_positions[:, None] + self.schedule.neighbour_steps[None, :]
 
-    def coarser_positions(self) -> np.ndarray | None:
+    def coarser_positions(self, take: slice) -> np.ndarray | None:
         if not self.use_coarser or self.coarser_shape is None:
             return None
-        return self.schedule.coarser_index(self.schedule.order, self.coarser_shape)
+        return self.schedule.coarser_index(self.schedule.order[take], self.coarser_shape)
 
 
 def level_indices(
@@ -236,21 +237,24 @@ def level_indices(
     ]
 
 
+# Latents whose contexts the encoder gathers at once: bounds its memory on large volumes.
+CHUNK_LATENTS = 1 << 20
+
+
 def _context(
     index: LevelIndex, padded: np.ndarray, coarser: np.ndarray | None, take: slice
 ) -> np.ndarray:
-    positions = index.padded_positions()[take]
-    context = padded[index.neighbours(positions)]
-    coarser_positions = index.coarser_positions()
+    context = padded[index.neighbours(index.padded_positions(take))]
+    coarser_positions = index.coarser_positions(take)
     if coarser_positions is not None and coarser is not None:
-        context = np.concatenate([context, coarser[coarser_positions[take], None]], axis=1)
+        context = np.concatenate([context, coarser[coarser_positions, None]], axis=1)
     return context
 
 
 def latent_symbols(
     grids: list[np.ndarray], indices: list[LevelIndex], model: IntegerEntropyModel
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per grid, in decoding order: table rows and d = value - round(mu)."""
+    """Per grid, in decoding order: table rows and d = value - round(mu) (int32 both)."""
     rows_per_level, deltas_per_level = [], []
     for grid in grids:
         if np.abs(grid).max(initial=0) > MAX_LATENT:
@@ -260,10 +264,18 @@ def latent_symbols(
         padded = np.zeros(schedule.padded_shape, dtype=np.int64)
         padded[schedule.interior] = grid
         coarser = grids[level + 1].reshape(-1) if level + 1 < len(grids) else None
-        context = _context(index, padded.reshape(-1), coarser, slice(None))
-        rows, rounded = model(context)
+        values = grid.reshape(-1)
+        rows = np.empty(values.size, np.int32)
+        deltas = np.empty(values.size, np.int32)
+        for start in range(0, values.size, CHUNK_LATENTS):
+            take = slice(start, start + CHUNK_LATENTS)
+            chunk_rows, rounded = model(_context(index, padded.reshape(-1), coarser, take))
+            rows[take] = chunk_rows
+            # |value - round(mu)| <= 2 MAX_LATENT: int32 holds it
+            deltas[take] = values[schedule.order[take]] - rounded
+        del padded
         rows_per_level.append(rows)
-        deltas_per_level.append(grid.reshape(-1)[schedule.order] - rounded)
+        deltas_per_level.append(deltas)
     return rows_per_level, deltas_per_level
 
 
@@ -337,24 +349,28 @@ def decode_latents(
         index = indices[level]
         schedule = index.schedule
         padded_size = int(np.prod(schedule.padded_shape))
-        positions = index.padded_positions()
         # One array holds the padded grid being decoded and, after it, the coarser grid, so
         # that one gather per step reads a latent's whole context.
-        gather = index.neighbours(positions)
-        coarser_positions = index.coarser_positions()
-        if coarser_positions is not None:
+        coarser = index.coarser_shape is not None and index.use_coarser
+        if coarser:
             values = np.concatenate([np.zeros(padded_size, np.int64), grids[level + 1].ravel()])
-            gather = np.concatenate([gather, padded_size + coarser_positions[:, None]], axis=1)
         else:
             values = np.zeros(padded_size, np.int64)
         starts = schedule.starts.tolist()
         for start, stop in zip(starts[:-1], starts[1:], strict=True):
-            rows, rounded = model(values[gather[start:stop]])
+            take = slice(start, stop)
+            positions = index.padded_positions(take)
+            gather = index.neighbours(positions)
+            if coarser:
+                extra = padded_size + index.coarser_positions(take)
+                gather = np.concatenate([gather, extra[:, None]], axis=1)
+            rows, rounded = model(values[gather])
             decoded = unzigzag(coder.decode(decoder, rows)) + rounded
             # A file's latents lie within +-MAX_LATENT (the encoder checks); clipping here
             # keeps a crafted file's from leaving the range the overflow bounds assume.
             np.minimum(np.maximum(decoded, -MAX_LATENT, out=decoded), MAX_LATENT, out=decoded)
-            values[positions[start:stop]] = decoded
+            values[positions] = decoded
         grid = values[:padded_size].reshape(schedule.padded_shape)[schedule.interior]
         grids[level] = grid.copy()
+        del values
     return grids

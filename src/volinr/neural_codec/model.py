@@ -237,13 +237,20 @@ class LatentCodecModel(nn.Module):
             state = stage(state)
         return state
 
-    def synthesis_stages(self) -> list[tuple[tuple[str, ...], Callable]]:
+    def synthesis_stages(
+        self, shape: tuple[int, ...] | None = None, upsample: Callable | None = None
+    ) -> list[tuple[tuple[str, ...], Callable]]:
         """The synthesis as a chain of stages, each with the names of the coded tensors it
         reads, in file order: ``synthesise`` runs them in turn; ``quantise_network`` keeps a
-        stage's input while it tries quantisation steps for the tensors of later stages."""
+        stage's input while it tries quantisation steps for the tensors of later stages.
+
+        ``shape`` and ``upsample`` replace the image's shape and ``self.upsample`` for a
+        region of the image (``regions.synthesise_block``); the other stages are the same."""
         act = _activation(self.settings.activation)
+        shape = self.shape if shape is None else shape
+        upsample = self.upsample if upsample is None else upsample
         stages: list[tuple[tuple[str, ...], Callable]] = [
-            (("upsampling.taps",), lambda latents: self.upsample(latents).reshape(len(latents), -1))
+            (("upsampling.taps",), lambda latents: upsample(latents).reshape(len(latents), -1))
         ]
         pairs = list(zip(self.synthesis_weights, self.synthesis_biases, strict=True))
         names = [(f"synthesis.{i}.weight", f"synthesis.{i}.bias") for i in range(len(pairs))]
@@ -261,7 +268,7 @@ class LatentCodecModel(nn.Module):
             for i, ((w, b), pair) in enumerate(zip(pairs, names, strict=True)):
                 last = i == len(pairs) - 1
                 stages.append((pair, lambda x, w=w, b=b, last=last: _layer(x, w, b, act, last)))
-        stages.append(((), lambda x: x.reshape(1, -1, *self.shape)))
+        stages.append(((), lambda x: x.reshape(1, -1, *shape)))
         pad = (1, 1) * self.ndim
         for i, (w, b) in enumerate(zip(self.residual_weights, self.residual_biases, strict=True)):
 
@@ -276,7 +283,7 @@ class LatentCodecModel(nn.Module):
             out = torch.addmm(
                 self.output_bias[:, None], self.output_weight, z.reshape(z.shape[1], -1)
             )
-            return out.reshape(self.shape).clamp(0.0, 1.0)
+            return out.reshape(shape).clamp(0.0, 1.0)
 
         stages.append((("output.weight", "output.bias"), output_layer))
         return stages
@@ -296,7 +303,10 @@ class LatentCodecModel(nn.Module):
         self, latents: list[torch.Tensor], level: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, log_scale), each (number of latents of ``level``,), for every latent at once."""
-        context, first = self._context_rows(latents, level)
+        return self.arm(*self._context_rows(latents, level))
+
+    def arm(self, context: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log_scale) from the entropy model's input rows and its first layer's weight."""
         h = torch.addmm(self.arm_biases[0][:, None], first, context)
         layers = len(self.arm_weights)
         for i in range(1, layers):
@@ -308,7 +318,11 @@ class LatentCodecModel(nn.Module):
     def _context_rows(self, latents: list[torch.Tensor], level: int):
         """The entropy model's input rows for grid ``level`` and its first layer's weight."""
         context = CausalContext.apply(latents[level], *self.context_geometry(level))
-        coarse = self.coarser_context(latents, level)
+        return self.with_coarser(context, self.coarser_context(latents, level))
+
+    def with_coarser(self, context: torch.Tensor, coarse: torch.Tensor | None):
+        """The context rows with the coarser grid's row appended where there is one, and the
+        first layer's weight that reads them."""
         first = self.arm_weights[0]
         if coarse is not None:
             context = torch.cat([context, coarse.reshape(1, -1)])
@@ -320,7 +334,10 @@ class LatentCodecModel(nn.Module):
     def context_geometry(self, level: int):
         """Slices of the zero-padded grid that read x[p + o], one per context offset o; the
         slice of the grid itself inside the padding; the padded shape."""
-        shape = self.grid_shapes[level]
+        return self.context_geometry_of(self.grid_shapes[level])
+
+    def context_geometry_of(self, shape: tuple[int, ...]):
+        """``context_geometry`` of any grid (or region of one) of this shape."""
         before = self.context_padding_before
         after = self.context_padding_after
         slices = tuple(

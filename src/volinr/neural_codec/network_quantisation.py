@@ -32,6 +32,13 @@ from volinr.neural_codec.parameter_coding import (
     parameter_bits,
     quantise,
 )
+from volinr.neural_codec.regions import (
+    BlockPlan,
+    block_bits_by_level,
+    block_output,
+    crop_latents,
+    synthesis_stages_of_block,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +61,48 @@ def quantise_network(
     latents: list[torch.Tensor],
     target: torch.Tensor,
     lam: float,
+    plans: list[BlockPlan] | None = None,
 ) -> list[QuantisedParameter]:
-    """Quantise the model's coded tensors in place; return them with their steps."""
+    """Quantise the model's coded tensors in place; return them with their steps.
+
+    ``plans``: measure the costs on these blocks only (a sample of a volume too large to
+    synthesise whole once per candidate step): their MSE, and their latents' bits scaled to
+    the image's voxels."""
     voxels = target.numel()
     stages = model.synthesis_stages()
     stage_of = {name: i for i, (names, _) in enumerate(stages) for name in names}
     order = [stage_of[name] for name in model.coded_parameters() if name in stage_of]
     if order != sorted(order):
         raise RuntimeError("the coded tensors are not in synthesis-stage order")
-    cache = {"stage": 0, "input": latents}  # a stage's input from the tensors quantised so far
+    if plans is None:
+        parts = [_Part(stages, latents, target, lambda output: output)]
+        sampled = voxels
+    else:
+        parts = [
+            _Part(
+                synthesis_stages_of_block(model, plan),
+                crop_latents(latents, plan),
+                target[plan.block.slices],
+                lambda output, plan=plan: block_output(output, plan),
+            )
+            for plan in plans
+        ]
+        sampled = sum(plan.voxels for plan in plans)
 
     def distortion(name: str) -> float:
-        start = stage_of[name]
-        while cache["stage"] < start:
-            cache["input"] = stages[cache["stage"]][1](cache["input"])
-            cache["stage"] += 1
-        state = cache["input"]
-        for _, stage in stages[start:]:
-            state = stage(state)
-        return torch.mean((state - target) ** 2).item()
+        errors = [part.mean_squared_error(stage_of[name]) for part in parts]
+        if plans is None:
+            return errors[0]
+        return sum(e * plan.voxels for e, plan in zip(errors, plans, strict=True)) / sampled
 
     def latent_bits() -> float:
-        return model.latent_bits(latents).item()
+        if plans is None:
+            return model.latent_bits(latents).item()
+        bits = sum(
+            torch.stack(block_bits_by_level(model, part.latents, plan)).sum().item()
+            for part, plan in zip(parts, plans, strict=True)
+        )
+        return bits * voxels / sampled
 
     chosen: list[QuantisedParameter] = []
     for name, tensor in model.coded_parameters().items():
@@ -109,3 +136,21 @@ def quantise_network(
         chosen.append(best)
         log.debug("quantised %s with step 2^-%d", name, best.exponent)
     return chosen
+
+
+class _Part:
+    """The image, or one block of it: its synthesis stages, the input of the first stage not
+    yet run (cached: the tensors before it are quantised and no longer change it)."""
+
+    def __init__(self, stages, latents, target, crop):
+        self.stages, self.latents, self.target, self.crop = stages, latents, target, crop
+        self.stage, self.input = 0, latents
+
+    def mean_squared_error(self, start: int) -> float:
+        while self.stage < start:
+            self.input = self.stages[self.stage][1](self.input)
+            self.stage += 1
+        state = self.input
+        for _, stage in self.stages[start:]:
+            state = stage(state)
+        return torch.mean((self.crop(state) - self.target) ** 2).item()

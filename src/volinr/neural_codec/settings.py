@@ -51,6 +51,7 @@ class CodecSettings:
     restart_factor: float
     warmup_distortion_only: bool
     latent_learning_rate_factor: float
+    memory_gb: float
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "synthesis_widths", tuple(int(w) for w in self.synthesis_widths))
@@ -96,6 +97,7 @@ class CodecSettings:
             "soft_round_end",
             "latent_gain",
             "latent_learning_rate_factor",
+            "memory_gb",
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 < value < float("inf"):

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from volinr.neural_codec.block_training import BlockSteps
 from volinr.neural_codec.model import LatentCodecModel, soft_round, soft_round_conditional_mean
 from volinr.neural_codec.settings import CodecSettings
 
@@ -89,7 +90,9 @@ class Trainer:
         lam: float,
         settings: CodecSettings,
         generator: torch.Generator,
+        block_edge: int | None = None,
     ):
+        """``block_edge``: train block by block (``block_training``), blocks of that edge."""
         self.model = model
         self.target = target
         self.lam = lam
@@ -99,26 +102,31 @@ class Trainer:
         latents = {id(theta) for theta in model.latents}
         networks = [p for p in model.parameters() if id(p) not in latents]
         # the latents' learning rate relative to the networks' (the group's "factor")
-        self.optimizer = torch.optim.Adam(
-            [
-                {"params": list(model.latents), "factor": settings.latent_learning_rate_factor},
-                {"params": networks, "factor": 1.0},
-            ],
-            lr=settings.learning_rate,
-        )
-        self.noise = [torch.empty_like(theta) for theta in model.latents]
+        groups = [{"params": networks, "factor": 1.0}]
+        self.blocks = None
+        if block_edge is None:
+            latent_group = {"params": list(model.latents)}
+            groups.insert(0, latent_group | {"factor": settings.latent_learning_rate_factor})
+            self.noise = [torch.empty_like(theta) for theta in model.latents]
+        else:
+            self.blocks = BlockSteps(model, target, block_edge)
+        self.optimizer = torch.optim.Adam(groups, lr=settings.learning_rate)
 
     def quantised_latents(self, phase: str, temperature: float) -> list[torch.Tensor]:
-        latents = self.model.scaled_latents()
+        return self.proxy(self.model.scaled_latents(), phase, temperature, self.noise)
+
+    def proxy(self, latents, phase: str, temperature: float, noise=None) -> list[torch.Tensor]:
+        """The phase's stand-in for rounding ``latents`` (fresh noise buffers by default)."""
         if phase == "ste":
             return [y + (torch.round(y) - y).detach() for y in latents]
-        for buffer in self.noise:
+        noise = noise if noise is not None else [torch.empty_like(y) for y in latents]
+        for buffer in noise:
             buffer.uniform_(-0.5, 0.5, generator=self.generator)
         if phase == "noise":
-            return [y + u for y, u in zip(latents, self.noise, strict=True)]
+            return [y + u for y, u in zip(latents, noise, strict=True)]
         return [
             soft_round_conditional_mean(soft_round(y, temperature) + u, temperature)
-            for y, u in zip(latents, self.noise, strict=True)
+            for y, u in zip(latents, noise, strict=True)
         ]
 
     def losses(
@@ -133,6 +141,15 @@ class Trainer:
     def step(self, phase: str, temperature: float, learning_rate: float) -> tuple:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate * group["factor"]
+        if self.blocks is not None:
+            return self.blocks.iteration(
+                lambda latents: self.proxy(latents, phase, temperature),
+                self.lam,
+                self.optimizer,
+                learning_rate,
+                self.settings.latent_learning_rate_factor,
+                self.generator,
+            )
         loss, mse, bits = self.losses(self.quantised_latents(phase, temperature))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,11 +175,15 @@ class Trainer:
         return phase, temperature, s.learning_rate * _cosine(iteration, smooth_steps)
 
     def state(self) -> tuple[dict, dict]:
+        """The model's and the optimiser's state (block by block, the latents' moments are
+        not kept: ``BoxAdam``)."""
         return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict())
 
     def load(self, state: tuple[dict, dict]) -> None:
         self.model.load_state_dict(state[0])
         self.optimizer.load_state_dict(state[1])
+        if self.blocks is not None:
+            self.blocks.latent_optimizer.release()
 
     def run(self, start: int = 0, stop: int | None = None, record: TrainingRecord | None = None):
         """Train iterations [start, stop) of the schedule (to the end by default), sampling the
@@ -222,25 +243,33 @@ class Trainer:
     @torch.no_grad()
     def exact_loss(self) -> float:
         """Loss with hard-rounded latents (the float entropy model's estimate of the rate)."""
+        if self.blocks is not None:
+            return self.blocks.exact_loss(self.lam)
         latents = [torch.round(y) for y in self.model.scaled_latents()]
         return self.losses(latents)[0].item()
 
 
-def warm_up(candidates: list[Trainer], iterations: int) -> tuple[int, list[TrainingRecord]]:
-    """Train each candidate the schedule's first ``iterations`` steps; the index of the one
-    whose hard-rounded loss is lowest then, and each candidate's record."""
-    records = []
-    for trainer in candidates:
+def warm_up(make_trainer, count: int, iterations: int):
+    """Train candidates 0 .. count - 1 the schedule's first ``iterations`` steps, one after
+    the other, keeping only the best so far alive (memory for two, not ``count``); the kept
+    trainer (lowest hard-rounded loss, the first on ties), its index and every record."""
+    best, best_score, chosen, records = None, math.inf, 0, []
+    for index in range(count):
+        trainer = make_trainer(index)
         lam = trainer.lam
         if trainer.settings.warmup_distortion_only:
             trainer.lam = 0.0  # the warm-up fits the image first, as Cool-chic's does
         record = trainer.run(0, iterations)
         trainer.lam = lam
         record.final_rounded_loss = trainer.exact_loss()
+        if trainer.blocks is not None:
+            trainer.blocks.latent_optimizer.release()  # memory for one candidate's moments
         records.append(record)
-    scores = [r.final_rounded_loss for r in records]
-    scores = [score if math.isfinite(score) else math.inf for score in scores]
-    return min(range(len(scores)), key=scores.__getitem__), records
+        score = record.final_rounded_loss if math.isfinite(record.final_rounded_loss) else math.inf
+        if best is None or score < best_score:
+            best, best_score, chosen = trainer, score, index
+        del trainer
+    return best, chosen, records
 
 
 def train(
@@ -249,35 +278,38 @@ def train(
     lam: float,
     settings: CodecSettings,
     seed: int,
+    block_edge: int | None = None,
 ) -> tuple[LatentCodecModel, TrainingRecord]:
     """Train at ``lam`` and return the kept model and its record.
 
     ``make_model(seed)`` builds a freshly initialised model on the target's device; the
     warm-up builds ``warmup_candidates`` (c) of them (seeds s c, s c + 1, ..., s c + c - 1 for
     the run's seed s) and trains each for the first min(warmup_iterations, noise-phase
-    iterations) steps.
+    iterations) steps. ``block_edge``: train block by block (``Trainer``).
     """
     device = target.device
     count = settings.warmup_candidates
     noise_steps = settings.phase_iterations()[0]
     warmup_steps = min(settings.warmup_iterations, noise_steps) if count > 1 else 0
-    candidates = []
-    for index in range(count if warmup_steps else 1):
+
+    def make_trainer(index: int) -> Trainer:
         # seed s's candidates are s x count + index: no two seeds share a candidate
         candidate_seed = seed * count + index if warmup_steps else seed
         generator = torch.Generator(device=device).manual_seed(candidate_seed)
-        trainer = Trainer(make_model(candidate_seed), target, lam, settings, generator)
+        model = make_model(candidate_seed)
+        trainer = Trainer(model, target, lam, settings, generator, block_edge)
         trainer.seed = candidate_seed
-        candidates.append(trainer)
+        return trainer
+
     if not warmup_steps:
-        trainer = candidates[0]
+        trainer = make_trainer(0)
         return trainer.model, trainer.run()
-    chosen, records = warm_up(candidates, warmup_steps)
+    trainer, chosen, records = warm_up(make_trainer, count, warmup_steps)
     record = records[chosen]
     record.warmup = [
         {
             "candidate": i,
-            "seed": candidates[i].seed,
+            "seed": seed * count + i,
             "rounded_loss": r.final_rounded_loss if math.isfinite(r.final_rounded_loss) else None,
             "seconds": r.seconds,
         }
@@ -286,7 +318,5 @@ def train(
     # every candidate's steps are the encoder's time
     record.seconds = sum(r.seconds for r in records)
     log.info("neural codec warm-up: candidate %d of %d kept", chosen, count)
-    trainer = candidates[chosen]
-    del candidates
     trainer.run(warmup_steps, None, record)
     return trainer.model, record

@@ -1,0 +1,208 @@
+"""Peak memory and seconds of the neural codec on CT-sized volumes: training, encoding, decoding.
+
+For each shape a synthetic int16 head-like volume (``volume_memory.synthetic_int16_volume``:
+air, a bright skull shell, noisy tissue) is written to disk, then each stage runs in its own
+process, whose peak RSS (its own getrusage) and wall time are recorded:
+
+- ``train``: the encoder's training as ``encode`` sets it up under ``memory_gb`` (block by
+  block where the whole volume does not fit): seconds an iteration (every block once) and
+  seconds of one hard-rounded evaluation of the whole volume;
+- ``train-whole`` (``--whole``): the same iteration on the whole volume at once, the codec
+  before block training (the issue's 113x256x256: 24.8 s and 9.0 GB an iteration);
+- ``encode``: ``volinr.neural_codec.encode`` end to end (training ``--iterations``,
+  quantisation, coding, the reconstruction and its verifying decode), the file written;
+- ``decode``: ``volinr.neural_codec.decode`` of that file alone; its output's SHA-256 must
+  equal the encoder's reconstruction's.
+
+    python benchmarks/neural_codec_memory.py --shapes 113x256x256 300x512x512 --whole 113x256x256 \
+        --iterations 1 --threads 2 --out-dir benchmarks/results
+
+Writes neural_codec_memory.json and neural_codec_memory.md. Training settings other than the
+iterations are the defaults (one warm-up candidate: the warm-up's extra candidates repeat the
+same steps); the point is memory and time, not the rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+LAMBDA = 1e-3
+
+
+def _settings(iterations: int, memory_gb: float):
+    from volinr.neural_codec.settings import CodecSettings
+
+    return CodecSettings.make(
+        iterations=iterations, log_every=iterations, warmup_candidates=1, memory_gb=memory_gb
+    )
+
+
+def child(stage: str, volume_path: str, file_path: str, iterations: int, memory_gb: float):
+    """One stage in this process; prints its measurements as one JSON line."""
+    import torch
+
+    from volinr.neural_codec import codec
+    from volinr.neural_codec.block_training import memory_plan
+    from volinr.neural_codec.model import LatentCodecModel, latent_count
+    from volinr.neural_codec.regions import DECODING_BLOCK_EDGE
+    from volinr.neural_codec.training import Trainer
+
+    volume = np.load(volume_path)
+    settings = _settings(iterations, memory_gb)
+    result: dict = {}
+    start = time.perf_counter()
+    if stage in ("train", "train-whole"):
+        low, high = float(volume.min()), float(volume.max())
+        target = torch.from_numpy(codec.normalised_float32(volume, low, high))
+        edge = None
+        if stage == "train":
+            edge = memory_plan(
+                volume.shape, latent_count(volume.shape, settings.levels), 2, memory_gb
+            )
+        model = LatentCodecModel(volume.shape, settings, output_bias=float(target.mean()))
+        trainer = Trainer(model, target, LAMBDA, settings, torch.Generator().manual_seed(0), edge)
+        steps = []
+        for iteration in range(iterations):
+            began = time.perf_counter()
+            phase, temperature, rate = trainer.schedule(iteration)
+            trainer.step(phase, temperature, rate)
+            steps.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        trainer.exact_loss()
+        result.update(
+            block_edge=edge,
+            blocks=None if edge is None else len(trainer.blocks.plans),
+            seconds_per_iteration=float(np.mean(steps)),
+            rounded_evaluation_seconds=time.perf_counter() - began,
+        )
+    elif stage == "encode":
+        encoded = codec.encode(volume, None, settings, LAMBDA)
+        Path(file_path).write_bytes(encoded.data)
+        record = encoded.record
+        result.update(
+            block_edge=record["training_block_edge"],
+            bytes=record["bytes"],
+            bits_per_voxel=record["bits_per_voxel"],
+            seconds={k: round(v, 2) for k, v in record["seconds"].items()},
+            reconstruction_sha256=hashlib.sha256(encoded.reconstruction.tobytes()).hexdigest(),
+        )
+    elif stage == "decode":
+        decoded = codec.decode(Path(file_path).read_bytes(), file_path)
+        result["output_sha256"] = hashlib.sha256(decoded.tobytes()).hexdigest()
+        edge = DECODING_BLOCK_EDGE[volume.ndim]
+        result["block_edge"] = edge if max(volume.shape) > edge else None
+    result["wall_seconds"] = time.perf_counter() - start
+    # this process's own peak resident set (Linux: kB)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(result))
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    return platform.machine()
+
+
+def run_child(args: list[str], threads: int) -> dict:
+    command = [sys.executable, __file__, "--child", *args, "--threads", str(threads)]
+    began = time.perf_counter()
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return result | {"process_seconds": round(time.perf_counter() - began, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shapes", nargs="+", default=["113x256x256", "300x512x512"])
+    parser.add_argument("--whole", nargs="*", default=["113x256x256"])
+    parser.add_argument("--iterations", type=int, default=1)
+    parser.add_argument("--memory-gb", type=float, default=4.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--child", nargs=3, metavar=("STAGE", "VOLUME", "FILE"))
+    args = parser.parse_args()
+    if args.child:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        child(*args.child, args.iterations, args.memory_gb)
+        return
+
+    from volume_memory import synthetic_int16_volume
+
+    from volinr.provenance import git_commit
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for text in args.shapes:
+            shape = tuple(int(v) for v in text.split("x"))
+            volume_path, file_path = f"{tmp}/{text}.npy", f"{tmp}/{text}.vnc"
+            np.save(volume_path, synthetic_int16_volume(shape))
+            common = ["--iterations", str(args.iterations), "--memory-gb", str(args.memory_gb)]
+            stages = ["encode", "decode", "train"] + (["train-whole"] if text in args.whole else [])
+            results = {}
+            for stage in stages:
+                results[stage] = run_child([stage, volume_path, file_path, *common], args.threads)
+                print(text, stage, results[stage], flush=True)
+            same = results["decode"]["output_sha256"] == results["encode"]["reconstruction_sha256"]
+            for stage, result in results.items():
+                rows.append({"shape": text, "voxels": int(np.prod(shape)), "stage": stage} | result)
+            rows.append({"shape": text, "stage": "decode equals reconstruction", "equal": same})
+    meta = {
+        "command": "python " + " ".join(sys.argv),
+        "commit": git_commit(),
+        "machine": _cpu_name(),
+        "threads": args.threads,
+        "memory_gb": args.memory_gb,
+        "iterations": args.iterations,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "neural_codec_memory.json").write_text(
+        json.dumps(meta | {"rows": rows}, indent=1)
+    )
+    lines = [
+        "# Neural codec memory and time on CT-sized volumes",
+        "",
+        f"`{meta['command']}`, commit {meta['commit']}, {meta['machine']}, {args.threads} threads, "
+        f"memory_gb {args.memory_gb}, {args.iterations} training iteration(s) in `encode`.",
+        "",
+        "| shape | stage | block edge | s / iteration | rounded evaluation s | process s "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if "peak_rss_mb" not in row:
+            continue
+        per_iteration = row.get("seconds_per_iteration")
+        evaluation = row.get("rounded_evaluation_seconds")
+        lines.append(
+            f"| {row['shape']} | {row['stage']} | {row.get('block_edge') or 'whole'} | "
+            f"{'' if per_iteration is None else f'{per_iteration:.1f}'} | "
+            f"{'' if evaluation is None else f'{evaluation:.1f}'} | "
+            f"{row['process_seconds']} | {row['peak_rss_mb']} |"
+        )
+    lines.append("")
+    for row in rows:
+        if row["stage"] == "encode":
+            bits = row["bits_per_voxel"]
+            lines.append(f"- {row['shape']} encode: {bits:.4f} bpv, seconds {row['seconds']}")
+        if row["stage"] == "decode equals reconstruction":
+            same = row["equal"]
+            lines.append(f"- {row['shape']}: the decoder's output is the encoder's: {same}")
+    (args.out_dir / "neural_codec_memory.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
