@@ -121,3 +121,24 @@ def test_versus_codec_interpolates_in_log_rate_and_knows_lossless():
     # 35 dB is three quarters of the way from 0.01 to 0.1 in log rate: 10 ** -1.25
     assert versus.loc["q8", "jpeg2000_bits_per_voxel_at_same_psnr"] == pytest.approx(0.1**1.25)
     assert versus.loc["float32", "jpeg2000_psnr_at_same_rate_db"] == math.inf  # above lossless
+
+
+def test_each_methods_counts_is_a_note_and_its_style_comes_from_its_class():
+    from volinr import methods
+    from volinr.report import rd_figure, rd_tables
+
+    classical, codec = methods.family("classical"), methods.family("neural_codec")
+    points = pd.DataFrame(
+        [
+            {"family": "classical", "what_bytes_count": classical.counts},
+            {"family": "classical", "what_bytes_count": classical.counts},
+            {"family": "neural_codec", "what_bytes_count": codec.counts},
+        ]
+    )
+    assert rd_tables.counts_notes(points) == [
+        f"Bytes of classical: {classical.counts}.",
+        f"Bytes of neural_codec: {codec.counts}.",
+    ]
+    styles = rd_figure.method_styles()
+    assert styles["neural codec"] is codec and styles["neural codec"].joined
+    assert styles["codec"].marker == "." and not styles["codec"].joined

@@ -4,9 +4,10 @@ import shlex
 from pathlib import Path
 
 from volinr import methods
+from volinr import results_layout as layout
 from volinr.stages.report import figure_files
 
-R = "results"
+R = layout.RESULTS
 ENV = "../envs/volinr.yaml"
 
 DATASET = config["dataset"]
@@ -19,10 +20,10 @@ FIGURE_SEED = config["figures"]["seed"]
 # Slice mode is the paper's 2D experiment; any other dataset kind runs it on a whole volume.
 VOLUME_MODE = DATASET["kind"] != "slice"
 MODE = "volume" if VOLUME_MODE else "slice"
-EVAL = f"{R}/data/eval.npy"
-LR = f"{R}/data/lr.npy"
-SR_MODEL = f"{R}/sr/srdensenet.pt"
-DOWNLOAD_DIR = f"{R}/data/download"
+EVAL = layout.EVAL_IMAGE
+LR = layout.LR_IMAGE
+SR_MODEL = layout.SR_MODEL
+DOWNLOAD_DIR = layout.DOWNLOAD_DIR
 DEVICE_ARGS = f"--device {config['device']} --threads {{threads}}"
 
 config["published"] = config_checks.repo_path(config["published"], REPO)
@@ -94,7 +95,7 @@ FIT_ITERATIONS = {"lr": SIREN["iterations"], "hr": SIREN["baseline_iterations"]}
 
 
 def fit_dir(target="{target}", layers="{layers}", seed="{seed}"):
-    return f"{R}/fits/{target}/L{layers}_s{seed}"
+    return layout.fit_dir(target, layout.fit_group(layers, seed))
 
 
 # --- methods ---------------------------------------------------------------------------------

@@ -88,6 +88,12 @@ class Method:
     sections: ClassVar[tuple[str, ...]] = ()
     #: the point whose reconstruction and full record the paper's tables and figures read
     paper_point: ClassVar[str | None] = None
+    #: its points' marker in the rate-distortion figure (matplotlib), and whether the points
+    #: of one setting are joined by a line there
+    marker: ClassVar[str] = "x"
+    joined: ClassVar[bool] = False
+    #: drawn larger, with a black edge, to stand out among the codecs' curves
+    emphasised: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -142,3 +148,33 @@ class Method:
         """Extra facts about how a point was made (e.g. the fit it comes from, the codec its
         bytes name, what was done to the samples)."""
         return {}
+
+    # --- how its rates are counted --------------------------------------------------------------
+
+    def rates(self, file_bytes: int, voxels: int, shared_bytes: int, amortize_over: int, facts):
+        """The row's rates from its file's bytes: ``bits_per_voxel`` (8 x bytes / voxels of the
+        original) and any other the method reports; ``shared_bytes``: the bytes of its shared
+        assets (``shared_assets``), shared by ``amortize_over`` volumes; ``facts``: ``record``'s.
+        By default the file alone."""
+        from volinr import metrics
+
+        return {"bits_per_voxel": metrics.bits_per_voxel(file_bytes, voxels)}
+
+    def paper_view(self, view: PaperView) -> dict[str, Any] | None:
+        """At the paper point: the record the paper's tables read (None: the method has none)."""
+        return None
+
+
+@dataclass(frozen=True)
+class PaperView:
+    """What ``Method.paper_view`` reads: the point, its quality, ``record``'s facts, its rates
+    (``Method.rates``), the shared assets' bytes, the decoded output and the 8-bit window."""
+
+    point: OperatingPoint
+    quality: Mapping[str, Any]
+    facts: Mapping[str, Any]
+    rates: Mapping[str, Any]
+    file_bytes: int
+    shared_bytes: int
+    decoded: Decoded
+    minmax: tuple[float, float]

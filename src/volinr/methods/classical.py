@@ -27,6 +27,7 @@ LOSSLESS = "lossless"
 class Classical(Method):
     family: ClassVar[str] = "classical"
     kind: ClassVar[str] = "codec"
+    marker: ClassVar[str] = "."
     suffix: ClassVar[str] = ".bin"
     counts: ClassVar[str] = (
         "the codec's whole stream (for a volume coded as one codestream, with its mosaic "

@@ -30,6 +30,9 @@ def group_name(lam: float, slice_by_slice: bool = False) -> str:
 class NeuralCodec(Method):
     family: ClassVar[str] = "neural_codec"
     kind: ClassVar[str] = "neural codec"
+    marker: ClassVar[str] = "D"
+    joined: ClassVar[bool] = True
+    emphasised: ClassVar[bool] = True
     suffix: ClassVar[str] = ".vnc"
     counts: ClassVar[str] = (
         "the whole file: header (shape, dtype, value range, architecture, each tensor's "

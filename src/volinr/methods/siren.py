@@ -15,7 +15,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from volinr.methods.base import Decoded, Image, Method, OperatingPoint
+from volinr import results_layout as layout
+from volinr.methods.base import Decoded, Image, Method, OperatingPoint, PaperView
 
 if TYPE_CHECKING:
     import numpy as np
@@ -118,6 +119,8 @@ class SirenMethod(Method):
     """What both SIREN methods share; a subclass says which fit target and recipe."""
 
     kind: ClassVar[str] = "siren"
+    marker: ClassVar[str] = "o"
+    joined: ClassVar[bool] = True
     suffix: ClassVar[str] = ".volinr"
     uses_torch: ClassVar[bool] = True
     sections: ClassVar[tuple[str, ...]] = ("siren", "siren_container", "volume")
@@ -131,13 +134,13 @@ class SirenMethod(Method):
     @classmethod
     def groups(cls, section: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
         siren = config["siren"]
-        return [f"L{layers}_s{seed}" for layers in siren["layers"] for seed in siren["seeds"]]
+        return [layout.fit_group(n, seed) for n in siren["layers"] for seed in siren["seeds"]]
 
     @classmethod
     def group_inputs(
         cls, section: Mapping[str, Any], config: Mapping[str, Any], group: str
     ) -> dict[str, str]:
-        fit = f"results/fits/{cls.target}/{group}"
+        fit = layout.fit_dir(cls.target, group)
         return {"weights": f"{fit}/siren.pt", "record": f"{fit}/fit.json"}
 
     def layers_and_seed(self) -> tuple[int, int]:
@@ -193,6 +196,39 @@ class SirenMethod(Method):
 
         return {"fit_record": read_json_object(self.inputs["record"])}
 
+    def rates(self, file_bytes: int, voxels: int, shared_bytes: int, amortize_over: int, facts):
+        """The fit's timing, memory and weights-file rates (the paper's convention), and the
+        container file's rates with the SR model whole and amortised."""
+        from volinr import rates
+
+        return {
+            **rates.fit_rates([facts["fit_record"]], voxels, shared_bytes),
+            "sr_model_bytes": shared_bytes,
+            **rates.original_bytes(voxels),
+            "container_bytes": file_bytes,
+            "weights_bytes": file_bytes,
+            **rates.file_rates(file_bytes, voxels, shared_bytes, amortize_over),
+        }
+
+    def paper_view(self, view: PaperView) -> dict[str, Any]:
+        """The fit's reconstruction quality (and its LR image's, before SR) and the rates of
+        the SIREN weights file as the fit saved it (the paper's convention)."""
+        from volinr import evaluation, metrics, rates
+        from volinr.io import load_image
+
+        layers, seed = self.layers_and_seed()
+        voxels = view.quality["voxels"]
+        paper = {"method": self.paper_name, "layers": layers, "seed": seed, **view.quality}
+        if "lr" in view.decoded.intermediates and "lr" in self.inputs:
+            lr_reference, _ = load_image(self.inputs["lr"])
+            lr = view.decoded.intermediates["lr"]
+            evaluation.check_pair(lr_reference, lr, self.inputs["lr"], "the decoded LR image")
+            paper["lr_psnr_8bit_minmax_db"] = metrics.psnr_8bit(lr_reference, lr, view.minmax)
+        paper["sr_model_bytes"] = view.shared_bytes
+        paper.update(rates.original_bytes(voxels))
+        paper.update(rates.fit_rates([view.facts["fit_record"]], voxels, view.shared_bytes))
+        return paper
+
 
 class PaperSiren(SirenMethod):
     family: ClassVar[str] = "siren_lr_sr"
@@ -210,7 +246,7 @@ class PaperSiren(SirenMethod):
         cls, section: Mapping[str, Any], config: Mapping[str, Any], group: str
     ) -> dict[str, str]:
         inputs = super().group_inputs(section, config, group)
-        return inputs | {"sr_model": "results/sr/srdensenet.pt", "lr": "results/data/lr.npy"}
+        return inputs | {"sr_model": layout.SR_MODEL, "lr": layout.LR_IMAGE}
 
     def upsample(self) -> str:
         return "sr"

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from volinr.methods.base import Decoded, Image, Method, OperatingPoint
+from volinr import results_layout as layout
+from volinr.methods.base import Decoded, Image, Method, OperatingPoint, PaperView
 
 UPSAMPLERS = ("sr", "lanczos", "bicubic")
 POINT = "lossless"
@@ -35,6 +36,7 @@ class TrueLr(Method):
     sections: ClassVar[tuple[str, ...]] = ("volume", "downsample_factor")
     paper_point: ClassVar[str | None] = POINT
     paper_name: ClassVar[str] = "reference"
+    marker: ClassVar[str] = "s"
 
     @classmethod
     def groups(cls, section: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
@@ -44,8 +46,8 @@ class TrueLr(Method):
     def group_inputs(
         cls, section: Mapping[str, Any], config: Mapping[str, Any], group: str
     ) -> dict[str, str]:
-        inputs = {"lr": "results/data/lr.npy"}
-        return inputs | ({"sr_model": "results/sr/srdensenet.pt"} if group == "sr" else {})
+        inputs = {"lr": layout.LR_IMAGE}
+        return inputs | ({"sr_model": layout.SR_MODEL} if group == "sr" else {})
 
     def points(self) -> list[OperatingPoint]:
         """The one point: the LR image under the smallest of the lossless codecs."""
@@ -92,3 +94,20 @@ class TrueLr(Method):
             "stored_codec": codec,  # the tables name it beside the bits per voxel it gives
             "stored_what": f"{self.inputs['lr']} coded losslessly ({codec}, the smallest)",
         }
+
+    def rates(self, file_bytes: int, voxels: int, shared_bytes: int, amortize_over: int, facts):
+        """The stored LR image's rates, with the SR model whole and amortised."""
+        from volinr import rates
+
+        return {
+            "sr_model_bytes": shared_bytes,
+            **rates.original_bytes(voxels),
+            "stored_bytes": file_bytes,
+            **rates.stored_rates(file_bytes, voxels, shared_bytes, amortize_over),
+        }
+
+    def paper_view(self, view: PaperView) -> dict[str, Any]:
+        paper = {"method": self.label(view.point)["method"], **view.quality}
+        paper["sr_model_bytes"] = view.shared_bytes
+        paper.update({k: v for k, v in view.rates.items() if k != "sr_model_bytes"}, **view.facts)
+        return paper

@@ -17,14 +17,12 @@ from volinr.report.figure_common import LOSSLESS_MARK, mark_lossless, save_figur
 log = logging.getLogger(__name__)
 
 
-RD_MARKERS = {
-    "siren": "o",
-    "lr + upsampling": "s",
-    "codec": ".",
-    "neural codec": "D",
-    "published": "*",
-}
-CURVE_FAMILIES = ("siren", "neural codec")  # points joined by a line (one per setting)
+def method_styles() -> dict[str, type]:
+    """Each kind of point (a table's ``family`` column) and the method class that draws it:
+    its marker, whether its points are joined, whether it stands out (``volinr.methods``)."""
+    from volinr import methods
+
+    return {cls.kind: cls for cls in methods.families().values()}
 
 
 def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) -> None:
@@ -46,12 +44,14 @@ def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) 
             strict=True,
         )
     )
+    styles = method_styles()
     for ax, (column, label) in zip(axes, panels, strict=True):
         for (method, family), group in table.groupby(["method", "family"], sort=False):
             group = group.dropna(subset=[column]).sort_values("bits_per_voxel")
             if group.empty:
                 continue
-            color, marker = palette[method], RD_MARKERS.get(family, "o")  # a new kind: a dot
+            style = styles.get(family)
+            color, marker = palette[method], style.marker if style else "o"
             if family == "codec":
                 lossy = group[group["setting"] != "lossless"]
                 ax.plot(
@@ -83,14 +83,15 @@ def rate_distortion_figure(table: pd.DataFrame, amortize_over: int, path: Path) 
                 group[column],
                 yerr=error,
                 fmt=marker,
-                ms=8 if family == "neural codec" else 6,
-                mec="black" if family == "neural codec" else None,  # stands out among codecs
+                ms=8 if style and style.emphasised else 6,
+                mec="black" if style and style.emphasised else None,
                 color=color,
                 label=method,
                 capsize=2,
-                ls="-" if family in CURVE_FAMILIES else "",
+                ls="-" if style and style.joined else "",
             )
-            if family == "siren" and group["bits_per_voxel_with_sr_amortized"].notna().any():
+            amortized = group.get("bits_per_voxel_with_sr_amortized")
+            if style and style.joined and amortized is not None and amortized.notna().any():
                 shifted = group["bits_per_voxel_with_sr_amortized"]
                 if not np.allclose(shifted, group["bits_per_voxel"]):
                     ax.plot(shifted, group[column], marker, ms=6, mfc="none", color=color)

@@ -102,11 +102,18 @@ def _rd_row(method: str, setting: str, group: pd.DataFrame, family: str) -> dict
 
 def _row_label(row: pd.Series) -> str:
     """A method's name in the table; an image stored losslessly names its codec."""
-    if row["kind"] == "lr + upsampling":
-        codec = row.get("stored_codec")
-        by = f" by {codec}" if isinstance(codec, str) else ""
-        return f"{row['method']} (LR coded losslessly{by})"
+    codec = row.get("stored_codec")
+    if isinstance(codec, str):
+        return f"{row['method']} (LR coded losslessly by {codec})"
     return str(row["method"])
+
+
+def counts_notes(points: pd.DataFrame) -> list[str]:
+    """What each method's bytes count (its class's ``counts``, carried by every row)."""
+    if "what_bytes_count" not in points:
+        return []
+    pairs = points[["family", "what_bytes_count"]].dropna().drop_duplicates()
+    return [f"Bytes of {family}: {counts}." for family, counts in pairs.itertuples(index=False)]
 
 
 def rate_distortion_table(points: pd.DataFrame, published: dict[str, Any] | None) -> pd.DataFrame:

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from volinr import evaluation, metrics, provenance, rates
+from volinr import evaluation, provenance
 from volinr.errors import InputError
 from volinr.io import load_image, save_array, write_csv, write_json
-from volinr.methods.base import Image, Method, OperatingPoint, PointSkipped
+from volinr.methods.base import Image, Method, OperatingPoint, PaperView, PointSkipped
 from volinr.outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,14 @@ def run_rd(args) -> None:
     voxels, meta = load_image(args.image)
     image = Image(voxels, meta, str(args.image))
     minmax, tissue = evaluation.windows(voxels, args.tissue_window, args.image)
-    sr_model = args.inputs.get("sr_model", "")
-    sr_bytes = Path(sr_model).stat().st_size if sr_model else 0
+    # the shared assets' bytes: reported apart, and amortised by the methods that say so
+    shared_bytes = sum(
+        Path(args.inputs[name]).stat().st_size for name in cls.shared_assets if name in args.inputs
+    )
     block = provenance.record(args, device)
     rows = []
     for point in method.points():
-        row = _run_point(method, image, point, args, (minmax, tissue), sr_bytes, block)
+        row = _run_point(method, image, point, args, (minmax, tissue), shared_bytes, block)
         if row is not None:
             rows.append(row)
     if not rows:
@@ -99,7 +101,7 @@ def _run_point(
     point: OperatingPoint,
     args,
     windows: tuple[tuple[float, float], tuple[float, float]],
-    sr_bytes: int,
+    shared_bytes: int,
     block: dict[str, Any],
 ) -> dict[str, Any] | None:
     minmax, tissue = windows
@@ -143,31 +145,12 @@ def _run_point(
         "decode_seconds": decode_seconds,
         **{k: v for k, v in facts.items() if k != "fit_record"},
     }
+    rates = method.rates(len(stored), voxels, shared_bytes, args.sr_amortize_over, facts)
+    row.update(rates)
     paper = None
-    if "fit_record" in facts:  # a SIREN: its fit's timing and memory, the rates of its file
-        row.update(rates.fit_rates([facts["fit_record"]], voxels, sr_bytes))
-        if is_paper_point:
-            paper = _paper_view(method, quality, facts, sr_bytes, decoded, minmax)
-        row.update(
-            sr_model_bytes=sr_bytes,
-            **rates.original_bytes(voxels),
-            container_bytes=len(stored),
-            weights_bytes=len(stored),
-            **rates.file_rates(len(stored), voxels, sr_bytes, args.sr_amortize_over),
-        )
-    elif "stored_codec" in facts:  # an image stored losslessly and upsampled
-        stored_rates = rates.stored_rates(len(stored), voxels, sr_bytes, args.sr_amortize_over)
-        row.update(
-            sr_model_bytes=sr_bytes,
-            **rates.original_bytes(voxels),
-            stored_bytes=len(stored),
-            **stored_rates,
-        )
-        paper = {"method": row["method"], **quality, "sr_model_bytes": sr_bytes}
-        paper.update(rates.original_bytes(voxels), stored_bytes=len(stored), **facts)
-        paper.update(stored_rates)
-    else:
-        row["bits_per_voxel"] = metrics.bits_per_voxel(len(stored), voxels)
+    if is_paper_point:
+        view = PaperView(point, quality, facts, rates, len(stored), shared_bytes, decoded, minmax)
+        paper = method.paper_view(view)
     if is_paper_point and paper is not None:
         paper["decode_seconds"] = decode_seconds
         paper["units"] = row["units"]
@@ -183,22 +166,6 @@ def _run_point(
         row["psnr_8bit_minmax_db"],
     )
     return evaluation.finish(row, str(path))
-
-
-def _paper_view(method, quality, facts, sr_bytes, decoded, minmax) -> dict[str, Any]:
-    """The record the paper's tables read for a SIREN fit: its reconstruction's quality, and
-    rates from the SIREN weights file as the fit saved it (the paper's convention)."""
-    layers, seed = method.layers_and_seed()
-    paper = {"method": method.paper_name, "layers": layers, "seed": seed, **quality}
-    if "lr" in decoded.intermediates and "lr" in method.inputs:
-        lr_reference, _ = load_image(method.inputs["lr"])
-        lr = decoded.intermediates["lr"]
-        evaluation.check_pair(lr_reference, lr, method.inputs["lr"], "the decoded LR image")
-        paper["lr_psnr_8bit_minmax_db"] = metrics.psnr_8bit(lr_reference, lr, minmax)
-    paper["sr_model_bytes"] = sr_bytes
-    paper.update(rates.original_bytes(quality["voxels"]))
-    paper.update(rates.fit_rates([facts["fit_record"]], quality["voxels"], sr_bytes))
-    return paper
 
 
 def _keep_paper_outputs(method, point, image, decoded, minmax, args, paper, block) -> None:

@@ -49,7 +49,7 @@ def run_rate_distortion(args) -> None:
         built["table_bd_rate"] = bd_rate.bd_rate_table(table)
         own_notes["table_bd_rate"] = [bd_rate.BD_NOTE]
     notes = [rd_tables.RD_NOTE, table_io.PSNR_NOTE.format(tissue="(see Table 4)")]
-    notes += table_io.units_notes(points)
+    notes += rd_tables.counts_notes(points) + table_io.units_notes(points)
     # the rate-distortion table and the JPEG 2000 comparison share the infinities' notes
     shared = [t for name, t in built.items() if name not in own_notes]
     block = provenance.record(args)
