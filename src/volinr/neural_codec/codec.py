@@ -294,17 +294,13 @@ def encode(
     quantise_seconds = time.perf_counter() - quantise_start
 
     coding_start = time.perf_counter()
-    grids = [latent.numpy().astype(np.int64) for latent in latents]
-    arm = integer_entropy_model(parameters, settings)
-    indices = level_indices(model.grid_shapes, model.context_offsets, settings.context_coarser)
-    rows, deltas = latent_symbols(grids, indices, arm)
-    width = half_width(deltas)
-    encoder = constriction.stream.queue.RangeEncoder()
-    encode_parameters(encoder, parameters)
-    parameter_bits_actual = encoder.num_bits()
-    encode_latents(encoder, rows, deltas, width, indices)
-    coded_bits = encoder.num_bits()
-    payload = words_to_payload(encoder.get_compressed())
+    # int32 grids (every latent lies within +-MAX_LATENT); the float copies, the target and
+    # the trained latents are no longer needed: a volume's coding then holds one copy
+    grids = [latent.numpy().astype(np.int32) for latent in latents]
+    del latents, target
+    for theta in model.latents:
+        theta.data = theta.data.new_empty(0)
+    payload, width, parameter_bits_actual, coded_bits = _code(grids, parameters, model)
     header = Header(
         shape,
         output_dtype,
@@ -369,6 +365,22 @@ def encode(
         },
     )
     return Encoded(data, reconstruction, record)
+
+
+def _code(grids, parameters, model: LatentCodecModel) -> tuple[bytes, int, int, int]:
+    """The range-coded payload of the parameters and the latents; the latents' half width,
+    the parameters' coded bits, all coded bits. Its tables and symbols are freed on return."""
+    settings = model.settings
+    arm = integer_entropy_model(parameters, settings)
+    indices = level_indices(model.grid_shapes, model.context_offsets, settings.context_coarser)
+    rows, deltas = latent_symbols(grids, indices, arm)
+    width = half_width(deltas)
+    encoder = constriction.stream.queue.RangeEncoder()
+    encode_parameters(encoder, parameters)
+    parameter_bits_actual = encoder.num_bits()
+    encode_latents(encoder, rows, deltas, width, indices)
+    payload = words_to_payload(encoder.get_compressed())
+    return payload, width, parameter_bits_actual, encoder.num_bits()
 
 
 # --- decoder -------------------------------------------------------------------------------

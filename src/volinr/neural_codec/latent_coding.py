@@ -299,10 +299,10 @@ def encode_latents(
     short symbols, then the escaped ones' tails (``laplace.latent_tables``)."""
     coder = _SymbolCoder(width)
     for level in range(len(rows) - 1, -1, -1):
-        symbols = zigzag(deltas[level])
         starts = indices[level].schedule.starts.tolist()
         for start, stop in zip(starts[:-1], starts[1:], strict=True):
-            coder.encode(encoder, symbols[start:stop], rows[level][start:stop])
+            symbols = zigzag(deltas[level][start:stop])
+            coder.encode(encoder, symbols, rows[level][start:stop])
 
 
 class _SymbolCoder:
@@ -371,6 +371,6 @@ def decode_latents(
             np.minimum(np.maximum(decoded, -MAX_LATENT, out=decoded), MAX_LATENT, out=decoded)
             values[positions] = decoded
         grid = values[:padded_size].reshape(schedule.padded_shape)[schedule.interior]
-        grids[level] = grid.copy()
+        grids[level] = grid.astype(np.int32)  # within +-MAX_LATENT
         del values
     return grids
