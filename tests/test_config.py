@@ -375,3 +375,12 @@ def test_the_neural_codec_holds_the_gpu_only_on_a_gpu(tmp_path, device, rule, th
         assert all("gpu=1" in job for job in codec)
     else:
         assert not any("gpu=1" in job for job in codec)
+
+
+def test_a_suite_dataset_cannot_nest_a_suite_or_move_its_results():
+    _, problems = _checked(
+        "suite: {head: {anatomy: head, licence: x, config: {results_dir: elsewhere}}}"
+    )
+    assert any("suite.head.config.results_dir" in p for p in problems)
+    _, problems = _checked("suite: {head: {anatomy: head, licence: x, config: {}}}")
+    assert problems == []

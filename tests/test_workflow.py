@@ -199,3 +199,27 @@ def test_a_run_of_the_codecs_alone_makes_their_tables_and_says_why_no_paper_tabl
     summary = (results / "summary.md").read_text()
     assert "the paper's tables and figures were not made" in summary
     assert "siren_lr_sr, siren_hr, true_lr left out" in summary
+
+
+@pytest.mark.slow
+def test_a_suite_runs_each_dataset_as_its_own_run_and_sets_them_side_by_side(tmp_path):
+    results = run_workflow(
+        tmp_path, ".test/config/config.yaml", "--configfile",
+        str(ROOT / ".test/config/config.yaml"), str(ROOT / ".test/config_suite/config.yaml"),
+    )  # fmt: skip
+    suite = results / "suite"
+    assert (suite / "head/tables/table6_side_by_side.csv").is_file()
+    assert not (suite / "abdomen/tables/table6_side_by_side.csv").exists()  # codecs alone
+    head = pd.read_csv(suite / "head/tables/table_rate_distortion.csv")
+    abdomen = pd.read_csv(suite / "abdomen/tables/table_rate_distortion.csv")
+    assert set(head["bits_per_voxel"]) != set(abdomen["bits_per_voxel"])  # two images
+    bd = pd.read_csv(suite / "tables/suite_bd_rate.csv")
+    assert set(bd["dataset"]) == {"head", "abdomen"}
+    means = pd.read_csv(suite / "tables/suite_bd_rate_mean.csv")
+    codec = means[(means["method"] == "neural codec (2D)") & (means["anchor"] == "jpeg2000")]
+    assert codec["of_datasets"].iloc[0] == 2
+    claims = pd.read_csv(suite / "tables/suite_paper_claim_counts.csv")
+    assert set(claims["of_datasets"]) == {1}  # the claim only where the paper's tables exist
+    summary = (suite / "summary.md").read_text()
+    assert summary.startswith("# Suite verdict over 2 datasets (abdomen, head)")
+    assert (suite / "figures/fig_suite_rate_distortion.png").stat().st_size > 10_000

@@ -41,6 +41,7 @@ SUBCOMMANDS = {
     "rate-distortion": "volinr.stages.report:run_rate_distortion",
     "figures": "volinr.stages.report:run_figures",
     "summary": "volinr.stages.report:run_summary",
+    "suite-report": "volinr.stages.report:run_suite_report",
 }
 
 
@@ -336,6 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
         "one of the paper's (siren_lr_sr, siren_hr, true_lr) the summary reads no paper table",
     )
     p.add_argument("--out", type=a.output_file, required=True)
+
+    p = sub.add_parser("suite-report", help="the suite's tables across its datasets")
+    p.add_argument(
+        "--dataset",
+        nargs=5,
+        action="append",
+        required=True,
+        metavar=("NAME", "TABLES_DIR", "ANATOMY", "PAPER", "LICENCE"),
+        help="one dataset's run: its name, tables folder, anatomy, paper or no-paper (whether "
+        "it made the paper's tables) and licence",
+    )
+    p.add_argument("--out-dir", type=a.output_dir, required=True, help="the suite's tables")
+    p.add_argument("--figure", type=a.output_file, required=True)
+    p.add_argument("--summary", type=a.output_file, required=True)
 
     return parser
 

@@ -130,6 +130,7 @@ def repo_path(path: str, repo: str | Path) -> str:
 def config_problems(config: dict[str, Any], repo: str | Path) -> list[str]:
     """Every problem of a schema-validated config (defaults filled in), each naming its key."""
     problems = list(_non_finite(config, ""))
+    problems += _suite_problems(config.get("suite") or {})
     volume_mode = config["dataset"]["kind"] != "slice"
     volume = config["volume"]
     sources = {"dataset": config["dataset"]}
@@ -254,3 +255,14 @@ def _path_problem(key: str, path: str, repo: str | Path, kind: str) -> list[str]
         return []
     where = "" if Path(path).is_absolute() else f" (looked in the working directory and {repo})"
     return [f"{key}: {path} is not an existing {kind}{where}"]
+
+
+def _suite_problems(suite: dict[str, Any]) -> list[str]:
+    """A suite dataset's overrides set its run's config, not the suite's: no suite in a suite,
+    no results folder of its own (each dataset's is results/suite/<name>)."""
+    problems = []
+    for name, entry in suite.items():
+        for key in ("suite", "results_dir"):
+            if key in entry["config"]:
+                problems.append(f"suite.{name}.config.{key}: a suite dataset cannot set {key}")
+    return problems

@@ -4,10 +4,11 @@ import shlex
 from pathlib import Path
 
 from volinr import methods
-from volinr import results_layout as layout
+from volinr.results_layout import Layout, fit_group
 from volinr.stages.report import figure_files
 
-R = layout.RESULTS
+LAYOUT = Layout.of(config)
+R = LAYOUT.results
 ENV = "../envs/volinr.yaml"
 
 DATASET = config["dataset"]
@@ -20,10 +21,10 @@ FIGURE_SEED = config["figures"]["seed"]
 # Slice mode is the paper's 2D experiment; any other dataset kind runs it on a whole volume.
 VOLUME_MODE = DATASET["kind"] != "slice"
 MODE = "volume" if VOLUME_MODE else "slice"
-EVAL = layout.EVAL_IMAGE
-LR = layout.LR_IMAGE
-SR_MODEL = layout.SR_MODEL
-DOWNLOAD_DIR = layout.DOWNLOAD_DIR
+EVAL = LAYOUT.eval_image
+LR = LAYOUT.lr_image
+SR_MODEL = LAYOUT.sr_model
+DOWNLOAD_DIR = LAYOUT.download_dir
 DEVICE_ARGS = f"--device {config['device']} --threads {{threads}}"
 
 config["published"] = config_checks.repo_path(config["published"], REPO)
@@ -95,7 +96,7 @@ FIT_ITERATIONS = {"lr": SIREN["iterations"], "hr": SIREN["baseline_iterations"]}
 
 
 def fit_dir(target="{target}", layers="{layers}", seed="{seed}"):
-    return layout.fit_dir(target, layout.fit_group(layers, seed))
+    return LAYOUT.fit_dir(target, fit_group(layers, seed))
 
 
 # --- methods ---------------------------------------------------------------------------------

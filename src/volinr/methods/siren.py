@@ -15,8 +15,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from volinr import results_layout as layout
 from volinr.methods.base import Decoded, Image, Method, OperatingPoint, PaperView
+from volinr.results_layout import Layout, fit_group
 
 if TYPE_CHECKING:
     import numpy as np
@@ -134,13 +134,13 @@ class SirenMethod(Method):
     @classmethod
     def groups(cls, section: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
         siren = config["siren"]
-        return [layout.fit_group(n, seed) for n in siren["layers"] for seed in siren["seeds"]]
+        return [fit_group(n, seed) for n in siren["layers"] for seed in siren["seeds"]]
 
     @classmethod
     def group_inputs(
         cls, section: Mapping[str, Any], config: Mapping[str, Any], group: str
     ) -> dict[str, str]:
-        fit = layout.fit_dir(cls.target, group)
+        fit = Layout.of(config).fit_dir(cls.target, group)
         return {"weights": f"{fit}/siren.pt", "record": f"{fit}/fit.json"}
 
     def layers_and_seed(self) -> tuple[int, int]:
@@ -246,7 +246,8 @@ class PaperSiren(SirenMethod):
         cls, section: Mapping[str, Any], config: Mapping[str, Any], group: str
     ) -> dict[str, str]:
         inputs = super().group_inputs(section, config, group)
-        return inputs | {"sr_model": layout.SR_MODEL, "lr": layout.LR_IMAGE}
+        layout = Layout.of(config)
+        return inputs | {"sr_model": layout.sr_model, "lr": layout.lr_image}
 
     def upsample(self) -> str:
         return "sr"

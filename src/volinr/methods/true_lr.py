@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from volinr import results_layout as layout
 from volinr.methods.base import Decoded, Image, Method, OperatingPoint, PaperView
+from volinr.results_layout import Layout
 
 UPSAMPLERS = ("sr", "lanczos", "bicubic")
 POINT = "lossless"
@@ -46,8 +46,9 @@ class TrueLr(Method):
     def group_inputs(
         cls, section: Mapping[str, Any], config: Mapping[str, Any], group: str
     ) -> dict[str, str]:
-        inputs = {"lr": layout.LR_IMAGE}
-        return inputs | ({"sr_model": layout.SR_MODEL} if group == "sr" else {})
+        layout = Layout.of(config)
+        inputs = {"lr": layout.lr_image}
+        return inputs | ({"sr_model": layout.sr_model} if group == "sr" else {})
 
     def points(self) -> list[OperatingPoint]:
         """The one point: the LR image under the smallest of the lossless codecs."""

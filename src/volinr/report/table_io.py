@@ -235,6 +235,15 @@ TITLES = {
     "their rate",
     "table_bd_rate": "Bjøntegaard metrics: BD-rate and BD-PSNR of every method against JPEG 2000 "
     "and HEVC",
+    "suite_bd_rate": "Suite: BD-rate and BD-PSNR of every method against JPEG 2000, HEVC and "
+    "AV1 on each dataset",
+    "suite_bd_rate_mean": "Suite: mean BD-rate and BD-PSNR over the datasets, 95% confidence "
+    "intervals",
+    "suite_paper_claim": "Suite: the paper's claim on each dataset (best PSNR, ours against the "
+    "baseline)",
+    "suite_paper_claim_counts": "Suite: on how many datasets the paper's claim holds",
+    "suite_sr_gain": "Suite: SRDenseNet's gain over Lanczos on each dataset's true LR image",
+    "suite_datasets": "Suite: the datasets, their anatomy and licence",
 }
 
 
