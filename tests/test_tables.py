@@ -142,3 +142,33 @@ def test_each_methods_counts_is_a_note_and_its_style_comes_from_its_class():
     styles = rd_figure.method_styles()
     assert styles["neural codec"] is codec and styles["neural codec"].joined
     assert styles["codec"].marker == "." and not styles["codec"].joined
+
+
+def test_a_margin_within_the_machines_spread_or_the_seeds_interval_is_not_resolved():
+    from volinr.report.paper_tables import side_by_side
+
+    def method(psnrs, intervals):
+        return pd.DataFrame(
+            {
+                "layers": [2, 3, 4],
+                "best_psnr_db_paper": [30.0, 31.0, 32.0],
+                "best_psnr_db_ours": psnrs,
+                "best_psnr_ci95_db": intervals,
+                "train_seconds_per_50k_paper": [1.0] * 3,
+                "train_seconds_per_50k_ours": [1.0] * 3,
+                "memory_kb_paper": [1.0] * 3,
+                "memory_kb_ours": [1.0] * 3,
+            }
+        )
+
+    ours = method([35.3, 36.0, 37.0], [math.nan, math.nan, 1.0])
+    baseline = method([35.0, 35.0, 36.0], [math.nan, math.nan, 1.0])
+    table = side_by_side(ours, baseline, verdict_margin_db=0.5)
+    psnr = table[table["quantity"].str.contains("PSNR")].set_index("layers")
+    assert psnr.loc[2, "verdict"] == "not resolved"  # 0.3 dB < 0.5 dB
+    assert psnr.loc[3, "verdict"] == "ours better"  # 1.0 dB, no interval
+    assert psnr.loc[4, "verdict"] == "not resolved"  # 1.0 dB < sqrt(1 + 1)
+    assert psnr.loc[4, "resolution_db"] == pytest.approx(math.sqrt(2))
+    assert side_by_side(ours, baseline, 0.2).set_index("layers").loc[2, "verdict"].iloc[0] == (
+        "ours better"
+    )

@@ -262,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", required=True, help="evaluate JSON files")
     p.add_argument("--published", required=True, help="the paper's numbers (YAML)")
     p.add_argument(
+        "--verdict-margin-db",
+        type=a.non_negative_float,
+        default=0.5,
+        help="the smallest best-PSNR margin a Table 6 verdict needs (else: not resolved)",
+    )
+    p.add_argument(
         "--mode",
         choices=["slice", "volume"],
         default="slice",

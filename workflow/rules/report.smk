@@ -17,9 +17,11 @@ rule paper_tables:
     threads: 1
     resources:
         mem_mb=2000,
+    params:
+        margin=config["evaluation"]["verdict_margin_db"],
     shell:
         "python -m volinr tables --metrics {input.rows} --published {input.published} "
-        f"--mode {MODE} --out-dir {R}/tables 2> {{log}}"
+        f"--mode {MODE} --verdict-margin-db {{params.margin}} --out-dir {R}/tables 2> {{log}}"
 
 
 rule rate_distortion:

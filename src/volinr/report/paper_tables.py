@@ -83,8 +83,12 @@ def _method_table(metrics: pd.DataFrame, published: dict, method: str) -> pd.Dat
     return pd.DataFrame(rows).sort_values("layers").reset_index(drop=True)
 
 
-def side_by_side(ours: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
-    """Table 6: the paper's and our baseline and ours, per quantity and layer count."""
+def side_by_side(
+    ours: pd.DataFrame, baseline: pd.DataFrame, verdict_margin_db: float = 0.5
+) -> pd.DataFrame:
+    """Table 6: the paper's and our baseline and ours, per quantity and layer count, with our
+    verdict ("not resolved" where the PSNR margin is below ``verdict_margin_db`` or inside
+    the seeds' 95% intervals)."""
     quantities = [
         ("best PSNR (dB, 8-bit min..max)", "best_psnr_db_paper", "best_psnr_db_ours"),
         (
@@ -111,7 +115,37 @@ def side_by_side(ours: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["paper_says_ours_better"] = _better(table, "ours_paper", "baseline_paper")
     table["we_find_ours_better"] = _better(table, "ours_measured", "baseline_measured")
+    psnr = table["quantity"].str.contains("PSNR")
+    intervals = merged.set_index("layers")[["best_psnr_ci95_db_ours_method",
+                                            "best_psnr_ci95_db_baseline"]]  # fmt: skip
+    table["margin_db"] = (table["ours_measured"] - table["baseline_measured"]).where(psnr)
+    table["resolution_db"] = [
+        _resolution(intervals.loc[layers], verdict_margin_db) if is_psnr else math.nan
+        for layers, is_psnr in zip(table["layers"], psnr, strict=True)
+    ]
+    table["verdict"] = [
+        _verdict(better, margin, resolution)
+        for better, margin, resolution in zip(
+            table["we_find_ours_better"], table["margin_db"], table["resolution_db"], strict=True
+        )
+    ]
     return table
+
+
+def _resolution(intervals: pd.Series, verdict_margin_db: float) -> float:
+    """The margin a PSNR verdict needs: the cross-machine spread, or the two 95% intervals
+    over seeds combined where they are wider (sqrt of the sum of squares)."""
+    halves = [float(v) for v in intervals if v is not None and np.isfinite(v)]
+    combined = math.sqrt(sum(h * h for h in halves)) if len(halves) == 2 else 0.0
+    return max(verdict_margin_db, combined)
+
+
+def _verdict(better, margin: float, resolution: float) -> str | None:
+    if better is None:
+        return None
+    if np.isfinite(margin) and abs(margin) < resolution:
+        return "not resolved"
+    return "ours better" if better else "baseline better"
 
 
 def _better(table: pd.DataFrame, ours: str, baseline: str) -> pd.Series:
@@ -200,7 +234,9 @@ def ablation(metrics: pd.DataFrame, ours: pd.DataFrame, baseline: pd.DataFrame) 
     return table
 
 
-def build_tables(metrics: pd.DataFrame, published: dict) -> dict[str, pd.DataFrame]:
+def build_tables(
+    metrics: pd.DataFrame, published: dict, verdict_margin_db: float = 0.5
+) -> dict[str, pd.DataFrame]:
     ours = _method_table(metrics, published, "ours")
     baseline = _method_table(metrics, published, "baseline")
     for name, table in (("table4_ours", ours), ("table5_baseline", baseline)):
@@ -208,7 +244,7 @@ def build_tables(metrics: pd.DataFrame, published: dict) -> dict[str, pd.DataFra
     return {
         "table4_ours": ours,
         "table5_baseline": baseline,
-        "table6_side_by_side": side_by_side(ours, baseline),
+        "table6_side_by_side": side_by_side(ours, baseline, verdict_margin_db),
         "table7_other_methods": other_methods(ours, baseline, published),
         "table_sr_check": sr_check(metrics),
         "table_ablation": ablation(metrics, ours, baseline),

@@ -22,7 +22,7 @@ def run_tables(args) -> None:
     published = table_io.load_published(args.published)
     if args.mode == "volume":
         published = table_io.published_for_volume(published)
-    built = build_tables(metrics, published)
+    built = build_tables(metrics, published, args.verdict_margin_db)
     block = provenance.record(args)
     notes = table_io.notes_for(metrics) + table_io.infinity_notes(built.values())
     notes += table_io.units_notes(metrics)
