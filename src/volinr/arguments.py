@@ -143,43 +143,83 @@ def output_dir(text: str) -> OutputDir:
 
 
 def _paths_of(value) -> list[str]:
+    """Every path-like string of an option's value, JSON options (objects, lists) included."""
     if isinstance(value, str):
         return [value] if value else []
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, str) and v]
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _paths_of(v)]
+    if isinstance(value, list | tuple):
+        return [p for v in value for p in _paths_of(v)]
     return []
 
 
-def _sidecar(path: str) -> str | None:
-    return str(Path(path).with_suffix(".json")) if path.endswith(".npy") else None
+def _derived(path: str) -> list[str]:
+    """A file and what may be written beside it: an array's sidecar (the path ending in .json,
+    whatever its suffix) and a result's provenance sidecar."""
+    from volinr.provenance import sidecar_path
+
+    return [path, str(Path(path).with_suffix(".json")), str(sidecar_path(path))]
+
+
+def _identity(path: str) -> tuple:
+    """What makes two names one file: the real path, and device and inode where it exists (a
+    hard link has another path but the same inode)."""
+    resolved = os.path.realpath(path)
+    try:
+        stat = os.stat(resolved)
+    except OSError:
+        return (resolved,)
+    return (resolved, (stat.st_dev, stat.st_ino))
 
 
 def check_paths(args: argparse.Namespace) -> str | None:
-    """Why the command's output files cannot be written as given (None: they can).
+    """Why the command's outputs cannot be written as given (None: they can): the one guard
+    every subcommand's paths go through before anything runs.
 
-    An output may not be one of the command's existing inputs (nor an array's JSON sidecar),
-    and two outputs may not be the same file: either would destroy a file the user still
-    needs, or one output would silently replace another.
+    Inputs are every existing file any option names, paths inside JSON options included, with
+    the sidecars beside them; outputs are every output file with the sidecars a command may
+    write beside it, and every output folder. An output or its sidecars may not be an input
+    (by real path or inode, so links and ``..`` do not slip past), two outputs may not be one
+    file, and an
+    output folder may not directly hold an input (the files written into it would be named by
+    the command, not by the user).
     """
-    outputs: dict[str, tuple[str, str]] = {}  # resolved path -> (path as given, option)
-    inputs: dict[str, str] = {}
+    primary: dict[object, str] = {}  # an output file's identity -> its option
+    outputs: dict[object, tuple[str, str]] = {}  # with its sidecars: -> (path, option)
+    inputs: dict[object, tuple[str, str]] = {}
+    folders: list[tuple[str, str]] = []
     for name, value in vars(args).items():
         option = "--" + name.replace("_", "-")
         for path in _paths_of(value):
             if isinstance(path, OutputPath):
-                for written in filter(None, (path, _sidecar(path))):
-                    resolved = os.path.realpath(written)
-                    if resolved in outputs:
-                        other = outputs[resolved][1]
-                        return f"{written}: {option} and {other} name the same output file"
-                    outputs[resolved] = (written, option)
-            elif not isinstance(path, OutputDir) and os.path.isfile(path):
-                for read in filter(None, (path, _sidecar(path))):
-                    inputs[os.path.realpath(read)] = option
-    for resolved, (written, option) in outputs.items():
-        if resolved in inputs:
+                for key in _identity(path):
+                    if key in primary:
+                        other = primary[key]
+                        return f"{path}: {option} and {other} name the same output file"
+                    primary[key] = option
+                for written in _derived(path):
+                    for key in _identity(written):
+                        outputs[key] = (written, option)
+            elif isinstance(path, OutputDir):
+                folders.append((path, option))
+            elif os.path.isfile(path):
+                for read in _derived(path):
+                    if os.path.isfile(read):
+                        for key in _identity(read):
+                            inputs[key] = (read, option)
+    for key, (written, option) in outputs.items():
+        if key in inputs:
+            read, given = inputs[key]
             return (
-                f"{written}: {option} would overwrite a file given as {inputs[resolved]} (an "
-                "input of this command); choose another output path"
+                f"{written}: {option} would overwrite a file given as {given} ({read}: an input "
+                "of this command or its sidecar); choose another output path"
             )
+    for folder, option in folders:
+        holds = os.path.realpath(folder)
+        for read, given in inputs.values():
+            if os.path.dirname(os.path.realpath(read)) == holds:
+                return (
+                    f"{folder}: {option} is the folder of {read}, given as {given}; the files "
+                    "written into it could replace it: choose another folder"
+                )
     return None
