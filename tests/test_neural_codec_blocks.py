@@ -182,3 +182,25 @@ def test_the_memory_plan_trains_whole_what_fits_and_blocks_what_does_not():
     assert held + STEP_BYTES_PER_VOXEL[3] * (edge + REGION_MARGIN) ** 3 <= 4e9
     with pytest.raises(ValueError, match=r"needs at least .* GB .*memory_gb is 1"):
         memory_plan(large, latent_count(large, 7), 2, 1.0)
+
+
+def test_a_header_claiming_more_than_the_memory_is_refused_before_anything_is_built(
+    monkeypatch,
+):
+    import dataclasses
+
+    from volinr.errors import InputError
+    from volinr.neural_codec.bitstream import frame, pack_header, unframe, unpack_header
+    from volinr.neural_codec.codec import coded_tensor_count
+
+    image = (np.arange(24 * 20).reshape(24, 20) % 7).astype(np.int16)
+    settings = CodecSettings.make(iterations=4, log_every=2, warmup_candidates=1)
+    data = codec.encode(image, None, settings, 1e-3).data
+    header_bytes, payload = unframe(data, "x")
+    header = unpack_header(header_bytes, "x", coded_tensor_count)
+    claimed = dataclasses.replace(header, shape=(512, 512, 512))
+    crafted = frame(pack_header(claimed), payload)
+    estimate = sum(codec.decoding_bytes((512, 512, 512), settings.levels, "int16").values())
+    monkeypatch.setenv("VOLINR_MEMORY_LIMIT_BYTES", str(estimate // 2))
+    with pytest.raises(InputError, match=r"crafted\.vnc: decoding a 512x512x512 int16 image"):
+        codec.decode(crafted, "crafted.vnc")

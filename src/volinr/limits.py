@@ -121,6 +121,16 @@ def _available(device: torch.device) -> tuple[int | None, str]:
     return available, f"{source} on {device}"
 
 
+def check_memory(what: str, parts: dict[str, int], hint: str) -> int:
+    """Refuse (InputError) a CPU job whose estimated working set (``parts``, bytes by name)
+    exceeds the memory available, before anything is allocated; returns the estimate."""
+    need = sum(parts.values())
+    available, where = _available(torch.device("cpu"))
+    if available is not None and need > available:
+        _refuse(what, parts, available, where, hint)
+    return need
+
+
 def check_fit(voxels: int, settings, device: torch.device, what: str = "SIREN fit") -> int:
     """Refuse (InputError) a fit whose working set exceeds the device's available memory;
     returns the estimate in bytes."""

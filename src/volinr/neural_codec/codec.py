@@ -25,12 +25,13 @@ import constriction
 import numpy as np
 import torch
 
+from volinr import limits
 from volinr.errors import InputError
+from volinr.neural_codec.architecture import architecture_of, coded_tensor_count, settings_of
 from volinr.neural_codec.bitstream import (
     MAX_AXIS,
     MAX_VOXELS,
     OUTPUT_DTYPES,
-    Architecture,
     Header,
     TensorCoding,
     frame,
@@ -60,6 +61,7 @@ from volinr.neural_codec.parameter_coding import (
     parameter_bits,
 )
 from volinr.neural_codec.regions import (
+    decoding_bytes,
     decoding_plans,
     latent_bits_in_blocks,
     quantisation_sample,
@@ -119,44 +121,6 @@ def _check_arguments(spacing_mm, lam, seed, settings, ndim) -> list[float] | Non
 
 
 # --- shared by encoder and decoder ---------------------------------------------------------
-
-
-def architecture_of(settings: CodecSettings) -> Architecture:
-    return Architecture(
-        settings.levels,
-        settings.context_size,
-        settings.arm_layers,
-        settings.arm_width,
-        settings.residual_channels,
-        settings.residual_layers,
-        settings.synthesis_widths,
-        settings.context_coarser,
-        settings.learned_upsampling,
-        settings.activation,
-    )
-
-
-def settings_of(architecture: Architecture) -> CodecSettings:
-    a = architecture
-    return CodecSettings.make(
-        levels=a.levels,
-        synthesis_widths=a.synthesis_widths,
-        residual_channels=a.residual_channels,
-        residual_layers=a.residual_layers,
-        activation=a.activation,
-        context_size=a.context_size,
-        context_coarser=a.context_coarser,
-        arm_layers=a.arm_layers,
-        arm_width=a.arm_width,
-        learned_upsampling=a.learned_upsampling,
-    )
-
-
-def coded_tensor_count(architecture: Architecture, ndim: int) -> int:
-    """How many tensors the file codes for this architecture (``coded_parameters``' length)."""
-    a = architecture
-    synthesis = 2 * (len(a.synthesis_widths) + 1) + 2 * a.residual_layers + 2
-    return int(a.learned_upsampling) + synthesis + 2 * (a.arm_layers + 1)
 
 
 def _empty_model(shape: tuple[int, ...], settings: CodecSettings) -> LatentCodecModel:
@@ -394,6 +358,11 @@ def decode(data: bytes, source: str) -> np.ndarray:
     if header.architecture is None:
         return to_output_dtype(np.full(header.shape, low), header.output_dtype)
     settings = settings_of(header.architecture)
+    limits.check_memory(
+        f"{source}: decoding a {'x'.join(map(str, header.shape))} {header.output_dtype} image",
+        decoding_bytes(header.shape, settings.levels, header.output_dtype),
+        "decode it on a machine with more memory",
+    )
     model = _empty_model(header.shape, settings)
     decoder = constriction.stream.queue.RangeDecoder(payload_to_words(payload))
     try:

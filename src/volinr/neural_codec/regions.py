@@ -20,10 +20,11 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from volinr.neural_codec.laplace import laplace_bits
-from volinr.neural_codec.model import CausalContext, LatentCodecModel
+from volinr.neural_codec.model import CausalContext, LatentCodecModel, latent_count
 
 UPSAMPLING_REACH = 2  # coarser samples read on each side by a 2x upsampling output
 
@@ -236,3 +237,24 @@ def latent_bits_in_blocks(
         for level, bits in enumerate(block_bits_by_level(model, crop_latents(latents, plan), plan)):
             totals[level] += bits.item()
     return totals
+
+
+# Bytes a voxel of one synthesis block holds while it is decoded (the upsampled grids, the 1x1
+# layers' activations, the residual stage's shifted copies), the default architecture, rounded
+# up; blocks are at most DECODING_BLOCK_EDGE an axis (regions.py).
+SYNTHESIS_BYTES_PER_BLOCK_VOXEL = 400
+
+
+def decoding_bytes(shape: tuple[int, ...], levels: int, output_dtype: str) -> dict[str, int]:
+    """What decoding a file of this shape holds at its peak, from its header alone: the
+    output, the integer grids, the finest grid's decoding order and padded copy, one block's
+    synthesis."""
+    voxels = math.prod(shape)
+    finest = voxels  # the finest grid has a latent a voxel
+    block = min(voxels, DECODING_BLOCK_EDGE[len(shape)] ** len(shape))
+    return {
+        "output": voxels * np.dtype(output_dtype).itemsize,
+        "latent grids": 4 * latent_count(shape, levels),
+        "decoding order and padded grid": 3 * 8 * finest,
+        "one block's synthesis": SYNTHESIS_BYTES_PER_BLOCK_VOXEL * block,
+    }

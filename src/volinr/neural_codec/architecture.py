@@ -1,0 +1,44 @@
+"""The architecture a file's header names, and the codec settings it stands for (both ends)."""
+
+from __future__ import annotations
+
+from volinr.neural_codec.bitstream import Architecture
+from volinr.neural_codec.settings import CodecSettings
+
+
+def architecture_of(settings: CodecSettings) -> Architecture:
+    return Architecture(
+        settings.levels,
+        settings.context_size,
+        settings.arm_layers,
+        settings.arm_width,
+        settings.residual_channels,
+        settings.residual_layers,
+        settings.synthesis_widths,
+        settings.context_coarser,
+        settings.learned_upsampling,
+        settings.activation,
+    )
+
+
+def settings_of(architecture: Architecture) -> CodecSettings:
+    a = architecture
+    return CodecSettings.make(
+        levels=a.levels,
+        synthesis_widths=a.synthesis_widths,
+        residual_channels=a.residual_channels,
+        residual_layers=a.residual_layers,
+        activation=a.activation,
+        context_size=a.context_size,
+        context_coarser=a.context_coarser,
+        arm_layers=a.arm_layers,
+        arm_width=a.arm_width,
+        learned_upsampling=a.learned_upsampling,
+    )
+
+
+def coded_tensor_count(architecture: Architecture, ndim: int) -> int:
+    """How many tensors the file codes for this architecture (``coded_parameters``' length)."""
+    a = architecture
+    synthesis = 2 * (len(a.synthesis_widths) + 1) + 2 * a.residual_layers + 2
+    return int(a.learned_upsampling) + synthesis + 2 * (a.arm_layers + 1)
