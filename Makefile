@@ -12,7 +12,7 @@ SNAKEMAKE := $(BIN)/snakemake
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: setup run test lint format report readme bench pretrain-sr publish-sr peer clean
+.PHONY: setup run test fuzz lint format report readme bench pretrain-sr publish-sr peer clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The property-based harnesses with a longer profile than CI's (tests/test_cli_properties.py,
+# tests/test_fuzz.py): about 10 minutes on 2 cores; what it finds becomes a regression test.
+fuzz: setup
+	VOLINR_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -p no:cacheprovider tests/test_cli_properties.py tests/test_fuzz.py
 
 lint: setup
 	$(BIN)/ruff check src tests

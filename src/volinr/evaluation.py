@@ -34,6 +34,30 @@ def check_pair(
         )
 
 
+# The largest magnitude an image may hold: float64's exact integers end at 2^53.
+MAX_ABS_VALUE = float(1 << 53)
+
+
+def admit(reference: np.ndarray, name: str) -> None:
+    """What every image measured against must be, checked before anything runs on it (every
+    measuring stage calls this): slices at least SSIM's window on a side, and a non-empty
+    min..max window (a constant image has no PSNR peak); else an InputError naming it."""
+    check_pair(reference, reference, name, name)
+    low, high = metrics.minmax_window(reference)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise InputError(f"{name}: the image holds values that are not finite")
+    if max(abs(low), abs(high)) > MAX_ABS_VALUE:
+        raise InputError(
+            f"{name}: values {low:g}..{high:g} lie beyond +-2^53, where float64 has no exact "
+            "integers: no codec here codes them and their errors cannot be measured exactly"
+        )
+    if not high > low:
+        raise InputError(
+            f"{name}: the image is constant ({low:g}); its quality cannot be measured (no "
+            "intensity range for PSNR)"
+        )
+
+
 def windows(
     reference: np.ndarray, tissue_window: Sequence[float], reference_name: str
 ) -> tuple[tuple[float, float], tuple[float, float]]:

@@ -28,6 +28,7 @@ def run_codecs(args) -> None:
     from volinr import codecs
 
     volume, _ = load_image(args.input)
+    evaluation.admit(volume, args.input)
     rows = codecs.run_sweep(volume, codecs.default_sweep(volume.ndim))
     if not rows:
         raise InputError(f"{args.input}: no codec setting could encode this image")
@@ -67,6 +68,7 @@ def run_rd(args) -> None:
         set_threads(args.threads)
     method = cls(args.settings, args.group, args.inputs, device)
     voxels, meta = load_image(args.image)
+    evaluation.admit(voxels, str(args.image))
     image = Image(voxels, meta, str(args.image))
     minmax, tissue = evaluation.windows(voxels, args.tissue_window, args.image)
     # the shared assets' bytes: reported apart, and amortised by the methods that say so
