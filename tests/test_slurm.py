@@ -1,4 +1,5 @@
-"""The tiny workflow through profiles/slurm on a real single-node SLURM cluster.
+"""The tiny suite (two datasets, each the tiny workflow) through profiles/slurm on a real
+single-node SLURM cluster: one job per dataset's rule, the suite's tables at the end.
 
 Skipped, with the reason, where SLURM cannot run (not installed, not root, or a SLURM of the
 machine's own at /etc/slurm). `.ci/run` installs it from Debian's packages.
@@ -56,6 +57,7 @@ def slurm_run(tmp_path_factory):
             str(workdir),
             "--configfile",
             str(ROOT / ".test/config/config.yaml"),
+            str(ROOT / ".test/config_suite/config.yaml"),
             "--profile",
             str(ROOT / "profiles/slurm"),
             *TEST_CLUSTER_ARGS,
@@ -94,11 +96,24 @@ def _state(path):
     return payload["state_dict"]
 
 
+def test_the_suite_fanned_out_one_job_per_dataset_rule(slurm_run):
+    results, records, _, steps = slurm_run
+    # each dataset's groups ran as their own jobs (every step but `all` is a SLURM job)
+    for dataset in ("head", "abdomen"):
+        assert list((results / f"suite/{dataset}/rd/neural_codec").glob("*.json")), dataset
+    assert len(records) == steps - 1
+    assert (results / "suite/tables/suite_bd_rate_mean.csv").is_file()
+    assert (results / "suite/summary.md").read_text().startswith("# Suite verdict over 2")
+
+
 def test_outputs_equal_those_of_a_local_run(slurm_run, tiny_run):
-    remote, *_ = slurm_run
+    """The suite's head dataset is the tiny config unchanged: the same outputs, to the bit."""
+    remote = slurm_run[0] / "suite/head"
     for name in ("data/eval.json", "data/lr.json", "data/split.json"):
         local_json = json.loads((tiny_run / name).read_text())
         remote_json = json.loads((remote / name).read_text())
+        local_json.pop("provenance", None)  # names its own output path and commit
+        remote_json.pop("provenance", None)
         assert local_json == remote_json, name
     for weights in sorted(tiny_run.glob("fits/*/*/siren.pt")) + [tiny_run / "sr/srdensenet.pt"]:
         other = remote / weights.relative_to(tiny_run)

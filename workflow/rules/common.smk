@@ -1,5 +1,6 @@
 # Every config-derived global, path helper and input function of the rules; nothing else.
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -26,6 +27,10 @@ LR = LAYOUT.lr_image
 SR_MODEL = LAYOUT.sr_model
 DOWNLOAD_DIR = LAYOUT.download_dir
 DEVICE_ARGS = f"--device {config['device']} --threads {{threads}}"
+# On a SLURM site (profiles/slurm) the jobs that hold the gpu resource go to this partition.
+# Set here, not by rule name in the profile, so that a suite's prefixed rules (rules/suite.smk)
+# go there too; elsewhere the resource is read by nothing.
+GPU_PARTITION = os.environ.get("VOLINR_SLURM_GPU_PARTITION", "")
 
 config["published"] = config_checks.repo_path(config["published"], REPO)
 config["sr"]["checkpoint"] = config_checks.repo_path(config["sr"]["checkpoint"], REPO)

@@ -43,4 +43,5 @@ use rule method_points as method_points_torch with:
     threads: config["threads"]
     resources:
         gpu=1,
+        slurm_partition=GPU_PARTITION,
         mem_mb=mem_mb(4000),

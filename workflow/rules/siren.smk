@@ -18,6 +18,7 @@ rule fit_siren:
     threads: config["threads"]
     resources:
         gpu=1,
+        slurm_partition=GPU_PARTITION,
         mem_mb=lambda wc: mem_mb(4000 if wc.target == "lr" else 8000),
     params:
         settings=as_json(SIREN),

@@ -18,6 +18,7 @@ rule pretrain_sr:
     threads: config["threads"]
     resources:
         gpu=1,
+        slurm_partition=GPU_PARTITION,
         mem_mb=8000,
     params:
         model=as_json(config["sr"]["model"]),
