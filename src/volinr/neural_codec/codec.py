@@ -280,6 +280,9 @@ def encode(
     reconstruction = reconstruct(
         _empty_model(shape, settings), parameters, grids, (low, high), output_dtype
     )
+    latent_total = int(sum(g.size for g in grids))
+    nonzero = int(sum(np.count_nonzero(g) for g in grids))
+    del grids  # the verifying decode builds its own
     if verify and not np.array_equal(decode(data, "the encoder's own output"), reconstruction):
         raise RuntimeError("the neural codec's file does not decode to its reconstruction")
 
@@ -295,8 +298,8 @@ def encode(
         training=training.as_dict(),
         training_device=str(torch.device(device)),
         macs_per_voxel=model.macs_per_voxel(),
-        latent_count=int(sum(g.size for g in grids)),
-        nonzero_latents=int(sum(np.count_nonzero(g) for g in grids)),
+        latent_count=latent_total,
+        nonzero_latents=nonzero,
         latent_half_width=width,
         parameter_exponents={p.name: p.exponent for p in parameters},
         parameter_count=int(sum(p.integers.size for p in parameters)),
