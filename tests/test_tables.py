@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -172,3 +173,17 @@ def test_a_margin_within_the_machines_spread_or_the_seeds_interval_is_not_resolv
     assert side_by_side(ours, baseline, 0.2).set_index("layers").loc[2, "verdict"].iloc[0] == (
         "ours better"
     )
+
+
+def test_rows_measured_on_two_images_are_never_set_side_by_side(tmp_path):
+    from volinr.errors import InputError
+    from volinr.report.table_io import load_rows
+
+    row = {"method": "zstd", "family": "classical", "kind": "codec", "bits_per_voxel": 1.0}
+    for name, fingerprint in (("a", "1" * 64), ("b", "2" * 64), ("c", "1" * 64)):
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"image_sha256": fingerprint, "rows": [row]})
+        )
+    assert len(load_rows([tmp_path / "a.json", tmp_path / "c.json"])) == 2
+    with pytest.raises(InputError, match=r"b\.json: its rows were measured on another image"):
+        load_rows([tmp_path / "a.json", tmp_path / "b.json"])

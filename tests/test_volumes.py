@@ -540,3 +540,23 @@ def test_reader_ignores_copies_it_should_not_see(tmp_path, headsq_series):
     shutil.copytree(headsq_series, tmp_path / "series")
     shutil.copytree(headsq_series / "sub", tmp_path / "series" / ".backup")
     assert read_dicom_series(tmp_path / "series").voxels.shape == (93, 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "problem"),
+    [
+        ([2, 0, 0, 0, 2, 0], "lengths 2 and 2, not 1"),
+        ([1, 0, 0, 0.5, 0.8660254, 0], "not orthogonal"),
+    ],
+)
+def test_a_series_whose_direction_cosines_are_not_an_orientation_is_refused(
+    tmp_path, orientation, problem
+):
+    """(2,0,0,0,2,0) once gave a volume whose exported NIfTI said 1.0 mm for 0.5 mm pixels."""
+    paths = write_series(tmp_path / "series", np.zeros((3, 8, 8), np.uint16) + 1000)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = orientation
+        ds.save_as(path)
+    with pytest.raises(InputError, match=problem):
+        read_dicom_series(tmp_path / "series")

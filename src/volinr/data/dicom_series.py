@@ -17,7 +17,14 @@ from pydicom.errors import InvalidDicomError
 
 from volinr.data import modality_lut
 from volinr.data.dicom_frames import IMAGE_MODALITIES, damaged_values, decode_pixels
-from volinr.data.geometry import Volume, floats, geometry_meta, slice_normal, unit_vector
+from volinr.data.geometry import (
+    Volume,
+    floats,
+    geometry_meta,
+    orientation_problem,
+    slice_normal,
+    unit_vector,
+)
 from volinr.data.series_checks import (
     NON_IMAGE_MODALITIES,
     UNIFORMITY_TOLERANCE,
@@ -204,11 +211,10 @@ def read_dicom_series(
     check_consistent(folder, slices)
 
     orientation = floats(slices[0].header.ImageOrientationPatient)
+    problem = orientation_problem(orientation)
+    if problem:
+        raise InputError(f"{slices[0].path}: ImageOrientationPatient {orientation}: {problem}")
     normal = slice_normal(orientation)
-    if np.linalg.norm(normal) < 0.5:
-        raise InputError(
-            f"{slices[0].path}: ImageOrientationPatient {orientation} has no valid normal"
-        )
     normal = unit_vector(normal)
     for item in slices:
         item.position = np.asarray(floats(item.header.ImagePositionPatient))

@@ -50,6 +50,26 @@ def unit_vector(vector: np.ndarray) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
+# How far direction cosines may be from unit length and from orthogonal: DICOM writes them
+# with a few decimals (e.g. 0.99999 or 1e-6 off); a spacing read against a wrong pair would be
+# wrong by the same factor.
+ORIENTATION_TOLERANCE = 1e-3
+
+
+def orientation_problem(orientation: Sequence[float]) -> str | None:
+    """Why six direction cosines (row, then column) are not an orientation (None: they are):
+    each must be a unit vector and the two orthogonal, within ``ORIENTATION_TOLERANCE``."""
+    if len(orientation) != 6 or not all(np.isfinite(orientation)):
+        return "expected six finite direction cosines"
+    row, column = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    lengths = np.linalg.norm(row), np.linalg.norm(column)
+    if any(abs(n - 1) > ORIENTATION_TOLERANCE for n in lengths):
+        return f"the direction cosines have lengths {lengths[0]:g} and {lengths[1]:g}, not 1"
+    if abs(float(row @ column)) > ORIENTATION_TOLERANCE:
+        return f"the row and column directions are not orthogonal (dot {float(row @ column):g})"
+    return None
+
+
 def slice_normal(orientation: Sequence[float]) -> np.ndarray:
     row, column = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
     return np.cross(row, column)

@@ -169,7 +169,16 @@ def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
 def load_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Every operating point of the method groups ``paths`` (``volinr rd`` JSONs)."""
     records = []
+    image: tuple[str, str] | None = None  # (fingerprint, the first file that gave it)
     for path in paths:
+        fingerprint = _image_fingerprint(path)
+        if fingerprint is not None:
+            if image is not None and fingerprint != image[0]:
+                raise InputError(
+                    f"{path}: its rows were measured on another image than {image[1]}'s "
+                    "(image_sha256 differs): a table sets one image's rows side by side"
+                )
+            image = image or (fingerprint, str(path))
         for row in _records(path):
             if "family" not in row:
                 raise InputError(f"{path}: not the rows of a method group (volinr rd)")
@@ -177,6 +186,14 @@ def load_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
             check_record_finite(path, row)
             records.append(row)
     return pd.DataFrame.from_records(records)
+
+
+def _image_fingerprint(path: str | Path) -> str | None:
+    try:
+        record = read_json(path)
+    except OSError:
+        return None  # _records names the unreadable file
+    return record.get("image_sha256") if isinstance(record, dict) else None
 
 
 def check_record_finite(path: str | Path, record: dict[str, Any]) -> None:
