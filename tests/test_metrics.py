@@ -41,3 +41,20 @@ def test_windows_and_rates():
     assert metrics.bits_per_voxel(1024, 8192) == 1.0
     with pytest.raises(ValueError):
         metrics.window_to_8bit(image, 5, 5)
+
+
+def test_an_infinite_psnr_says_what_is_equal():
+    """+-3 HU everywhere is equal after 8-bit windowing (a gray level is about 16 HU on a
+    4,000 HU range) but not exactly: the reason must not say 'identical'."""
+    from volinr import evaluation
+
+    # every value at the centre of its 8-bit gray level, so that +3 HU rounds back to it
+    reference = (np.repeat(np.arange(256), 16) * (4000 / 255) - 1000).reshape(64, 64)
+    shifted = reference + 3.0
+    minmax = (float(reference.min()), float(reference.max()))
+    quality = evaluation.finish(evaluation.quality(reference, shifted, minmax, minmax), "x")
+    reason = quality["psnr_infinite_reason"]
+    assert quality["psnr_native_db"] != float("inf")
+    assert "after both images are windowed to 8 bits" in reason and "identical" not in reason
+    exact = evaluation.finish(evaluation.quality(reference, reference, minmax, minmax), "x")
+    assert "psnr_native_db: MSE 0, every value identical" in exact["psnr_infinite_reason"]

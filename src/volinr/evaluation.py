@@ -107,8 +107,18 @@ def finish(result: dict[str, Any], name: str) -> dict[str, Any]:
             raise FloatingPointError(f"{name}: metric {key} is NaN")
     lossless = [key for key, value in result.items() if "psnr" in key and value == math.inf]
     if lossless:  # written as null (JSON has no infinity) and listed under infinite_values
-        result["psnr_infinite_reason"] = f"MSE 0, identical to the original: {', '.join(lossless)}"
+        result["psnr_infinite_reason"] = "; ".join(_infinite_reason(key) for key in lossless)
     return result
+
+
+def _infinite_reason(key: str) -> str:
+    """What is equal when a PSNR is infinite: after 8-bit windowing, or the values exactly."""
+    if "8bit" in key:
+        return (
+            f"{key}: MSE 0 after both images are windowed to 8 bits (equal there; the values "
+            "themselves may differ within a gray level: see psnr_native_db, max_abs_error_hu)"
+        )
+    return f"{key}: MSE 0, every value identical to the original"
 
 
 def per_slice_rows(
