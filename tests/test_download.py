@@ -428,3 +428,22 @@ def test_bytes_beyond_a_lying_header_size_are_counted_and_refused(
     with pytest.raises(InputError, match=r"series/small\.dcm.*more than 100 bytes.*said 10"):
         fetch_dataset([url], [sha(data)], out_dir, downloads, max_member_bytes=100, progress=False)
     assert_nothing_left(tmp_path, out_dir)
+
+
+def test_a_file_url_that_is_not_a_regular_file_is_refused(dirs):
+    out_dir, downloads = dirs
+    with pytest.raises(InputError, match="not a regular file"):
+        fetch_dataset(["file:///dev/zero"], [""], out_dir, downloads, progress=False)
+    assert not downloads.exists() or not any(downloads.iterdir())
+
+
+def test_a_download_beyond_the_size_cap_is_stopped_and_deleted(server, dirs, slices, monkeypatch):
+    from volinr.data import download
+
+    out_dir, downloads = dirs
+    data = tar_bytes([regular(name, blob) for name, blob in slices.items()])
+    url = server.put("big.tar", data)
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", len(data) // 2)
+    with pytest.raises(InputError, match="more than .* bytes"):
+        fetch_dataset([url], [""], out_dir, downloads, progress=False)
+    assert not list(downloads.glob("big.tar*"))

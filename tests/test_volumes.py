@@ -560,3 +560,13 @@ def test_a_series_whose_direction_cosines_are_not_an_orientation_is_refused(
         ds.save_as(path)
     with pytest.raises(InputError, match=problem):
         read_dicom_series(tmp_path / "series")
+
+
+def test_a_slice_far_off_the_others_is_not_filled_with_millions_of_slices(tmp_path, small):
+    """4 files with the last at z = 2e6 mm once planned 2 million slices in a Python loop."""
+    paths = write_series(tmp_path, small[:4])
+    ds = pydicom.dcmread(paths[-1])
+    ds.ImagePositionPatient = [FIRST_POSITION[0], FIRST_POSITION[1], 2e6]
+    ds.save_as(paths[-1])
+    with pytest.raises(InputError, match=r"would make \d+ slices out of 4 files"):
+        read_volume({"kind": "dicom_series", "path": str(tmp_path), "gap_policy": "interpolate"})

@@ -69,6 +69,9 @@ SCHEMES = ("http", "https", "file")
 
 
 USER_AGENT = "volinr-download/0.1 (Python urllib)"
+# The most one download may write: a CT archive of a few thousand 512x512 slices is a few GB;
+# a URL that streams without end (file:///dev/zero, a misbehaving server) stops here.
+MAX_DOWNLOAD_BYTES = 64 << 30
 
 
 DATASET_MARKER = ".volinr-dataset.json"  # in out_dir: volinr extracted this folder
@@ -262,6 +265,10 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
 def _download(url: str, part: Path, timeout: float, progress: bool) -> None:
     """Download ``url`` into ``part`` (a ``.part`` file), resuming one left before."""
     check_replaceable(part)
+    if urllib.parse.urlsplit(url).scheme == "file":
+        source = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+        if not source.is_file():
+            raise InputError(f"{url}: not a regular file (a file: URL must name one)")
     path = part.with_suffix("")
     opener = urllib.request.build_opener(_HttpOnlyRedirects)
     for _ in range(2):
@@ -328,6 +335,13 @@ def _receive(url: str, response: Any, part: Path, offset: int, progress: bool) -
     with bar, open(part, mode) as handle:
         try:
             while block := response.read(CHUNK):
+                if handle.tell() + len(block) > MAX_DOWNLOAD_BYTES:
+                    handle.close()
+                    part.unlink()  # this run's own partial download
+                    raise InputError(
+                        f"{url}: more than {MAX_DOWNLOAD_BYTES} bytes "
+                        "(volinr.data.download.MAX_DOWNLOAD_BYTES); the download was deleted"
+                    )
                 handle.write(block)
                 bar.update(len(block))
         except (OSError, http.client.HTTPException) as err:

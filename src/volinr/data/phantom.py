@@ -13,6 +13,9 @@ from pydicom.uid import (
 
 from volinr.data.geometry import Volume, floats, geometry_meta
 
+# Bytes a voxel of the phantom holds while it is built (float64 arrays, a few at once).
+PHANTOM_BYTES_PER_VOXEL = 6 * 8
+
 
 def synthetic_head_phantom(
     shape: Sequence[int] = (48, 96, 96),
@@ -30,6 +33,14 @@ def synthetic_head_phantom(
         raise ValueError(f"phantom shape must be 3 sizes of at least 4, got {shape}")
     if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
         raise ValueError(f"phantom spacing must be 3 positive sizes, got {spacing_mm}")
+    from volinr import limits
+
+    # the float64 grids, the smoothed texture and its noise held at once (measured: about 6)
+    limits.check_memory(
+        f"a phantom of shape {shape}",
+        {"phantom arrays": PHANTOM_BYTES_PER_VOXEL * int(np.prod(shape))},
+        "choose a smaller phantom.shape",
+    )
     rng = np.random.default_rng(seed)
 
     def smooth_noise(sigma: float) -> np.ndarray:

@@ -151,6 +151,10 @@ def remove_duplicates(folder: Path, slices: list[SeriesSlice], policy: str) -> l
     return kept
 
 
+# Gap interpolation may at most double the series: more is a broken position, not a gap.
+MAX_INTERPOLATED_FACTOR = 2
+
+
 def plan_slices(
     folder: Path, slices: list[SeriesSlice], gap_policy: str
 ) -> tuple[list[tuple[SeriesSlice | None, int, int, float]], list[np.ndarray], list[int]]:
@@ -166,6 +170,13 @@ def plan_slices(
     positions = [slices[0].position]
     filled: list[int] = []
     gaps = {i for i, step in enumerate(steps) if step > GAP_FACTOR * median}
+    planned = len(slices) + sum(int(round(steps[i] / median)) - 1 for i in gaps)
+    if gap_policy == "interpolate" and planned > MAX_INTERPOLATED_FACTOR * len(slices):
+        raise InputError(
+            f"{folder}: filling the gaps would make {planned} slices out of {len(slices)} files "
+            f"(more than {MAX_INTERPOLATED_FACTOR} times as many): a position far off the others "
+            "(e.g. a slice at a wrong z), not a missing slice or two"
+        )
     for index, step in enumerate(steps):
         before, after = slices[index], slices[index + 1]
         ratio = step / median
