@@ -101,3 +101,35 @@ def test_a_damaged_slice_by_slice_file_is_refused(damage, message):
     assert _split(data, "f.vnc", 2) == [b"abc", b"defg"]
     with pytest.raises(InputError, match=message):
         _split(damage(data), "f.vnc", 2)
+
+
+def test_a_point_whose_decoded_data_breaks_its_claim_is_refused_with_the_reason(
+    tmp_path, monkeypatch
+):
+    """int32 values beyond 2^24: a codec that rounds through float32 may decode them off by a
+    few units; a 'lossless' row must then not be written."""
+    import json
+    from pathlib import Path
+
+    from volinr.cli import main
+    from volinr.io import save_array
+    from volinr.methods import family
+    from volinr.methods.classical import Classical
+    from volinr.settings import section
+
+    monkeypatch.chdir(tmp_path)
+    image = (np.arange(16 * 16, dtype=np.int32).reshape(16, 16) * 3) + (1 << 24)
+    save_array("image.npy", image, {"units": "HU"})
+    real_decode = Classical.decode
+
+    def off_by_two(self, data, source, point, shape):
+        decoded = real_decode(self, data, source, point, shape)
+        decoded.voxels = decoded.voxels + 2  # what a float32 round trip does up there
+        return decoded
+
+    monkeypatch.setattr(Classical, "decode", off_by_two)
+    settings = json.dumps({n: section(n) for n in family("classical").sections})
+    argv = ["rd", "--method", "classical", "--group", "zstd", "--image", "image.npy",
+            "--settings", settings, "--files-dir", "files", "--out", "rows.json"]  # fmt: skip
+    assert main(argv) == 2  # zstd's one point refused: no point could code it
+    assert not Path("rows.json").exists() and not list(Path("files").glob("*"))

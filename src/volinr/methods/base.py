@@ -149,6 +149,12 @@ class Method:
         bytes name, what was done to the samples)."""
         return {}
 
+    def claimed_max_error(self, point: OperatingPoint) -> float | None:
+        """The largest |error| the point promises (0: lossless, a bound: error-bounded; None:
+        no promise). The rd stage checks it against the decoded data before writing the row,
+        and refuses the point, with the reason, where it does not hold."""
+        return None
+
     # --- how its rates are counted --------------------------------------------------------------
 
     def rates(self, file_bytes: int, voxels: int, shared_bytes: int, amortize_over: int, facts):

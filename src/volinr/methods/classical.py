@@ -60,6 +60,10 @@ class Classical(Method):
             return codec.lossless_setting()
         return codec.setting(point.settings["parameter"])
 
+    def claimed_max_error(self, point: OperatingPoint) -> float | None:
+        setting = self.setting(point)
+        return 0.0 if setting.lossless else setting.error_bound_hu
+
     def label(self, point: OperatingPoint) -> dict[str, Any]:
         setting = self.setting(point)
         return {

@@ -188,6 +188,25 @@ def load_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def refused_notes(paths: Iterable[str | Path]) -> list[str]:
+    """A note naming every point a method group refused because its decoded data broke its
+    own claim (``volinr rd``'s refused_points), with the reason."""
+    refused = []
+    for path in paths:
+        record = read_json(path)
+        if isinstance(record, dict):
+            group = record.get("group", Path(path).stem)
+            points = record.get("refused_points", [])
+            refused += [f"{group} {r['point']}: {r['reason']}" for r in points]
+    if not refused:
+        return []
+    return [
+        "Refused points (not in the tables; their decoded data broke their own claim): "
+        + "; ".join(refused)
+        + "."
+    ]
+
+
 def _image_fingerprint(path: str | Path) -> str | None:
     try:
         record = read_json(path)

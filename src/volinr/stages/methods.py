@@ -35,6 +35,10 @@ def run_codecs(args) -> None:
     write_csv(args.out, rows, provenance.record(args))
 
 
+class ClaimFailed(Exception):
+    """A point's decoded data breaks what the point claims (lossless, an error bound)."""
+
+
 def array_sha256(array) -> str:
     """The fingerprint of an array's values (its dtype and shape included)."""
     import hashlib
@@ -87,9 +91,14 @@ def run_rd(args) -> None:
         Path(args.inputs[name]).stat().st_size for name in cls.shared_assets if name in args.inputs
     )
     block = provenance.record(args, device)
-    rows = []
+    rows, refused = [], []
     for point in method.points():
-        row = _run_point(method, image, point, args, (minmax, tissue), shared_bytes, block)
+        try:
+            row = _run_point(method, image, point, args, (minmax, tissue), shared_bytes, block)
+        except ClaimFailed as err:
+            log.warning("refusing %s %s: %s", method.group, point.name, err)
+            refused.append({"point": point.name, "reason": str(err)})
+            continue
         if row is not None:
             rows.append(row)
     if not rows:
@@ -105,6 +114,8 @@ def run_rd(args) -> None:
             "counts": cls.counts,
             "shared_assets": {name: args.inputs.get(name) for name in cls.shared_assets},
             "rows": rows,
+            # points whose decoded data broke their own claim (lossless, an error bound)
+            "refused_points": refused,
             "provenance": block,
         },
     )
@@ -138,6 +149,16 @@ def _run_point(
         decode_seconds = time.perf_counter() - start
     reconstruction = decoded.voxels
     evaluation.check_pair(image.voxels, reconstruction, image.path, str(path))
+    max_error = evaluation.max_abs_error_hu(image.voxels, reconstruction)
+    claim = method.claimed_max_error(point)
+    if claim is not None and not max_error <= claim:
+        path.unlink()  # this run's own file: its row will not be written
+        provenance.sidecar_path(path).unlink(missing_ok=True)
+        kind = "lossless" if claim == 0 else f"an error bound of {claim:g}"
+        raise ClaimFailed(
+            f"it claims {kind} but its decoded data is off by up to {max_error:g} (the image's "
+            f"values {float(image.voxels.min()):g}..{float(image.voxels.max()):g})"
+        )
     quality = evaluation.quality(image.voxels, reconstruction, minmax, tissue)
     voxels = quality["voxels"]
     label = method.label(point)
@@ -153,7 +174,7 @@ def _run_point(
         "bytes": len(stored),
         "what_bytes_count": method.counts,
         **quality,
-        "max_abs_error_hu": evaluation.max_abs_error_hu(image.voxels, reconstruction),
+        "max_abs_error_hu": max_error,
         # what the values are: HU for CT read with its rescale; the tables say so when not
         "units": image.meta.get("units") or "unknown",
         "encode_seconds": encode_seconds,

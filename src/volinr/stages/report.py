@@ -50,6 +50,7 @@ def run_rate_distortion(args) -> None:
         own_notes["table_bd_rate"] = [bd_rate.BD_NOTE]
     notes = [rd_tables.RD_NOTE, table_io.PSNR_NOTE.format(tissue="(see Table 4)")]
     notes += rd_tables.counts_notes(points) + table_io.units_notes(points)
+    notes += table_io.refused_notes(args.rows)
     # the rate-distortion table and the JPEG 2000 comparison share the infinities' notes
     shared = [t for name, t in built.items() if name not in own_notes]
     block = provenance.record(args)
