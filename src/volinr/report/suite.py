@@ -260,6 +260,11 @@ def _interval(mean: float, low: float, high: float, unit: str) -> str:
     return f"{mean:+.1f}{unit} [95% CI {low:+.1f}, {high:+.1f}]"
 
 
+def _interval_of(record: dict, mean: str, prefix: str, unit: str) -> str:
+    """A record's mean and its interval (``<prefix>_ci95_low``/``_high``) as text."""
+    return _interval(record[mean], record[f"{prefix}_ci95_low"], record[f"{prefix}_ci95_high"], unit)
+
+
 def suite_summary(
     datasets: Sequence[Dataset], means: pd.DataFrame, counts: pd.DataFrame, sr: pd.DataFrame
 ) -> str:
@@ -277,12 +282,7 @@ def suite_summary(
     apart = measured[measured["datasets"] == 0] if not measured.empty else measured
     measured = measured[measured["datasets"] > 0] if not measured.empty else measured
     for record in measured.to_dict("records"):
-        rate = _interval(
-            record["mean_bd_rate_percent"],
-            record["bd_rate_ci95_low"],
-            record["bd_rate_ci95_high"],
-            "%",
-        )
+        rate = _interval_of(record, "mean_bd_rate_percent", "bd_rate", "%")
         lines.append(
             f"- {record['method']} against {record['anchor']}: {rate} "
             f"({record['datasets']} of {record['of_datasets']} datasets overlap)"
@@ -295,12 +295,7 @@ def suite_summary(
         lines.append("The paper's claim (its method's best PSNR above the baseline's):")
         lines.append("")
         for record in counts.to_dict("records"):
-            margin = _interval(
-                record["mean_margin_db"],
-                record["margin_ci95_low"],
-                record["margin_ci95_high"],
-                " dB",
-            )
+            margin = _interval_of(record, "mean_margin_db", "margin", " dB")
             lines.append(
                 f"- {record['layers']} layers: holds on {record['holds_on']} of "
                 f"{record['of_datasets']} datasets; mean margin {margin}"
