@@ -262,7 +262,8 @@ def _interval(mean: float, low: float, high: float, unit: str) -> str:
 
 def _interval_of(record: dict, mean: str, prefix: str, unit: str) -> str:
     """A record's mean and its interval (``<prefix>_ci95_low``/``_high``) as text."""
-    return _interval(record[mean], record[f"{prefix}_ci95_low"], record[f"{prefix}_ci95_high"], unit)
+    low, high = record[f"{prefix}_ci95_low"], record[f"{prefix}_ci95_high"]
+    return _interval(record[mean], low, high, unit)
 
 
 def suite_summary(
