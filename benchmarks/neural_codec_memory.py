@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--stem", default="neural_codec_memory", help="the results' file name")
     parser.add_argument("--child", nargs=3, metavar=("STAGE", "VOLUME", "FILE"))
     args = parser.parse_args()
     if args.child:
@@ -145,6 +147,7 @@ def main() -> None:
     from volinr.provenance import git_commit
 
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for text in args.shapes:
             shape = tuple(int(v) for v in text.split("x"))
@@ -167,16 +170,18 @@ def main() -> None:
         "threads": args.threads,
         "memory_gb": args.memory_gb,
         "iterations": args.iterations,
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "neural_codec_memory.json").write_text(
-        json.dumps(meta | {"rows": rows}, indent=1)
-    )
+    (args.out_dir / f"{args.stem}.json").write_text(json.dumps(meta | {"rows": rows}, indent=1))
     lines = [
         "# Neural codec memory and time on CT-sized volumes",
         "",
         f"`{meta['command']}`, commit {meta['commit']}, {meta['machine']}, {args.threads} threads, "
-        f"memory_gb {args.memory_gb}, {args.iterations} training iteration(s) in `encode`.",
+        f"memory_gb {args.memory_gb}, {args.iterations} training iteration(s) in `encode`; "
+        f"1-minute load average {meta['load_average_1min']['before']:.1f} before, "
+        f"{meta['load_average_1min']['after']:.1f} after (2 cores: the seconds are those of a "
+        "shared machine; the peak memory does not depend on it).",
         "",
         "| shape | stage | block edge | s / iteration | rounded evaluation s | process s "
         "| peak RSS MB |",
@@ -201,7 +206,7 @@ def main() -> None:
         if row["stage"] == "decode equals reconstruction":
             same = row["equal"]
             lines.append(f"- {row['shape']}: the decoder's output is the encoder's: {same}")
-    (args.out_dir / "neural_codec_memory.md").write_text("\n".join(lines) + "\n")
+    (args.out_dir / f"{args.stem}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
