@@ -86,6 +86,12 @@ def test_a_volume_coded_slice_by_slice_holds_one_stream_per_slice(tmp_path):
     assert decoded.shape == volume.shape
     assert row["psnr_native_db"] == pytest.approx(psnr_native(volume, decoded), abs=1e-9)
     assert row["method"] == "neural codec (2D, slice by slice)"
+    # `volinr decompress` reads volinr's own slice-by-slice file too (it once said "bad magic")
+    from volinr.cli import main
+
+    out = tmp_path / "decompressed.npy"
+    assert main(["decompress", "--container", row["file"], "--out", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out), decoded)
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ class NeuralCodec(Method):
         from volinr.neural_codec import decode
 
         if self._slice_by_slice():
-            voxels = np.stack([decode(part, source) for part in _split(data, source, shape[0])])
+            voxels = decode_slices(data, source, shape[0])
         else:
             voxels = decode(data, source)
         if voxels.shape != tuple(shape):
@@ -167,6 +167,33 @@ class NeuralCodec(Method):
                 for p in (records[0].get("curve") or [])
             ],
         }
+
+
+def slice_count(data: bytes) -> int | None:
+    """How many slices a slice-by-slice file holds (each a length and a neural codec
+    container), or None where the bytes are not laid out so."""
+    from volinr.container import NEURAL_CODEC_VERSION, format_version
+
+    count, offset = 0, 0
+    while offset < len(data):
+        if offset + LENGTH.size > len(data):
+            return None
+        (length,) = LENGTH.unpack_from(data, offset)
+        part = data[offset + LENGTH.size : offset + LENGTH.size + length]
+        if len(part) != length or format_version(part) != NEURAL_CODEC_VERSION:
+            return None
+        offset += LENGTH.size + length
+        count += 1
+    return count or None
+
+
+def decode_slices(data: bytes, source: str, count: int):
+    """A slice-by-slice file's volume, each slice decoded from its own container."""
+    import numpy as np
+
+    from volinr.neural_codec import decode
+
+    return np.stack([decode(part, source) for part in _split(data, source, count)])
 
 
 def _split(data: bytes, source: str, count: int) -> list[bytes]:

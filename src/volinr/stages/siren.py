@@ -170,11 +170,17 @@ def run_decompress(args) -> None:
         data = Path(args.container).read_bytes()
     except OSError as err:
         raise InputError(f"{args.container}: cannot read ({err.strerror or err})") from None
+    from volinr.methods.neural_codec import decode_slices, slice_count
+
+    slices = slice_count(data) if format_version(data) is None else None
     if format_version(data) == NEURAL_CODEC_VERSION:
         from volinr.neural_codec import decode
 
         high = decode(data, str(args.container))
         how = {"format": "neural codec (container version 2)"}
+    elif slices:  # volinr's own slice-by-slice file: one neural codec container a slice
+        high = decode_slices(data, str(args.container), slices)
+        how = {"format": f"neural codec, slice by slice ({slices} containers version 2)"}
     else:
         high, _, header = decode_siren_file(
             data, str(args.container), args.sr_model, device, args.chunk_voxels
