@@ -312,3 +312,20 @@ def test_bad_inputs_are_refused(bad):
         codecs.encode(bad, codecs.CODECS["sz3"].setting(1))
     with pytest.raises(ValueError):
         codecs.run_sweep(bad, [codecs.CODECS["sz3"].setting(1)], progress=False)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([[-40000, 5], [70000, 3]], dtype=np.int32),  # beyond int16 / uint16 codecs
+        np.array([[0.1, 0.2], [1e-7, 3.0]], dtype=np.float64),  # float32 cannot hold these
+        np.array([[0.5, 1.25], [2.0, 3.0]], dtype=np.float32),
+    ],
+)
+def test_the_smallest_lossless_store_is_lossless_whatever_the_values(values):
+    from volinr.codecs import decode_lossless_stream, smallest_lossless_stream
+
+    image = np.tile(values, (8, 8))
+    codec, stream = smallest_lossless_stream(image)
+    decoded = decode_lossless_stream(codec, stream, image.shape)
+    assert np.array_equal(decoded.astype(np.float64), image.astype(np.float64)), codec

@@ -115,38 +115,60 @@ def run_sweep(
 
 
 FLOAT32_ZSTD = "zstd (float32)"  # for images that are not integer HU
+# The raw values under zstd, in the narrowest of these that holds them exactly: what is left
+# when no image codec can store the image losslessly (integers beyond their ranges, floats
+# that float32 does not hold).
+RAW_ZSTD = {FLOAT32_ZSTD: "<f4", "zstd (int32)": "<i4", "zstd (float64)": "<f8"}
+
+
+def _raw_format(volume: np.ndarray) -> str:
+    """The first of RAW_ZSTD's layouts that stores ``volume``'s values exactly."""
+    for name, dtype in RAW_ZSTD.items():
+        if dtype == "<i4" and not np.array_equal(volume, np.rint(volume)):
+            continue
+        info = np.iinfo(np.int32) if dtype == "<i4" else np.finfo(dtype)
+        low, high = float(volume.min()), float(volume.max())
+        if low < info.min or high > info.max:
+            continue
+        if np.array_equal(volume.astype(dtype).astype(np.float64), volume.astype(np.float64)):
+            return name
+    raise InputError("the image's values are not representable in float64")  # unreachable
 
 
 def smallest_lossless_stream(volume: np.ndarray) -> tuple[str, bytes]:
-    """``volume`` (integer HU) under the best of the lossless codecs: which one, and its
-    stream. The honest size of storing an image losslessly (e.g. the LR image of the
-    ablation); ``decode_lossless_stream`` reads it back exactly."""
+    """``volume`` under the best of the lossless codecs: which one, and its stream. The honest
+    size of storing an image losslessly (e.g. the LR image of the ablation);
+    ``decode_lossless_stream`` reads it back exactly. An image no codec takes exactly (not
+    integer HU, or integers beyond the codecs' ranges) is stored as its raw values under zstd,
+    in the narrowest layout that holds them exactly."""
     volume = check_volume(volume)
-    if volume.dtype.kind == "f" and not np.array_equal(volume, np.rint(volume)):
-        # Not integer HU (e.g. a resampled NIfTI): zstd on the float32 bytes is lossless.
-        raw = np.ascontiguousarray(volume, "<f4").tobytes()
-        return FLOAT32_ZSTD, imagecodecs.zstd_encode(raw, level=ZSTD_LEVEL)
     streams = {}
-    for name in LOSSLESS_CODECS:
-        setting = CODECS[name].lossless_setting()
-        try:
-            streams[name] = encode(volume, setting)
-        except CodecError as err:
-            log.info("lossless %s skipped: %s", name, err)
+    if volume.dtype.kind in "iu" or np.array_equal(volume, np.rint(volume)):
+        for name in LOSSLESS_CODECS:
+            setting = CODECS[name].lossless_setting()
+            try:
+                streams[name] = encode(volume, setting)
+            except CodecError as err:
+                log.info("lossless %s skipped: %s", name, err)
     if not streams:
-        raise InputError("no lossless codec could encode the image (is it integer-valued?)")
+        name = _raw_format(volume)
+        raw = np.ascontiguousarray(volume, RAW_ZSTD[name]).tobytes()
+        return name, imagecodecs.zstd_encode(raw, level=ZSTD_LEVEL)
     best = min(streams, key=lambda name: len(streams[name]))
     return best, streams[best]
 
 
 def decode_lossless_stream(codec: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """float32 HU of ``shape`` from a stream of ``smallest_lossless_stream``."""
-    if codec == FLOAT32_ZSTD:
+    """The values of ``shape`` from a stream of ``smallest_lossless_stream`` (float32, or
+    float64 where the stream holds float64 values)."""
+    if codec in RAW_ZSTD:
+        dtype = np.dtype(RAW_ZSTD[codec])
         raw = imagecodecs.zstd_decode(data)
-        count = int(np.prod(shape))
-        if len(raw) != 4 * count:
-            raise ValueError(f"{codec}: {len(raw)} bytes decoded, expected {4 * count}")
-        return np.frombuffer(raw, "<f4").reshape(shape).astype(np.float32)
+        expected = dtype.itemsize * int(np.prod(shape))
+        if len(raw) != expected:
+            raise ValueError(f"{codec}: {len(raw)} bytes decoded, expected {expected}")
+        values = np.frombuffer(raw, dtype).reshape(shape)
+        return values.astype(np.float64 if dtype.itemsize == 8 else np.float32)
     return decode(data, CODECS[codec].lossless_setting(), shape)
 
 
