@@ -81,3 +81,9 @@ def test_links_and_dotdot_name_the_input_they_lead_to(work, capsys, alias, fragm
     else:
         out = "sub/../scan.npy"
     _refused(work, capsys, ["downsample", "--input", "scan.npy", "--out", out], fragment)
+
+
+def test_nan_in_a_json_option_is_bad_input_not_a_numerical_failure(work, capsys):
+    spec = '{"kind": "phantom", "phantom": {"spacing_mm": [NaN, 1, 1]}}'
+    argv = ["prepare-volume", "--spec", spec, "--volume-out", "v.npy", "--out", "e.npy"]
+    _refused(work, capsys, argv, "NaN is not a JSON number")

@@ -88,9 +88,15 @@ def finite_or_nan(text: str) -> float:
     return value
 
 
+def _no_constant(name: str):
+    # Python's json reads NaN and Infinity, which JSON does not have: an option holding one
+    # is bad input (exit 2), not a numerical failure later
+    raise argparse.ArgumentTypeError(f"{name} is not a JSON number (JSON has no {name})")
+
+
 def json_value(text: str):
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
 
