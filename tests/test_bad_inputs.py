@@ -425,3 +425,23 @@ def test_the_command_line_reports_without_a_traceback(tmp_path):
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert str(paths[5]) in run.stderr and "pixel spacings" in run.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("make", "problem"), [("empty", "empty"), ("folder", "not a file")])
+def test_evaluate_refuses_a_container_that_is_empty_or_a_folder(
+    tmp_path, monkeypatch, make, problem
+):
+    """Once a ZeroDivisionError (empty) or a folder's size counted as the file's bytes."""
+    from pathlib import Path
+
+    from volinr.cli import main
+    from volinr.io import save_array
+
+    monkeypatch.chdir(tmp_path)
+    save_array("o.npy", np.arange(100, dtype=np.int16).reshape(10, 10), {"units": "HU"})
+    np.save("r.npy", np.arange(100, dtype=np.float32).reshape(10, 10))
+    Path("c.vnc").mkdir() if make == "folder" else Path("c.vnc").write_bytes(b"")
+    argv = ["evaluate", "--reference", "o.npy", "--reconstruction", "r.npy", "--label",
+            '{"method": "x"}', "--container", "c.vnc", "--out", "out.json"]  # fmt: skip
+    assert main(argv) == 2
+    assert not Path("out.json").exists()

@@ -73,7 +73,12 @@ def run_evaluate(args) -> None:
         except (KeyError, TypeError) as err:
             raise InputError(f"{args.fit_record}: not a fit record ({err!r})") from None
     if args.container:
-        size = Path(args.container).stat().st_size
+        container = Path(args.container)
+        if not container.is_file():
+            raise InputError(f"{container}: not a file (the container whose bytes are counted)")
+        size = container.stat().st_size
+        if size == 0:
+            raise InputError(f"{container}: empty (a container holds at least its header)")
         result.update(
             container=str(args.container),
             container_bytes=size,
