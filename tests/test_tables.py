@@ -187,3 +187,17 @@ def test_rows_measured_on_two_images_are_never_set_side_by_side(tmp_path):
     assert len(load_rows([tmp_path / "a.json", tmp_path / "c.json"])) == 2
     with pytest.raises(InputError, match=r"b\.json: its rows were measured on another image"):
         load_rows([tmp_path / "a.json", tmp_path / "b.json"])
+
+
+def test_records_without_the_fields_the_tables_read_are_named_with_their_file(tmp_path):
+    from volinr.errors import InputError
+    from volinr.report.table_io import load_metrics, load_rows
+
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps({"rows": [{"method": "x", "family": "classical"}]}))
+    with pytest.raises(InputError, match=r"rows\.json: a record without kind"):
+        load_rows([rows])
+    metrics = tmp_path / "m.json"
+    metrics.write_text(json.dumps({"method": "ours", "psnr_8bit_minmax_db": 30}))
+    with pytest.raises(InputError, match=r"m\.json: a record without layers, seed"):
+        load_metrics([metrics])

@@ -161,9 +161,25 @@ def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
                 record = row["paper_view"]
             else:
                 record = row  # volinr evaluate's JSON
+            _require(path, record, METRIC_KEYS.get(record.get("method"), ("method",)))
             check_record_finite(path, record)
             records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+# What a record must hold for the tables to read it: its label (a SIREN fit's: layers and
+# seed) and its quality; a missing field is named with its file, not a KeyError later.
+SIREN_METRIC_KEYS = ("method", "layers", "seed", "psnr_8bit_minmax_db")
+METRIC_KEYS = {"ours": SIREN_METRIC_KEYS, "baseline": SIREN_METRIC_KEYS}
+ROW_KEYS = ("method", "family", "kind", "setting", "bits_per_voxel", "psnr_8bit_minmax_db")
+
+
+def _require(path: str | Path, record: dict[str, Any], keys: Iterable[str]) -> None:
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise InputError(
+            f"{path}: a record without {', '.join(missing)} (not volinr evaluate's or rd's)"
+        )
 
 
 def load_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -182,6 +198,7 @@ def load_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
         for row in _records(path):
             if "family" not in row:
                 raise InputError(f"{path}: not the rows of a method group (volinr rd)")
+            _require(path, row, ROW_KEYS)
             row = {k: v for k, v in row.items() if k != "paper_view"}
             check_record_finite(path, row)
             records.append(row)
