@@ -179,7 +179,8 @@ def test_rows_measured_on_two_images_are_never_set_side_by_side(tmp_path):
     from volinr.errors import InputError
     from volinr.report.table_io import load_rows
 
-    row = {"method": "zstd", "family": "classical", "kind": "codec", "bits_per_voxel": 1.0}
+    row = {"method": "zstd", "family": "classical", "kind": "codec", "setting": "lossless",
+           "bits_per_voxel": 1.0, "psnr_8bit_minmax_db": 40.0}  # fmt: skip
     for name, fingerprint in (("a", "1" * 64), ("b", "2" * 64), ("c", "1" * 64)):
         (tmp_path / f"{name}.json").write_text(
             json.dumps({"image_sha256": fingerprint, "rows": [row]})

@@ -23,6 +23,11 @@ class OutputDir(str):
     """An output folder given on the command line."""
 
 
+class FilesDir(OutputDir):
+    """An output folder into which a command writes files it names from its data (a method
+    group's files): it may not hold an input, which one of them could replace."""
+
+
 def _number(text: str, kind: type) -> float:
     try:
         return kind(text)
@@ -148,6 +153,10 @@ def output_dir(text: str) -> OutputDir:
     return OutputDir(text)
 
 
+def files_dir(text: str) -> FilesDir:
+    return FilesDir(output_dir(text))
+
+
 def _paths_of(value) -> list[str]:
     """Every path-like string of an option's value, JSON options (objects, lists) included."""
     if isinstance(value, str):
@@ -186,9 +195,8 @@ def check_paths(args: argparse.Namespace) -> str | None:
     the sidecars beside them; outputs are every output file with the sidecars a command may
     write beside it, and every output folder. An output or its sidecars may not be an input
     (by real path or inode, so links and ``..`` do not slip past), two outputs may not be one
-    file, and an
-    output folder may not directly hold an input (the files written into it would be named by
-    the command, not by the user).
+    file, and a folder of files the command names from its data (``FilesDir``, e.g. a
+    method group's files) may not directly hold an input, which one of them could replace.
     """
     primary: dict[object, str] = {}  # an output file's identity -> its option
     outputs: dict[object, tuple[str, str]] = {}  # with its sidecars: -> (path, option)
@@ -206,8 +214,10 @@ def check_paths(args: argparse.Namespace) -> str | None:
                 for written in _derived(path):
                     for key in _identity(written):
                         outputs[key] = (written, option)
-            elif isinstance(path, OutputDir):
+            elif isinstance(path, FilesDir):
                 folders.append((path, option))
+            elif isinstance(path, OutputDir):
+                continue
             elif os.path.isfile(path):
                 for read in _derived(path):
                     if os.path.isfile(read):

@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write the paper point's reconstruction (.npy) beside its file",
     )
-    p.add_argument("--files-dir", type=a.output_dir, required=True, help="the points' files")
+    p.add_argument("--files-dir", type=a.files_dir, required=True, help="the points' files")
     p.add_argument("--out", type=a.output_file, required=True, help="output JSON of the rows")
     add_common(p)
 
