@@ -139,3 +139,23 @@ def test_a_point_whose_decoded_data_breaks_its_claim_is_refused_with_the_reason(
             "--settings", settings, "--files-dir", "files", "--out", "rows.json"]  # fmt: skip
     assert main(argv) == 2  # zstd's one point refused: no point could code it
     assert not Path("rows.json").exists() and not list(Path("files").glob("*"))
+
+
+def test_the_neural_codec_names_its_points_by_what_it_coded():
+    """A 3D array coded with a slice-mode config was once labelled '2D'."""
+    from volinr.methods import family
+    from volinr.methods.base import Image, OperatingPoint
+    from volinr.neural_codec import CodecSettings
+    from volinr.settings import section
+
+    cls = family("neural_codec")
+    sections = {name: section(name) for name in cls.sections}
+    sections["neural_codec"] = dict(sections["neural_codec"], iterations=2, log_every=1,
+                                    warmup_candidates=1, lambdas=[0.01])  # fmt: skip
+    assert sections["dataset"]["kind"] == "slice"
+    method = cls(sections, "lambda0.01", {}, None)
+    point = OperatingPoint("0.01", {"lambda": 0.01})
+    volume = (np.arange(6 * 12 * 12).reshape(6, 12, 12) % 23).astype(np.int16)
+    assert CodecSettings.from_section(sections["neural_codec"]).iterations == 2
+    method.encode(Image(volume, {}, "v.npy"), point)
+    assert method.label(point)["method"] == "neural codec (3D)"

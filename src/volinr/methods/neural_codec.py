@@ -68,7 +68,9 @@ class NeuralCodec(Method):
         return [OperatingPoint(f"{lam:g}", {"lambda": lam})]
 
     def label(self, point: OperatingPoint) -> dict[str, Any]:
-        if not volume_mode(self.section):
+        # what was coded decides: a 3D array is coded in 3D whatever the dataset's kind says
+        ndim = getattr(self, "_ndim", 3 if volume_mode(self.section) else 2)
+        if ndim == 2:
             name = "neural codec (2D)"
         elif self._slice_by_slice():
             name = "neural codec (2D, slice by slice)"
@@ -84,6 +86,7 @@ class NeuralCodec(Method):
         lam, seed = point.settings["lambda"], section["seed"]
         spacing = image.meta.get("spacing_mm")
         device = self.device or "cpu"
+        self._ndim = image.voxels.ndim
         if not self._slice_by_slice():
             self._encoded = [
                 encode(image.voxels, spacing, settings, lam, seed, verify=False, device=device)
