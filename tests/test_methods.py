@@ -159,3 +159,25 @@ def test_the_neural_codec_names_its_points_by_what_it_coded():
     assert CodecSettings.from_section(sections["neural_codec"]).iterations == 2
     method.encode(Image(volume, {}, "v.npy"), point)
     assert method.label(point)["method"] == "neural codec (3D)"
+
+
+@pytest.mark.parametrize(
+    ("volume", "changes", "problem"),
+    [
+        (np.zeros((1, 16, 16), np.int16) + np.arange(16, dtype=np.int16), {}, "every axis needs"),
+        (np.arange(256, dtype=np.int64).reshape(16, 16), {}, "cannot code dtype int64"),
+        (np.arange(256, dtype=np.int16).reshape(16, 16), {"context_size": 32}, "at most 24"),
+    ],
+)
+def test_what_the_neural_codec_cannot_code_is_bad_input_naming_the_image(volume, changes, problem):
+    from volinr.errors import InputError
+    from volinr.methods import family
+    from volinr.methods.base import Image, OperatingPoint
+    from volinr.settings import section
+
+    cls = family("neural_codec")
+    sections = {name: section(name) for name in cls.sections}
+    sections["neural_codec"] = dict(sections["neural_codec"], iterations=2, **changes)
+    method = cls(sections, "lambda0.002", {}, None)
+    with pytest.raises(InputError, match=rf"v\.npy: the neural codec cannot code it: .*{problem}"):
+        method.encode(Image(volume, {}, "v.npy"), OperatingPoint("0.002", {"lambda": 0.002}))

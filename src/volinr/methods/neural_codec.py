@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from volinr.methods.base import Decoded, Image, Method, OperatingPoint, volume_mode
+from volinr.neural_codec.geometry import causal_offsets
 
 LENGTH = struct.Struct("<I")  # a slice-by-slice file: each slice's container after its length
 SLICE_PREFIX = "slices_"
@@ -79,10 +80,19 @@ class NeuralCodec(Method):
         return {"method": name, "setting": f"lambda {point.name}"}
 
     def encode(self, image: Image, point: OperatingPoint) -> bytes:
+        from volinr.errors import InputError
+
+        try:
+            return self._encode(image, point)
+        except ValueError as err:  # the codec's checks of the image and its settings
+            raise InputError(f"{image.path}: the neural codec cannot code it: {err}") from None
+
+    def _encode(self, image: Image, point: OperatingPoint) -> bytes:
         from volinr.neural_codec import CodecSettings, encode
 
         section = self.section["neural_codec"]
         settings = CodecSettings.from_section(section)
+        causal_offsets(image.voxels.ndim, settings.context_size)  # a ValueError if too many
         lam, seed = point.settings["lambda"], section["seed"]
         spacing = image.meta.get("spacing_mm")
         device = self.device or "cpu"
