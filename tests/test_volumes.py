@@ -570,3 +570,13 @@ def test_a_slice_far_off_the_others_is_not_filled_with_millions_of_slices(tmp_pa
     ds.save_as(paths[-1])
     with pytest.raises(InputError, match=r"would make \d+ slices out of 4 files"):
         read_volume({"kind": "dicom_series", "path": str(tmp_path), "gap_policy": "interpolate"})
+
+
+def test_a_nifti_of_integers_beyond_float32_is_refused_not_rounded(tmp_path):
+    """As kind array refuses the same values: int32 above 2^24 would be rounded to float32."""
+    import nibabel as nib
+
+    data = np.full((4, 5, 6), (1 << 24) + 1, dtype=np.int32)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "wide.nii")
+    with pytest.raises(InputError, match=r"wide\.nii: integers beyond \+-2\^24"):
+        read_nifti(tmp_path / "wide.nii")

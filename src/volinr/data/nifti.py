@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from volinr.data.array_file import FLOAT32_EXACT
 from volinr.data.geometry import LPS_TO_RAS, Volume, geometry_meta, unit_vector
 from volinr.errors import InputError
 
@@ -46,9 +47,23 @@ def read_nifti(path: str | os.PathLike, source: str = "") -> Volume:
     if min(shape) < 1:
         raise InputError(f"{path}: an empty volume (shape {shape})")
     try:
-        data = image.get_fdata(dtype=np.float32, caching="unchanged").reshape(shape[:3])
+        # the values as stored times the scaling, in float64 first: float32 is checked to hold
+        # them exactly (as kind array's reader checks), never rounded silently
+        exact = image.get_fdata(dtype=np.float64, caching="unchanged").reshape(shape[:3])
     except Exception as err:  # gzip and zlib errors on a damaged file, RGB data...
         raise InputError(f"{path}: NIfTI data not readable ({err})") from None
+    finite = exact[np.isfinite(exact)]
+    if (
+        finite.size
+        and float(np.abs(finite).max()) > FLOAT32_EXACT
+        and np.array_equal(finite, np.rint(finite))
+    ):
+        raise InputError(
+            f"{path}: integers beyond +-2^24 are not exact in float32; rescale them first"
+        )
+    with np.errstate(over="ignore"):
+        data = exact.astype(np.float32)
+    del exact, finite
     nans, infs = int(np.isnan(data).sum()), int(np.isinf(data).sum())
     if nans or infs:
         raise InputError(f"{path}: {nans} NaN and {infs} Inf voxel(s); a volume must be finite")
