@@ -74,6 +74,8 @@ def run_evaluate(args) -> None:
             raise InputError(f"{args.fit_record}: not a fit record ({err!r})") from None
     if args.container:
         container = Path(args.container)
+        if not container.exists():
+            raise InputError(f"{container}: No such file or directory")
         if not container.is_file():
             raise InputError(f"{container}: not a file (the container whose bytes are counted)")
         size = container.stat().st_size
