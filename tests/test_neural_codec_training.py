@@ -179,3 +179,25 @@ def test_a_distortion_only_warm_up_ignores_the_rate_then_restores_it(monkeypatch
     assert len(warm) == (8 if distortion_only else 0)
     assert set(warm) <= {0.0}
     assert seen[-1] == 1e-3
+
+
+def test_the_record_says_what_quantising_the_networks_cost_and_a_large_loss_is_flagged():
+    import pandas as pd
+
+    from volinr.report.rd_tables import training_flags
+
+    image = (np.arange(24 * 20).reshape(24, 20) % 9).astype(np.int16) * 100
+    settings = CodecSettings.make(iterations=6, log_every=3, warmup_candidates=1)
+    record = encode(image, None, settings, 1e-3).record
+    cost = record["network_quantisation"]
+    assert cost["float_mse"] > 0 and cost["quantised_mse"] > 0
+    rows = pd.DataFrame(
+        [
+            {"method": "m", "lambda": 0.01, "bits_per_voxel": 1.0, "psnr_8bit_minmax_db": 40.0,
+             "network_quantisation_loss_db": 0.2},
+            {"method": "m", "lambda": 0.001, "bits_per_voxel": 2.0, "psnr_8bit_minmax_db": 45.0,
+             "network_quantisation_loss_db": 6.5},
+        ]
+    )  # fmt: skip
+    flags = training_flags(rows)
+    assert flags[0] == "" and flags[1] == "quantising the networks lost 6.5 dB"

@@ -170,6 +170,10 @@ class NeuralCodec(Method):
             "training_seconds": total("seconds", "training"),
             "training_device": records[0].get("training_device", "cpu"),
             "training_restarts": int(total("training", "restarts")),
+            # dB of synthesis PSNR that quantising the networks cost (the worst slice's)
+            "network_quantisation_loss_db": max(
+                (_loss_db(r.get("network_quantisation")) for r in records), default=0.0
+            ),
             "training_loss_rose_at_end": any(
                 r.get("training", {}).get("loss_rose_at_end", False) for r in records
             ),
@@ -180,6 +184,14 @@ class NeuralCodec(Method):
                 for p in (records[0].get("curve") or [])
             ],
         }
+
+
+def _loss_db(distortion: dict | None) -> float:
+    import math
+
+    if not distortion or not distortion.get("float_mse") or not distortion.get("quantised_mse"):
+        return 0.0
+    return 10 * math.log10(distortion["quantised_mse"] / distortion["float_mse"])
 
 
 def slice_count(data: bytes) -> int | None:

@@ -53,7 +53,7 @@ from volinr.neural_codec.latent_coding import (
     level_indices,
 )
 from volinr.neural_codec.model import LatentCodecModel, latent_count
-from volinr.neural_codec.network_quantisation import quantise_network
+from volinr.neural_codec.network_quantisation import measured_mse, quantise_network
 from volinr.neural_codec.parameter_coding import (
     QuantisedParameter,
     decode_parameter,
@@ -248,7 +248,9 @@ def encode(
         latents = [torch.round(y) for y in model.scaled_latents()]
     plans = decoding_plans(model)
     sample = None if plans is None else quantisation_sample(plans)
+    float_mse = measured_mse(model, latents, target, sample)
     parameters = quantise_network(model, latents, target, lam, sample)
+    quantised_mse = measured_mse(model, latents, target, sample)
     if plans is None:
         with torch.no_grad():
             bits_by_level = [bits.item() for bits in model.latent_bits_by_level(latents)]
@@ -297,6 +299,9 @@ def encode(
         curve=training.curve,
         training=training.as_dict(),
         training_device=str(torch.device(device)),
+        # the synthesis's MSE (normalised image; on the quantisation's sample of a large
+        # volume) with float networks and with the coded ones: what quantising them cost
+        network_quantisation={"float_mse": float_mse, "quantised_mse": quantised_mse},
         macs_per_voxel=model.macs_per_voxel(),
         latent_count=latent_total,
         nonzero_latents=nonzero,

@@ -154,3 +154,27 @@ class _Part:
         for _, stage in self.stages[start:]:
             state = stage(state)
         return torch.mean((self.crop(state) - self.target) ** 2).item()
+
+
+@torch.no_grad()
+def measured_mse(
+    model: LatentCodecModel,
+    latents: list[torch.Tensor],
+    target: torch.Tensor,
+    plans: list[BlockPlan] | None = None,
+) -> float:
+    """The synthesis's MSE with the model's current networks: on the whole image, or on the
+    blocks of ``plans`` (voxel-weighted): what quantising the networks costs, before and
+    after, measured the way the step search measures it."""
+    if plans is None:
+        return torch.mean((model.synthesise(latents) - target) ** 2).item()
+    total = 0.0
+    for plan in plans:
+        part = _Part(
+            synthesis_stages_of_block(model, plan),
+            crop_latents(latents, plan),
+            target[plan.block.slices],
+            lambda output, plan=plan: block_output(output, plan),
+        )
+        total += part.mean_squared_error(0) * plan.voxels
+    return total / sum(plan.voxels for plan in plans)

@@ -47,8 +47,14 @@ TRAINING_FLAG_NOTE = (
     "at a larger lambda has no more bits and no less PSNR (8-bit, min..max) than this one, the "
     "sign of a training that ended worse than it should have; 'loss rose at the end' where the "
     "last sampled hard-rounded loss ended above the best one (the file holds the best state); "
-    "'N restarts' where training diverged and went back to its best state N times."
+    "'N restarts' where training diverged and went back to its best state N times; "
+    "'quantising the networks lost X dB' where the coded networks' synthesis is more than "
+    "1 dB (in MSE) worse than the trained float networks'."
 )
+
+
+# Quantising a trained codec's networks should cost a fraction of a dB; more is flagged.
+QUANTISATION_LOSS_FLAG_DB = 1.0
 
 
 def training_flags(points: pd.DataFrame) -> pd.Series:
@@ -72,6 +78,9 @@ def training_flags(points: pd.DataFrame) -> pd.Series:
                 found.append(f"dominated by lambda {better['lambda'].max():g}")
             if bool(row.get("training_loss_rose_at_end", False) is True):
                 found.append("loss rose at the end (the best state is coded)")
+            lost = row.get("network_quantisation_loss_db", 0.0)
+            if isinstance(lost, int | float) and lost > QUANTISATION_LOSS_FLAG_DB:
+                found.append(f"quantising the networks lost {lost:.1f} dB")
             restarts = row.get("training_restarts", 0)
             if isinstance(restarts, int | float) and restarts > 0:
                 found.append(f"{int(restarts)} restarts")
