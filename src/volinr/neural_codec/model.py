@@ -242,10 +242,8 @@ class LatentCodecModel(nn.Module):
     ) -> list[tuple[tuple[str, ...], Callable]]:
         """The synthesis as a chain of stages, each with the names of the coded tensors it
         reads, in file order: ``synthesise`` runs them in turn; ``quantise_network`` keeps a
-        stage's input while it tries quantisation steps for the tensors of later stages.
-
-        ``shape`` and ``upsample`` replace the image's shape and ``self.upsample`` for a
-        region of the image (``regions.synthesise_block``); the other stages are the same."""
+        stage's input while it tries steps for later tensors. ``shape`` and ``upsample``
+        stand in for a region of the image (``regions.synthesise_block``)."""
         act = _activation(self.settings.activation)
         shape = self.shape if shape is None else shape
         upsample = self.upsample if upsample is None else upsample
