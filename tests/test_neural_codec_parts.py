@@ -451,3 +451,20 @@ def test_quantisation_search_with_the_cache_chooses_what_the_whole_synthesis_cho
     assert len({p.exponent for p in cached_choice}) > 1  # the search did choose
     for a, b in zip(cached_choice, whole_choice, strict=True):
         assert np.array_equal(a.integers, b.integers)
+
+
+def test_the_step_search_does_not_stop_on_finer_steps_that_give_the_same_values():
+    """A bias of 0.52 is 0.5 at steps 2^-1 to 2^-4; counting those as misses stopped the
+    search at 0.5 (a 10,000-iteration point lost 17 dB). It must reach a step that holds it."""
+    from volinr.neural_codec.model import LatentCodecModel
+    from volinr.neural_codec.network_quantisation import quantise_network
+
+    torch.manual_seed(0)
+    settings = CodecSettings.make(levels=3)
+    model = LatentCodecModel((16, 16), settings, output_bias=0.52)
+    latents = [torch.round(torch.randn(g) * 2) for g in model.grid_shapes]
+    with torch.no_grad():
+        target = model.synthesise(latents).clone()
+    chosen = {p.name: p for p in quantise_network(model, latents, target, lam=1e-6)}
+    bias = float(chosen["output.bias"].values())
+    assert abs(bias - 0.52) < 0.01, bias

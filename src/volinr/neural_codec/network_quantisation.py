@@ -14,7 +14,9 @@ no longer change it, and the stages run the very operations ``synthesise`` runs,
 is the one the whole synthesis gives, to the bit. Steps are tried coarse to fine; at coarse
 steps whole tensors round to zero and the cost is erratic, so the search stops only once
 ``PATIENCE`` finer steps in a row, after the best one and after the first step that kept every
-sign (no non-zero value rounded to zero), failed to improve on the best.
+sign (no non-zero value rounded to zero), failed to improve on the best; a finer step that
+gives the very same values is skipped, not counted (a bias of 0.52 is 0.5 from step 2^-1 to
+2^-4: counting those stopped the search at 0.5, and cost a 10,000-iteration point 17 dB).
 """
 
 from __future__ import annotations
@@ -110,15 +112,21 @@ def quantise_network(
         affects_rate = name.startswith("arm.")
         best_cost, best = float("inf"), None
         nonzero = original != 0
-        misses, resolved = 0, False
+        misses, resolved, previous = 0, False, None
         for exponent in candidate_exponents(name):
             parameter = quantise(name, original, exponent)
             if parameter is None or not _allowed(name, parameter):
                 continue
+            values = parameter.values()
+            if previous is not None and torch.equal(values, previous):
+                # the same values on a finer grid (e.g. 0.52 is 0.5 from step 2^-1 to 2^-4):
+                # only more bits, no news about the distortion, so not a miss
+                continue
+            previous = values
             resolved = resolved or bool(
                 np.all(parameter.integers.reshape(original.shape)[nonzero.numpy()] != 0)
             )
-            tensor.copy_(parameter.values())
+            tensor.copy_(values)
             bits = parameter_bits(parameter)
             if affects_rate:
                 cost = lam * (latent_bits() + bits) / voxels
