@@ -319,8 +319,7 @@ class LatentCodecModel(nn.Module):
         return self.with_coarser(context, self.coarser_context(latents, level))
 
     def with_coarser(self, context: torch.Tensor, coarse: torch.Tensor | None):
-        """The context rows with the coarser grid's row appended where there is one, and the
-        first layer's weight that reads them."""
+        """The context rows (the coarser grid's row appended) and the weight that reads them."""
         first = self.arm_weights[0]
         if coarse is not None:
             context = torch.cat([context, coarse.reshape(1, -1)])
