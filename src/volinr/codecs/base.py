@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from volinr.data.admission import FLOAT32_EXACT
+
 INT16_MIN, INT16_MAX = -32768, 32767
-FLOAT32_EXACT_INTEGERS = 1 << 24  # every integer of magnitude <= 2^24 is exact in float32
 
 
 class CodecError(ValueError):
@@ -142,5 +143,5 @@ def exact_float(volume: np.ndarray) -> np.ndarray:
     if volume.dtype.kind == "f":
         return volume
     low, high = int(volume.min()), int(volume.max())
-    exact = max(-low, high) <= FLOAT32_EXACT_INTEGERS
+    exact = max(-low, high) <= FLOAT32_EXACT
     return volume.astype(np.float32 if exact else np.float64)

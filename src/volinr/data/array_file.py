@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from volinr.data.admission import float32_voxels
 from volinr.data.geometry import Volume, floats, geometry_meta
 from volinr.errors import InputError
 from volinr.io import read_json_object, sha256_file, sidecar_path
@@ -34,7 +35,6 @@ from volinr.io import read_json_object, sha256_file, sidecar_path
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("sha256_npy", "spacing_zyx_mm", "units")
-FLOAT32_EXACT = 1 << 24  # float32 has a 24-bit significand
 IDENTITY = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # rows along +x, columns along +y (LPS)
 
 
@@ -67,7 +67,7 @@ def read_array_volume(path: str | os.PathLike, source: str = "") -> Volume:
         )
     array = _load(path)
     _check_against_sidecar(array, sidecar, path, sidecar_file)
-    voxels = _as_float32(array, path)
+    voxels = float32_voxels(array, str(path))
 
     positions = np.arange(voxels.shape[0])[:, None] * spacing[0] * np.array([0.0, 0.0, 1.0])
     meta = {
@@ -131,23 +131,3 @@ def _check_against_sidecar(
     dtype = sidecar.get("dtype")
     if dtype is not None and str(dtype) != str(array.dtype):
         raise InputError(f"{path}: dtype {array.dtype}, its sidecar {sidecar_file} says {dtype}")
-
-
-def _as_float32(array: np.ndarray, path: Path) -> np.ndarray:
-    if array.dtype.kind in "iu":
-        if array.size and max(abs(int(array.min())), abs(int(array.max()))) > FLOAT32_EXACT:
-            raise InputError(
-                f"{path}: integers beyond +-2^24 are not exact in float32; rescale them first"
-            )
-        return np.ascontiguousarray(array, dtype=np.float32)
-    nans = int(np.isnan(array).sum())
-    infs = int(np.isinf(array).sum())
-    with np.errstate(over="ignore"):  # counted below, and refused with the file's name
-        voxels = np.ascontiguousarray(array, dtype=np.float32)
-    overflow = int(np.isinf(voxels).sum()) - infs  # finite float64 beyond float32's range
-    if nans or infs or overflow:
-        raise InputError(
-            f"{path}: {nans} NaN, {infs} Inf and {overflow} out-of-float32-range voxel(s); "
-            "a volume must be finite"
-        )
-    return voxels

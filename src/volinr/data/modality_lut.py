@@ -30,6 +30,7 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut
 
+from volinr.data.admission import float32_voxels
 from volinr.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -157,16 +158,17 @@ def _differ(a: Rescale, b: Rescale) -> bool:
 
 
 def apply_rescale(stored: np.ndarray, rescale: Rescale, path: str | Path, what: str) -> np.ndarray:
-    """One frame's real-world values as float32; InputError where they overflow it."""
+    """One frame's real-world values as float32 (through the readers' one admission); an
+    InputError where they overflow it or where float32 would round integer values."""
     with np.errstate(over="ignore", invalid="ignore"):
         if rescale.lut is not None:
-            values = np.asarray(apply_modality_lut(np.asarray(stored), rescale.lut), np.float32)
+            values = np.asarray(apply_modality_lut(np.asarray(stored), rescale.lut), np.float64)
         else:
-            values = np.asarray(stored).astype(np.float32) * np.float32(rescale.slope)
-            values += np.float32(rescale.intercept)
-    if not np.all(np.isfinite(values)):
-        raise InputError(f"{path}: {what} overflows float32 with {_describe(rescale)}")
-    return values
+            values = np.asarray(stored).astype(np.float64) * rescale.slope + rescale.intercept
+    with np.errstate(over="ignore"):
+        if not np.all(np.isfinite(values.astype(np.float32))):
+            raise InputError(f"{path}: {what} overflows float32 with {_describe(rescale)}")
+    return float32_voxels(values, f"{path} ({what}, {_describe(rescale)})")
 
 
 def _describe(rescale: Rescale) -> str:

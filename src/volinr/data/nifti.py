@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volinr.data.array_file import FLOAT32_EXACT
+from volinr.data.admission import float32_voxels
 from volinr.data.geometry import LPS_TO_RAS, Volume, geometry_meta, unit_vector
 from volinr.errors import InputError
 
@@ -52,21 +52,8 @@ def read_nifti(path: str | os.PathLike, source: str = "") -> Volume:
         exact = image.get_fdata(dtype=np.float64, caching="unchanged").reshape(shape[:3])
     except Exception as err:  # gzip and zlib errors on a damaged file, RGB data...
         raise InputError(f"{path}: NIfTI data not readable ({err})") from None
-    finite = exact[np.isfinite(exact)]
-    if (
-        finite.size
-        and float(np.abs(finite).max()) > FLOAT32_EXACT
-        and np.array_equal(finite, np.rint(finite))
-    ):
-        raise InputError(
-            f"{path}: integers beyond +-2^24 are not exact in float32; rescale them first"
-        )
-    with np.errstate(over="ignore"):
-        data = exact.astype(np.float32)
-    del exact, finite
-    nans, infs = int(np.isnan(data).sum()), int(np.isinf(data).sum())
-    if nans or infs:
-        raise InputError(f"{path}: {nans} NaN and {infs} Inf voxel(s); a volume must be finite")
+    data = float32_voxels(exact, str(path))
+    del exact
 
     if not (int(image.header["sform_code"]) or int(image.header["qform_code"])):
         log.warning("%s: no sform or qform: the orientation is nibabel's default guess", path)
