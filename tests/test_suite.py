@@ -35,7 +35,8 @@ def _dataset(tmp_path, name, bd_rates, claim, sr_gain):
     pd.DataFrame(rows).to_csv(tables / "table_bd_rate.csv", index=False)
     claim_rows = [
         {"quantity": suite.CLAIM, "layers": layers, "ours_measured": ours,
-         "baseline_measured": base}
+         "baseline_measured": base, "resolution_db": 2.0,
+         "verdict": "not resolved" if abs(ours - base) < 2 else None}
         for layers, (ours, base) in claim.items()
     ]  # fmt: skip
     claim_rows.append(
@@ -67,11 +68,15 @@ def test_bd_rates_claims_and_sr_gains_are_set_side_by_side_and_counted(tmp_path)
     counts = suite.claim_counts(claims).iloc[0]
     assert (counts["holds_on"], counts["of_datasets"]) == (2, 3)
     assert counts["mean_margin_db"] == pytest.approx(1.0)
+    # a margin within what its dataset's verdict needed is counted apart
+    assert list(claims["verdict"]) == ["ours better", "baseline better", "not resolved"]
+    assert (counts["resolved_ours_better"], counts["not_resolved"]) == (1, 1)
+    assert counts["resolved_baseline_better"] == 1
     sr = suite.sr_gain_table(datasets)
     assert list(sr["sr_gain_over_lanczos_db"]) == [3.0, 0.5, 1.0]
     text = suite.suite_summary(datasets, means, suite.claim_counts(claims), sr)
     assert text.startswith("# Suite verdict over 3 datasets")
-    assert "holds on 2 of 3 datasets" in text
+    assert "holds on 2 of 3 datasets (resolved: ours better on 1, baseline better on 1; " in text
 
 
 def test_a_missing_table_names_the_dataset_and_the_file(tmp_path):

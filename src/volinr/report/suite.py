@@ -130,10 +130,21 @@ def paper_claim_table(datasets: Sequence[Dataset]) -> pd.DataFrame:
                     "ours_db": record["ours_measured"],
                     "baseline_db": record["baseline_measured"],
                     "margin_db": margin,
+                    # the margin this dataset's verdict needed (machines' spread, seeds' CI)
+                    "resolution_db": record.get("resolution_db", math.nan),
                     "claim_holds": bool(margin > 0),
+                    "verdict": _verdict(record.get("verdict"), margin),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _verdict(verdict, margin: float) -> str:
+    """The dataset's Table 6 verdict; from the margin's sign where its table has none (read
+    from CSV, a missing verdict is NaN)."""
+    if isinstance(verdict, str) and verdict:
+        return verdict
+    return "ours better" if margin > 0 else "baseline better"
 
 
 def claim_counts(claims: pd.DataFrame) -> pd.DataFrame:
@@ -148,6 +159,10 @@ def claim_counts(claims: pd.DataFrame) -> pd.DataFrame:
                 "layers": layers,
                 "holds_on": int(group["claim_holds"].sum()),
                 "of_datasets": len(group),
+                # by each dataset's verdict: the margin beyond what that verdict needed
+                "resolved_ours_better": int((group["verdict"] == "ours better").sum()),
+                "not_resolved": int((group["verdict"] == "not resolved").sum()),
+                "resolved_baseline_better": int((group["verdict"] == "baseline better").sum()),
                 "mean_margin_db": mean,
                 "margin_ci95_low": low,
                 "margin_ci95_high": high,
@@ -299,7 +314,10 @@ def suite_summary(
             margin = _interval_of(record, "mean_margin_db", "margin", " dB")
             lines.append(
                 f"- {record['layers']} layers: holds on {record['holds_on']} of "
-                f"{record['of_datasets']} datasets; mean margin {margin}"
+                f"{record['of_datasets']} datasets (resolved: ours better on "
+                f"{record['resolved_ours_better']}, baseline better on "
+                f"{record['resolved_baseline_better']}; not resolved on "
+                f"{record['not_resolved']}); mean margin {margin}"
             )
         lines.append("")
     if not sr.empty:
