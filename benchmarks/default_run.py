@@ -4,6 +4,9 @@ Usage:
     /usr/bin/time -v make run 2> time.txt     # in a fresh clone
     python benchmarks/default_run.py CLONE/results/benchmarks --time time.txt \
         --out benchmarks/results/default_run
+    # a suite (config/suite.yaml): every dataset's benchmark files, by rule and by dataset
+    python benchmarks/default_run.py CLONE/results/suite --by-dataset --time time.txt \
+        --command "..." --out benchmarks/results/suite_run
 
 Writes OUT.md and OUT.json: the whole run's wall time (GNU time's "Elapsed" line: `make run`
 with its install, or what --command says was timed; the workflow alone from the Makefile's
@@ -61,6 +64,7 @@ def read_jobs(folder: Path) -> pd.DataFrame:
             rule = f"rd: {family}"
         rows.append(
             {
+                "dataset": tsv.relative_to(folder).parts[0],  # a suite's: results/suite/<name>
                 "rule": rule,
                 "job": tsv.stem,
                 "wall_seconds": float(last["s"]),
@@ -85,6 +89,11 @@ def main() -> None:
     )
     parser.add_argument("--compare-label", default="other run", help="what --compare's run was")
     parser.add_argument("--note", default="", help="a paragraph for the end of the .md")
+    parser.add_argument(
+        "--by-dataset",
+        action="store_true",
+        help="a suite's results/suite folder: also the time of each dataset's run",
+    )
     parser.add_argument(
         "--command",
         default="`make run` from a fresh clone, install included",
@@ -128,6 +137,26 @@ def main() -> None:
         by_rule.to_markdown(index=False, floatfmt=".1f"),
         "",
     ]
+    if args.by_dataset:
+        by_dataset = (
+            jobs.groupby("dataset")
+            .agg(
+                jobs=("job", "count"),
+                wall_seconds=("wall_seconds", "sum"),
+                cpu_seconds=("cpu_seconds", "sum"),
+                longest_job_seconds=("wall_seconds", "max"),
+            )
+            .sort_values("wall_seconds", ascending=False)
+            .reset_index()
+        )
+        record["datasets"] = by_dataset.to_dict("records")
+        lines += [
+            "Per dataset (its jobs' `benchmark:` files summed; the suite's jobs of different "
+            "datasets overlap where cores allow):",
+            "",
+            by_dataset.to_markdown(index=False, floatfmt=".1f"),
+            "",
+        ]
     if args.compare is not None:
         other = read_jobs(args.compare)
         both = jobs.merge(other, on=["rule", "job"], suffixes=("", "_other"))

@@ -202,3 +202,55 @@ def test_records_without_the_fields_the_tables_read_are_named_with_their_file(tm
     metrics.write_text(json.dumps({"method": "ours", "psnr_8bit_minmax_db": 30}))
     with pytest.raises(InputError, match=r"m\.json: a record without layers, seed"):
         load_metrics([metrics])
+
+
+def test_a_replicate_runs_interval_is_quoted_and_widens_a_verdict_only_on_its_own_image(
+    tmp_path,
+):
+    from volinr.errors import InputError
+    from volinr.io import read_json
+    from volinr.report.replicates import load_reference, quote_reference, reference_from_rows
+
+    # a replicate run's rd files: three seeds, ours 1 dB above the baseline, seeds 2 dB apart
+    image = "a" * 64
+    paths = []
+    for method in ("ours", "baseline"):
+        for seed in (0, 1, 2):
+            view = {"method": method, "layers": 2, "seed": seed, "iterations": 100,
+                    "psnr_8bit_minmax_db": 30.0 + (method == "ours") + 2.0 * seed}  # fmt: skip
+            path = tmp_path / f"{method}_s{seed}.json"
+            path.write_text(json.dumps({"image_sha256": image, "rows": [{"paper_view": view}],
+                                        "provenance": {"git_commit": "abc"}}))  # fmt: skip
+            paths.append(path)
+    out = tmp_path / "reference.json"
+    out.write_text(json.dumps(reference_from_rows(paths)))
+    reference = load_reference(out)
+    assert set(reference["seeds"]) == {3}
+    expected_half = 4.303 * 2.0 / math.sqrt(3)  # t(0.975, 2) x sd / sqrt(n)
+    assert reference["ci95_db"].iloc[0] == pytest.approx(expected_half, rel=1e-3)
+
+    # this run: seed 0 alone, the same image and iterations, ours 1 dB better: beyond the
+    # 0.5 dB spread but within the seeds' interval, so not resolved
+    metrics = _metrics(seeds=(0,))
+    metrics["image_sha256"] = image
+    metrics = metrics[metrics["layers"].isna() | (metrics["layers"] == 2)]
+    metrics.loc[metrics["method"] == "ours", "psnr_8bit_minmax_db"] += 1.0
+    table6 = build_tables(metrics, load_published(PUBLISHED))["table6_side_by_side"]
+    assert table6.loc[0, "verdict"] == "ours better"
+    quoted, notes = quote_reference(table6, metrics, reference, 0.5)
+    assert quoted.loc[0, "verdict"] == "not resolved"
+    assert quoted.loc[0, "ours_replicates_ci95_db"] == pytest.approx(expected_half, rel=1e-3)
+    assert quoted.loc[0, "resolution_db"] == pytest.approx(expected_half * math.sqrt(2), 1e-3)
+    assert "replicate run" in notes[0]
+
+    # another image: not used, and the note says why
+    metrics["image_sha256"] = "b" * 64
+    quoted, notes = quote_reference(table6, metrics, reference, 0.5)
+    assert quoted.loc[0, "verdict"] == "ours better"
+    assert quoted["ours_replicates_ci95_db"].isna().all()
+    assert "not used" in notes[0] and "another image" in notes[0]
+
+    # one seed is no interval: refused when it is kept
+    with pytest.raises(InputError, match="at least 2 seeds"):
+        reference_from_rows(paths[:1] + paths[3:4])
+    assert read_json(out)["git_commits"] == ["abc"]

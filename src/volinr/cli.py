@@ -269,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the smallest best-PSNR margin a Table 6 verdict needs (else: not resolved)",
     )
     p.add_argument(
+        "--replicates",
+        default="",
+        help="a replicate run's per-seed PSNRs (volinr-dev replicate-reference): their 95%% "
+        "intervals beside Table 6's PSNRs where image and iterations match",
+    )
+    p.add_argument(
         "--mode",
         choices=["slice", "volume"],
         default="slice",

@@ -33,6 +33,9 @@ DEVICE_ARGS = f"--device {config['device']} --threads {{threads}}"
 GPU_PARTITION = os.environ.get("VOLINR_SLURM_GPU_PARTITION", "")
 
 config["published"] = config_checks.repo_path(config["published"], REPO)
+config["evaluation"]["replicate_reference"] = config_checks.repo_path(
+    config["evaluation"]["replicate_reference"], REPO
+)
 config["sr"]["checkpoint"] = config_checks.repo_path(config["sr"]["checkpoint"], REPO)
 for _source in (DATASET, VOLUME["sr_dataset"]):
     if _source["kind"] in ("dicom_series", "nifti", "array"):
@@ -188,6 +191,10 @@ PAPER_ROWS = (
     [row for method in PAPER_METHODS for row in rd_rows(method)] if PAPER_MODE else []
 )
 ALL_ROWS = [row for method in METHODS for row in rd_rows(method)]
+# a committed replicate run's seeds, quoted beside Table 6 (none: "")
+REPLICATES = [
+    r for r in [config["evaluation"]["replicate_reference"]] if r and PAPER_MODE
+]
 
 
 def shown_groups(method):

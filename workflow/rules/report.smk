@@ -8,6 +8,7 @@ rule paper_tables:
     input:
         rows=PAPER_ROWS,
         published=config["published"],
+        replicates=REPLICATES,
     output:
         **table_outputs(PAPER_TABLES),
     log:
@@ -19,9 +20,13 @@ rule paper_tables:
         mem_mb=2000,
     params:
         margin=config["evaluation"]["verdict_margin_db"],
+        replicates=lambda wildcards, input: "".join(
+            f"--replicates {path}" for path in input.replicates
+        ),
     shell:
         "python -m volinr tables --metrics {input.rows} --published {input.published} "
-        f"--mode {MODE} --verdict-margin-db {{params.margin}} --out-dir {R}/tables 2> {{log}}"
+        f"--mode {MODE} --verdict-margin-db {{params.margin}} {{params.replicates}} "
+        f"--out-dir {R}/tables 2> {{log}}"
 
 
 rule rate_distortion:

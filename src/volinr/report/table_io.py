@@ -154,11 +154,12 @@ def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
     each method group (its ``paper_view``: rates from the SIREN weights file as fitted)."""
     records = []
     for path in paths:
+        fingerprint = _image_fingerprint(path)  # of the image a group's rows were measured on
         for row in _records(path):
             if "family" in row:  # a method group's point: only its paper point counts here
                 if "paper_view" not in row:
                     continue
-                record = row["paper_view"]
+                record = {**row["paper_view"], "image_sha256": fingerprint}
             else:
                 record = row  # volinr evaluate's JSON
             _require(path, record, METRIC_KEYS.get(record.get("method"), ("method",)))

@@ -26,6 +26,14 @@ def run_tables(args) -> None:
     block = provenance.record(args)
     notes = table_io.notes_for(metrics) + table_io.infinity_notes(built.values())
     notes += table_io.units_notes(metrics)
+    if args.replicates:
+        from volinr.report import replicates
+
+        reference = replicates.load_reference(args.replicates)
+        built["table6_side_by_side"], quoted = replicates.quote_reference(
+            built["table6_side_by_side"], metrics, reference, args.verdict_margin_db
+        )
+        notes += quoted
     table_io.write_tables(built, notes, args.out_dir, args.mode, block)
 
 

@@ -3,7 +3,8 @@
 - ``bench``: SIREN fitting speed against a reference loop, and the roofline ratio;
 - ``bench-sr``: SRDenseNet training and inference speed by variant;
 - ``publish-sr``: copy a trained SR checkpoint into ``models/`` with its log, curve and sha256;
-- ``readme``: put a run's summary and the committed benchmark results into README.md.
+- ``readme``: put a run's summary and the committed benchmark results into README.md;
+- ``replicate-reference``: keep a replicate run's per-seed SIREN PSNRs for the default tables.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ TOOLS = {
     "bench-sr": "volinr.tools.stages:run_bench_sr",
     "publish-sr": "volinr.tools.stages:run_publish_sr",
     "readme": "volinr.tools.stages:run_readme",
+    "replicate-reference": "volinr.tools.stages:run_replicate_reference",
 }
 
 
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("readme", help="splice a run's summary and benchmark results into README")
     p.add_argument("--summary", required=True, help="results/summary.md of a run")
+    p.add_argument(
+        "--suite-summary", default="", help="a suite run's summary.md (the README leads with it)"
+    )
     p.add_argument("--readme", type=a.output_file, default="README.md")
     p.add_argument(
         "--benchmark", nargs="*", default=[], help="benchmark Markdown files, in README order"
@@ -73,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="the INR codecs' committed results (Markdown), for the 'INR codecs on CT' section",
     )
+
+    p = sub.add_parser(
+        "replicate-reference",
+        help="a replicate run's per-seed SIREN PSNRs, quoted by the default run's Table 6",
+    )
+    p.add_argument(
+        "--rows", nargs="+", required=True, help="the run's siren_lr_sr and siren_hr rd JSONs"
+    )
+    p.add_argument("--out", type=a.output_file, required=True, help="the reference (JSON)")
     return parser
 
 

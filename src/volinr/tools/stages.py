@@ -101,10 +101,22 @@ def run_readme(args) -> None:
     from volinr.provenance import FOOTER_PREFIX
     from volinr.tools.readme import splice_sections
 
-    summary = Path(args.summary).read_text().split(f"\n{FOOTER_PREFIX}")[0].rstrip()
-    sections = {"results": summary}
+    def without_footer(path: str) -> str:
+        return Path(path).read_text().split(f"\n{FOOTER_PREFIX}")[0].rstrip()
+
+    sections = {"results": without_footer(args.summary)}
+    if args.suite_summary:
+        sections["suite_results"] = without_footer(args.suite_summary)
     for name, paths in (("performance", args.benchmark), ("inr_codecs", args.codec_results)):
         if paths:
             parts = [f"### `{Path(path).name}`\n\n{Path(path).read_text()}" for path in paths]
             sections[name] = "\n".join(parts)
     splice_sections(Path(args.readme), sections)
+
+
+def run_replicate_reference(args) -> None:
+    from volinr.report.replicates import reference_from_rows
+
+    reference = reference_from_rows(args.rows)
+    write_json(args.out, reference)
+    log.info("%d fits of %s into %s", len(reference["records"]), reference["git_commits"], args.out)

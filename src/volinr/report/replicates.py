@@ -1,0 +1,155 @@
+"""The seeds' spread of a committed replicate run, quoted beside a one-seed run's Table 6.
+
+The default run fits one seed (three do not fit its 15 minutes); a replicate run
+(``config/replicates.yaml``: seeds 0, 1 and 2) measures how far the best PSNRs move between
+seeds. ``volinr-dev replicate-reference`` keeps that run's per-seed numbers, with the image's
+fingerprint, the iterations and where they were measured; ``volinr tables --replicates`` quotes
+their 95% interval beside each Table 6 PSNR and lets a verdict within it say "not resolved".
+The reference applies only to the run it describes: the same image (sha256) and iterations for
+each method and layer count; otherwise it is not used and a note says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from volinr.errors import InputError
+from volinr.io import read_json
+from volinr.report.table_io import mean_ci95
+
+FORMAT = "volinr-replicate-reference-1"
+# what one reference record holds (one SIREN fit: a method, a layer count, a seed)
+RECORD_KEYS = ("method", "layers", "seed", "iterations", "psnr_8bit_minmax_db", "image_sha256")
+
+
+def reference_from_rows(paths: Iterable[str | Path]) -> dict[str, Any]:
+    """The per-seed paper points of a replicate run's SIREN groups (``volinr rd`` JSONs)."""
+    records, sources = [], set()
+    for path in paths:
+        group = read_json(path)
+        if not isinstance(group, dict) or "rows" not in group:
+            raise InputError(f"{path}: not the rows of a method group (volinr rd)")
+        fingerprint = group.get("image_sha256")
+        if not fingerprint:
+            raise InputError(f"{path}: no image_sha256 (written by an older volinr rd)")
+        provenance = group.get("provenance") or {}
+        sources.add((str(provenance.get("git_commit")), str(provenance.get("device", {}))))
+        for row in group["rows"]:
+            view = row.get("paper_view")
+            if view is None or view.get("method") not in ("ours", "baseline"):
+                continue
+            record = {**view, "image_sha256": fingerprint}
+            missing = [key for key in RECORD_KEYS if key not in record]
+            if missing:
+                raise InputError(f"{path}: a paper point without {', '.join(missing)}")
+            records.append({key: record[key] for key in RECORD_KEYS})
+    if not records:
+        raise InputError("no SIREN paper points among the replicate run's rows")
+    seeds = {(r["method"], r["layers"]): set() for r in records}
+    for r in records:
+        seeds[(r["method"], r["layers"])].add(r["seed"])
+    if any(len(s) < 2 for s in seeds.values()):
+        raise InputError("a replicate reference needs at least 2 seeds per method and layers")
+    commits = sorted({c for c, _ in sources})
+    devices = sorted({d for _, d in sources})
+    return {"format": FORMAT, "git_commits": commits, "devices": devices, "records": records}
+
+
+def load_reference(path: str | Path) -> pd.DataFrame:
+    """A reference file's mean and 95% interval per method and layers (one row each)."""
+    try:
+        data = read_json(path)
+    except OSError as err:
+        raise InputError(f"{path}: unreadable replicate reference ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(f"{path}: not a replicate reference ({FORMAT})")
+    records = pd.DataFrame.from_records(data.get("records") or [])
+    missing = [key for key in RECORD_KEYS if key not in records]
+    if records.empty or missing:
+        raise InputError(f"{path}: a replicate reference without records ({', '.join(missing)})")
+    rows = []
+    for (method, layers), group in records.groupby(["method", "layers"]):
+        mean, ci, seeds = mean_ci95(group["psnr_8bit_minmax_db"].astype(float))
+        rows.append(
+            {
+                "method": method,
+                "layers": int(layers),
+                "mean_db": mean,
+                "ci95_db": ci,
+                "seeds": seeds,
+                "iterations": set(group["iterations"].astype(int)),
+                "image_sha256": set(group["image_sha256"]),
+            }
+        )
+    table = pd.DataFrame(rows)
+    table.attrs["source"] = (
+        f"{path} (git {', '.join(c[:12] for c in data.get('git_commits', []))}; "
+        f"{'; '.join(data.get('devices', []))})"
+    )
+    return table
+
+
+def quote_reference(
+    table6: pd.DataFrame, metrics: pd.DataFrame, reference: pd.DataFrame, margin_db: float
+) -> tuple[pd.DataFrame, list[str]]:
+    """Table 6 with the reference's 95% intervals beside its PSNR rows, and the resolution a
+    verdict needs widened to them where they apply; with the note that says what was used."""
+    table = table6.copy()
+    psnr = table["quantity"].str.contains("PSNR")
+    columns = {"ours": "ours_replicates_ci95_db", "baseline": "baseline_replicates_ci95_db"}
+    for column in columns.values():
+        table[column] = math.nan
+    refused: list[str] = []
+    for index in table.index[psnr]:
+        layers = int(table.at[index, "layers"])
+        halves = {}
+        for method, column in columns.items():
+            match, why = _matching(reference, metrics, method, layers)
+            if match is None:
+                refused.append(f"{method}, {layers} layers: {why}")
+                continue
+            halves[method] = float(match["ci95_db"])
+            table.at[index, column] = halves[method]
+        if len(halves) == 2:
+            combined = math.sqrt(sum(h * h for h in halves.values()))
+            resolution = max(float(table.at[index, "resolution_db"]), combined, margin_db)
+            table.at[index, "resolution_db"] = resolution
+            margin = float(table.at[index, "margin_db"])
+            if math.isfinite(margin) and abs(margin) < resolution:
+                table.at[index, "verdict"] = "not resolved"
+    source = reference.attrs.get("source", "the replicate reference")
+    if refused:
+        note = f"Replicate reference {source}: not used for " + "; ".join(refused) + "."
+    else:
+        seeds = ", ".join(str(s) for s in sorted(set(reference["seeds"])))
+        note = (
+            f"'*_replicates_ci95_db': the 95% interval half-width (t) of the best PSNR over "
+            f"{seeds} seeds of a committed replicate run of this same image and iterations, "
+            f"{source}; a verdict whose margin is within their combination (root sum of "
+            "squares) says 'not resolved'."
+        )
+    return table, [note]
+
+
+def _matching(
+    reference: pd.DataFrame, metrics: pd.DataFrame, method: str, layers: int
+) -> tuple[pd.Series | None, str]:
+    """The reference row for this run's method and layers, or why there is none."""
+    rows = reference[(reference["method"] == method) & (reference["layers"] == layers)]
+    if rows.empty:
+        return None, "no such fits in the reference"
+    row = rows.iloc[0]
+    ours = metrics[(metrics["method"] == method) & (metrics["layers"] == layers)]
+    fingerprints = set(ours.get("image_sha256", pd.Series(dtype=object)).dropna())
+    if not fingerprints or fingerprints != row["image_sha256"]:
+        return None, "measured on another image (image_sha256)"
+    if set(ours["iterations"].astype(int)) != row["iterations"]:
+        return None, "another number of iterations"
+    if not math.isfinite(float(row["ci95_db"])):
+        return None, "no finite interval"
+    return row, ""
