@@ -8,7 +8,7 @@ import pytest
 from volinr import outputs
 from volinr.data.dicom_frames import correlation_with, read_dicom_frames, read_frame, resolve_source
 from volinr.errors import InputError
-from volinr.io import load_array, save_array, write_json
+from volinr.io import load_array, read_json, save_array, write_json
 from volinr.outputs import atomic_dir, atomic_outputs, atomic_path
 
 EVAL = "pydicom-data:693_UNCR.dcm"
@@ -117,6 +117,31 @@ def test_an_output_set_whose_rename_fails_midway_takes_back_what_it_renamed(tmp_
             write_json(tmp_path / "first.json", {})
             write_json(tmp_path / "second.json", {})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rerun_whose_last_rename_fails_puts_every_earlier_output_back(tmp_path, monkeypatch):
+    # the download rerun case: a folder and a manifest replaced together, the manifest's
+    # rename fails; before, the earlier folder had already been removed
+    with atomic_outputs():
+        with atomic_dir(tmp_path / "dataset") as folder:
+            (folder / "scan.dcm").write_bytes(b"earlier")
+        write_json(tmp_path / "manifest.json", {"run": 1})
+    real_replace = os.replace
+
+    def manifest_rename_fails(source, target):
+        if Path(target).name == "manifest.json":
+            raise OSError(30, "Read-only file system", str(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(outputs.os, "replace", manifest_rename_fails)
+    with pytest.raises(InputError, match="manifest.json: cannot write"):
+        with atomic_outputs():
+            with atomic_dir(tmp_path / "dataset") as folder:
+                (folder / "scan.dcm").write_bytes(b"later")
+            write_json(tmp_path / "manifest.json", {"run": 2})
+    assert (tmp_path / "dataset" / "scan.dcm").read_bytes() == b"earlier"
+    assert read_json(tmp_path / "manifest.json") == {"run": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset", "manifest.json"]
 
 
 def test_arrays_round_trip_with_sidecar_and_refuse_nan(tmp_path):

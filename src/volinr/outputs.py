@@ -8,6 +8,7 @@ and an OSError while writing becomes an ``InputError`` naming the output.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import stat
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from volinr.errors import InputError
+
+log = logging.getLogger(__name__)
 
 _PENDING: list[list[tuple[Path, Path]]] = []  # one list of (temporary, final) per open set
 
@@ -175,25 +178,59 @@ def atomic_outputs() -> Iterator[None]:
         raise
     finally:
         _PENDING.remove(pending)
+    # a later write of the same output supersedes an earlier one
+    final = []
+    for index, (tmp, path) in enumerate(pending):
+        if any(later == path for _, later in pending[index + 1 :]):
+            _discard(tmp)
+        else:
+            final.append((tmp, path))
+    _commit_set(final)
+
+
+def _commit_set(pending: list[tuple[Path, Path]]) -> None:
+    """Rename every temporary into place, all or nothing: an output's earlier version is moved
+    aside first and removed only once the whole set is in place, so a failure part-way (a
+    read-only file, a full disk) puts every earlier version back instead of losing it."""
+    holders: dict[Path, Path] = {}  # per folder: where earlier versions wait
+    moved: list[tuple[Path, Path]] = []  # (earlier version set aside, its path)
     done: list[Path] = []
+    kept: list[Path] = []
+    tmp = path = None
     try:
-        for index, (tmp, path) in enumerate(pending):
-            # a later write of the same output supersedes an earlier one
-            if any(later == path for _, later in pending[index + 1 :]):
-                _discard(tmp)
-                continue
-            _commit(tmp, path)
+        for tmp, path in pending:
+            check_replaceable(path, directory=tmp.is_dir())
+            if path.exists():
+                holder = holders.get(path.parent)
+                if holder is None:
+                    holder = Path(tempfile.mkdtemp(prefix=".volinr-earlier.", dir=path.parent))
+                    holders[path.parent] = holder
+                aside = holder / str(len(moved))
+                os.rename(path, aside)
+                moved.append((aside, path))
+            os.replace(tmp, path)
             done.append(path)
     except BaseException as err:
-        # all or nothing: what this set already renamed into place is its own output
-        for written in done:
+        # what this set renamed into place is its own output; the earlier versions go back
+        for written in reversed(done):
             _discard(written)
+        for aside, earlier in reversed(moved):
+            try:
+                os.rename(aside, earlier)
+            except OSError:
+                kept.append(aside)  # never removed: the user's earlier output lives there
         for leftover, _ in pending:
             if leftover.exists():
                 _discard(leftover)
-        if isinstance(err, OSError):
+        if isinstance(err, OSError) and path is not None:
             raise _write_error(err, path, tmp) from None
         raise
+    finally:
+        for holder in holders.values():
+            if any(aside.parent == holder for aside in kept):
+                log.error("could not put earlier outputs back; they are kept in %s", holder)
+            else:
+                shutil.rmtree(holder, ignore_errors=True)
 
 
 def current_umask() -> int:
