@@ -5,8 +5,9 @@ must say them, and pins the file by its sha256 so that a run cannot silently eva
 array than the one described. Its keys:
 
 - ``sha256_npy`` (required): sha256 of the ``.npy`` file's bytes;
-- ``spacing_zyx_mm`` (required): three positive sizes, slice step then row then column spacing
-  (volinr's ``spacing_mm`` order; the key names the order because NumPy arrays have no axes);
+- ``spacing_zyx_mm`` (required): three positive sizes (1 nm to 10 m), slice step then row
+  then column spacing (volinr's ``spacing_mm`` order; the key names the order because NumPy
+  arrays have no axes);
 - ``units`` (required): what the values are, e.g. ``HU`` or ``raw scanner values (not HU)``;
 - ``modality`` (optional, e.g. ``CT``); ``shape_zyx`` and ``dtype`` (optional, checked when
   given); anything else (name, origin of the data, licence, attribution) is kept verbatim in
@@ -20,7 +21,6 @@ integers are refused rather than silently rounded.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,15 @@ from typing import Any
 import numpy as np
 
 from volinr.data.admission import float32_voxels
-from volinr.data.geometry import Volume, floats, geometry_meta
+from volinr.data.geometry import (
+    MAX_SPACING_MM,
+    MIN_SPACING_MM,
+    Volume,
+    check_geometry,
+    floats,
+    geometry_meta,
+    spacing_problem,
+)
 from volinr.errors import InputError
 from volinr.io import read_json_object, sha256_file, sidecar_path
 
@@ -85,6 +93,7 @@ def read_array_volume(path: str | os.PathLike, source: str = "") -> Volume:
         "sidecar_file": str(sidecar_file),
         "sidecar": sidecar,
     }
+    check_geometry(sidecar_file, meta, voxels.shape)
     log.info(
         "%s: array %s %s, spacing %s mm, units %s", path, array.shape, array.dtype, spacing, units
     )
@@ -92,16 +101,10 @@ def read_array_volume(path: str | os.PathLike, source: str = "") -> Volume:
 
 
 def _spacing(value: Any, sidecar_file: Path) -> list[float]:
-    ok = (
-        isinstance(value, list)
-        and len(value) == 3
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        and all(math.isfinite(v) and v > 0 for v in value)
-    )
-    if not ok:
+    if not isinstance(value, list) or spacing_problem(value, 3):
         raise InputError(
             f"{sidecar_file}: spacing_zyx_mm must be three positive finite sizes in mm, "
-            f"got {value!r}"
+            f"from {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} each, got {value!r}"
         )
     return floats(value)
 
@@ -126,7 +129,14 @@ def _check_against_sidecar(
     if array.dtype.kind not in "iuf":
         raise InputError(f"{path}: dtype {array.dtype}; expected integers or floats")
     shape = sidecar.get("shape_zyx")
-    if shape is not None and list(shape) != list(array.shape):
+    if shape is not None and not (
+        isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)
+    ):
+        raise InputError(
+            f"{sidecar_file}: shape_zyx must be a list of sizes such as {list(array.shape)}, "
+            f"got {shape!r}"
+        )
+    if shape is not None and shape != list(array.shape):
         raise InputError(f"{path}: shape {array.shape}, its sidecar {sidecar_file} says {shape}")
     dtype = sidecar.get("dtype")
     if dtype is not None and str(dtype) != str(array.dtype):

@@ -25,6 +25,7 @@ from pydicom.valuerep import DSfloat
 from volinr.data.geometry import (
     LPS_TO_RAS,
     affine_lps,
+    check_geometry,
     floats,
     slice_normal,
     slice_positions,
@@ -77,6 +78,7 @@ def write_nifti(path: str | os.PathLike, voxels: np.ndarray, meta: dict[str, Any
 
     path = Path(path)
     voxels = writable_volume(path, voxels)
+    check_geometry(f"refusing to write {path}", meta, voxels.shape)
     info = np.iinfo(np.int16)
     integral = (
         (voxels.dtype.kind in "iu" or bool(np.all(voxels == np.rint(voxels))))
@@ -158,6 +160,7 @@ def write_dicom_series(
     """
     folder = Path(folder)
     voxels = writable_volume(folder, voxels)
+    check_geometry(f"refusing to write {folder}", meta, voxels.shape)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder}: already exists and is not an empty folder")
     positions = slice_positions(meta, len(voxels))

@@ -21,7 +21,8 @@ i * spacing_x * row_cosines``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -68,6 +69,115 @@ def orientation_problem(orientation: Sequence[float]) -> str | None:
     if abs(float(row @ column)) > ORIENTATION_TOLERANCE:
         return f"the row and column directions are not orthogonal (dot {float(row @ column):g})"
     return None
+
+
+# The voxel sizes accepted: 1 nm to 10 m. A finite but absurd one overflows the slice
+# positions, an affine or a downsampled spacing to Inf or NaN (1e308), or is 0 in a NIfTI
+# header's float32 (5e-324).
+MIN_SPACING_MM = 1e-6
+MAX_SPACING_MM = 1e4
+# The farthest a position may lie from the origin of patient coordinates (10 km: 1000 slices of
+# the largest spacing), for the same reason: positions are added, multiplied and written.
+MAX_POSITION_MM = 1e7
+
+
+def _reals(value: Any) -> list[float] | None:
+    """``value`` as floats when it is a list of real numbers (not bools or strings), else None."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, list | tuple):
+        return None
+    real = (int, float, np.integer, np.floating)
+    if not all(isinstance(v, real) and not isinstance(v, bool) for v in value):
+        return None
+    return [float(v) for v in value]
+
+
+def spacing_problem(spacing: Any, axes: int | None = None) -> str | None:
+    """Why ``spacing`` is not a voxel size per axis in mm (None: it is): ``axes`` numbers (any
+    count when None), each finite, from ``MIN_SPACING_MM`` to ``MAX_SPACING_MM``."""
+    values = _reals(spacing)
+    count = f"{axes} sizes" if axes else "one size per axis"
+    if values is None or not values or (axes is not None and len(values) != axes):
+        return f"expected {count} in mm, got {spacing!r}"
+    if not all(math.isfinite(v) and MIN_SPACING_MM <= v <= MAX_SPACING_MM for v in values):
+        return (
+            f"{spacing!r}: voxel sizes must be positive and finite, from {MIN_SPACING_MM:g} to "
+            f"{MAX_SPACING_MM:g} mm"
+        )
+    return None
+
+
+def _position_problem(value: Any) -> str | None:
+    values = _reals(value)
+    if values is None or len(values) != 3:
+        return f"expected three coordinates in mm, got {value!r}"
+    if not all(math.isfinite(v) and abs(v) <= MAX_POSITION_MM for v in values):
+        return f"{value!r}: coordinates must be finite and within {MAX_POSITION_MM:g} mm"
+    return None
+
+
+def geometry_problem(
+    meta: Mapping[str, Any],
+    shape: Sequence[int] | None = None,
+    required: Sequence[str] = ("spacing_mm",),
+) -> str | None:
+    """Why the geometry in ``meta`` is not one (None: it is), for an array of ``shape``:
+    ``spacing_mm`` (one size per axis: :func:`spacing_problem`), ``orientation`` (six direction
+    cosines: :func:`orientation_problem`), ``origin_mm`` and ``slice_positions_mm`` (finite,
+    one position per slice), each checked where present (a null one is refused, except a null
+    ``spacing_mm``: a DICOM image may have none); the ``required`` keys must be there."""
+    if not isinstance(meta, Mapping):
+        return f"not a JSON object holding a geometry but {type(meta).__name__}"
+    missing = [key for key in required if meta.get(key) is None]
+    if missing:
+        return f"no {', '.join(missing)}"
+    if meta.get("spacing_mm") is not None:
+        problem = spacing_problem(meta["spacing_mm"], len(shape) if shape else None)
+        if problem:
+            return f"spacing_mm {problem}"
+    nulls = [key for key in ("orientation", "origin_mm", "slice_positions_mm") if key in meta]
+    nulls = [key for key in nulls if meta[key] is None]
+    if nulls:  # a reader's default stands in for a missing key, not for a null one
+        return f"{', '.join(nulls)} is null"
+    if meta.get("orientation") is not None:
+        cosines = _reals(meta["orientation"])
+        problem = "expected six direction cosines"
+        if cosines is not None:
+            problem = orientation_problem(cosines)
+        if problem:
+            return f"orientation {meta['orientation']!r}: {problem}"
+    if meta.get("origin_mm") is not None:
+        problem = _position_problem(meta["origin_mm"])
+        if problem:
+            return f"origin_mm {problem}"
+    listed = meta.get("slice_positions_mm")
+    if listed is not None:
+        if isinstance(listed, np.ndarray):
+            listed = listed.tolist()
+        if not isinstance(listed, list | tuple):
+            return f"slice_positions_mm: expected a list of positions, got {listed!r}"
+        if shape is not None and len(shape) == 3 and len(listed) != shape[0]:
+            return f"slice_positions_mm lists {len(listed)} positions for {shape[0]} slices"
+        for index, position in enumerate(listed):
+            problem = _position_problem(position)
+            if problem:
+                return f"slice_positions_mm[{index}] {problem}"
+    return None
+
+
+def check_geometry(
+    where: Any,
+    meta: Mapping[str, Any],
+    shape: Sequence[int] | None = None,
+    required: Sequence[str] = ("spacing_mm",),
+) -> None:
+    """:func:`geometry_problem` as an :class:`InputError` naming ``where`` (the file or option
+    the geometry came from): every reader and writer of a geometry calls it before any output
+    is written."""
+    problem = geometry_problem(meta, shape, required)
+    if problem:
+        raise InputError(f"{where}: geometry unusable: {problem}")
 
 
 def slice_normal(orientation: Sequence[float]) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from volinr.data.admission import float32_voxels
-from volinr.data.geometry import LPS_TO_RAS, Volume, geometry_meta, unit_vector
+from volinr.data.geometry import LPS_TO_RAS, Volume, check_geometry, geometry_meta, unit_vector
 from volinr.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,11 @@ def read_nifti(path: str | os.PathLike, source: str = "") -> Volume:
     other order; the rows (j) are then reversed, so that slices ascend along ``slice_normal``
     while a slice index still means the same slice as in the file (``meta["rows_reversed"]``).
 
-    ``scl_slope``/``scl_inter`` are applied; voxels are float32. A NaN or Inf voxel, or data
-    that is not 3D (a 4D file with one volume is accepted), raises :class:`InputError`.
+    ``scl_slope``/``scl_inter`` are applied; voxels are float32. A NaN or Inf voxel, data
+    that is not 3D (a 4D file with one volume is accepted), or an affine that is not a
+    geometry (:func:`~volinr.data.geometry.check_geometry`: NaN or Inf, absurd voxel sizes,
+    rows not perpendicular to columns) raises :class:`InputError`; slices tilted against the
+    rows and columns (gantry tilt) are kept, with a warning.
     """
     import nibabel as nib
 
@@ -57,6 +60,11 @@ def read_nifti(path: str | os.PathLike, source: str = "") -> Volume:
 
     if not (int(image.header["sform_code"]) or int(image.header["qform_code"])):
         log.warning("%s: no sform or qform: the orientation is nibabel's default guess", path)
+    if not np.all(np.isfinite(image.affine)):
+        raise InputError(
+            f"{path}: geometry unusable: its affine (sform/qform) holds NaN or Inf: "
+            f"{np.asarray(image.affine).tolist()}"
+        )
     affine = LPS_TO_RAS @ np.asarray(image.affine, float)  # RAS -> LPS
     columns = affine[:3, :3]
     norms = np.linalg.norm(columns, axis=0)
@@ -74,11 +82,6 @@ def read_nifti(path: str | os.PathLike, source: str = "") -> Volume:
         voxels = np.ascontiguousarray(voxels[:, ::-1, :])
         origin = origin + (voxels.shape[1] - 1) * columns[:, 1]
         column_cosines = -column_cosines
-    if (
-        abs(row_cosines @ column_cosines) > 1e-3
-        or abs(unit_vector(slice_step) @ np.cross(row_cosines, column_cosines)) < 1 - 1e-3
-    ):
-        log.warning("%s: the affine is not orthogonal (sheared); positions follow it", path)
     orientation = [*row_cosines, *column_cosines]
     positions = origin + np.arange(voxels.shape[0])[:, None] * slice_step
     meta = {
@@ -91,5 +94,9 @@ def read_nifti(path: str | os.PathLike, source: str = "") -> Volume:
         "affine_ras": np.asarray(image.affine, float).tolist(),
         "rows_reversed": rows_reversed,
     }
+    # a NaN or Inf in the affine, a voxel size of 1e308 or rows not perpendicular to columns
+    check_geometry(f"{path} (its sform/qform affine)", meta, voxels.shape)
+    if abs(unit_vector(slice_step) @ np.cross(row_cosines, column_cosines)) < 1 - 1e-3:
+        log.warning("%s: the slices are tilted (a sheared affine); positions follow it", path)
     log.info("%s: NIfTI %s, spacing %s mm", path, voxels.shape, meta["spacing_mm"])
     return Volume(voxels, meta)

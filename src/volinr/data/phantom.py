@@ -11,7 +11,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from volinr.data.geometry import Volume, floats, geometry_meta
+from volinr.data.geometry import Volume, floats, geometry_meta, geometry_problem, spacing_problem
 
 # Bytes a voxel of the phantom holds while it is built (float64 arrays, a few at once).
 PHANTOM_BYTES_PER_VOXEL = 6 * 8
@@ -31,8 +31,17 @@ def synthetic_head_phantom(
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or min(shape) < 4:
         raise ValueError(f"phantom shape must be 3 sizes of at least 4, got {shape}")
-    if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
-        raise ValueError(f"phantom spacing must be 3 positive sizes, got {spacing_mm}")
+    problem = spacing_problem(spacing_mm, 3)
+    if problem:
+        raise ValueError(f"phantom spacing_mm {problem}")
+    spacing = floats(spacing_mm)
+    centre = (np.array(shape[::-1], float) - 1) / 2 * np.array(spacing[::-1])
+    origin = -centre  # the centre of the volume at the scanner's isocentre
+    positions = origin + np.arange(shape[0])[:, None] * spacing[0] * np.array([0.0, 0.0, 1.0])
+    geometry = geometry_meta([1, 0, 0, 0, 1, 0], spacing, positions)
+    problem = geometry_problem(geometry, shape)  # e.g. a spacing that puts slices 10 km apart
+    if problem:
+        raise ValueError(f"phantom geometry unusable: {problem}")
     from volinr import limits
 
     # the float64 grids, the smoothed texture and its noise held at once (measured: about 6)
@@ -82,17 +91,13 @@ def synthetic_head_phantom(
         hu[ventricle & brain] = 5.0
     hu += 10.0 * rng.standard_normal(shape, dtype=np.float32)
 
-    spacing = floats(spacing_mm)
-    centre = (np.array(shape[::-1], float) - 1) / 2 * np.array(spacing[::-1])
-    origin = -centre  # the centre of the volume at the scanner's isocentre
-    positions = origin + np.arange(shape[0])[:, None] * spacing[0] * np.array([0.0, 0.0, 1.0])
     described = f"shape={list(shape)}, seed={seed}, spacing_mm={spacing}"
     meta = {
         "source": f"phantom({described})",
         "kind": "phantom",
         "modality": "CT",
         "units": "HU",
-        **geometry_meta([1, 0, 0, 0, 1, 0], spacing, positions),
+        **geometry,
         # Fixed per phantom, so every export of one phantom shares its study in a viewer.
         "study_uid": generate_uid(entropy_srcs=[f"volinr phantom study {described}"]),
         "frame_of_reference_uid": generate_uid(entropy_srcs=[f"volinr phantom frame {described}"]),

@@ -40,11 +40,50 @@ class Dataset:
     paper: bool  # whether its run made the paper's tables
 
 
+# The columns the suite reads from each run's table: (text, numeric); a numeric cell may be
+# empty (a number that does not exist, e.g. no PSNR overlap), never text.
+COLUMNS = {
+    "table_bd_rate": (("method", "family", "anchor", "psnr"), ("bd_rate_percent", "bd_psnr_db")),
+    "table6_side_by_side": (("quantity",), ("layers", "ours_measured", "baseline_measured")),
+    "table_sr_check": (("method",), (PSNR, "gain_over_lanczos_db")),
+    "table_rate_distortion": (("method", "family"), ("bits_per_voxel", PSNR)),
+}
+# Read as whole numbers (a layer count): every cell present and integral.
+INTEGER_COLUMNS = ("layers",)
+
+
 def _read(dataset: Dataset, table: str) -> pd.DataFrame:
+    """A run's table, refused (naming the dataset and the file) when it is missing, is not a
+    readable CSV, lacks a column the suite reads or holds text where a number belongs."""
     path = dataset.tables / f"{table}.csv"
     if not path.is_file():
         raise InputError(f"{path}: the {dataset.name} run's {table} is missing")
-    return pd.read_csv(path)
+
+    def refuse(problem: str) -> InputError:
+        return InputError(f"{path}: dataset {dataset.name}: its {table} {problem}")
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise refuse(f"is not a readable CSV table ({err})") from None
+    text, numeric = COLUMNS[table]
+    missing = [c for c in (*text, *numeric) if c not in frame.columns]
+    if missing:
+        raise refuse(f"has no column {', '.join(missing)} (not volinr's table?)")
+    for column in text:
+        if frame[column].isna().any():
+            raise refuse(f"has an empty cell in column {column}")
+        frame[column] = frame[column].astype(str)
+    for column in numeric:
+        values = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        bad = values.isna() & frame[column].notna()
+        if column in INTEGER_COLUMNS:
+            bad = ~np.isfinite(values) | (values != values.round())
+        if bad.any():
+            kind = "a whole number" if column in INTEGER_COLUMNS else "a number"
+            raise refuse(f"holds {frame[column][bad].iloc[0]!r} in column {column}, not {kind}")
+        frame[column] = values
+    return frame
 
 
 def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:

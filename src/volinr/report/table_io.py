@@ -103,9 +103,22 @@ def load_published(path: str | Path) -> dict[str, Any]:
         published = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise InputError(f"{path}: cannot read the published numbers ({err})") from None
-    missing = [k for k in PUBLISHED_KEYS if k not in (published or {})]
+    if not isinstance(published, dict):
+        raise InputError(
+            f"{path}: the published numbers must be a mapping of {', '.join(PUBLISHED_KEYS)}, "
+            f"not {type(published).__name__}"
+        )
+    missing = [k for k in PUBLISHED_KEYS if k not in published]
     if missing:
         raise InputError(f"{path}: the published numbers lack {', '.join(missing)}")
+    # the tables look their numbers up by layer count in these (ours: per quantity)
+    entries = [(key, published[key]) for key in PUBLISHED_KEYS]
+    for key in ("ours", "baseline_full_res_siren"):
+        if isinstance(published[key], dict):
+            entries += [(f"{key}.{q}", v) for q, v in published[key].items()]
+    for name, value in entries:
+        if not isinstance(value, dict):
+            raise InputError(f"{path}: {name} must be a mapping, got {value!r}")
     return published
 
 
@@ -175,20 +188,44 @@ METRIC_KEYS = {"ours": SIREN_METRIC_KEYS, "baseline": SIREN_METRIC_KEYS}
 ROW_KEYS = ("method", "family", "kind", "setting", "bits_per_voxel", "psnr_8bit_minmax_db")
 
 
+# The labels the tables group by and turn into numbers: a SIREN's layer count and seed.
+INTEGER_LABELS = ("layers", "seed")
+
+
 def _require(path: str | Path, record: dict[str, Any], keys: Iterable[str]) -> None:
+    """Refuse a record that lacks one of ``keys``, or whose integer label is not an integer."""
+    keys = list(keys)
     missing = [key for key in keys if key not in record]
     if missing:
         raise InputError(
             f"{path}: a record without {', '.join(missing)} (not volinr evaluate's or rd's)"
         )
+    for key in INTEGER_LABELS:
+        value = record.get(key)
+        if key in keys and not (
+            (isinstance(value, int) and not isinstance(value, bool))
+            or (isinstance(value, float) and value.is_integer())
+        ):
+            raise InputError(f"{path}: a record whose {key} is {value!r}; {key} must be an integer")
 
 
 def load_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Every operating point of the method groups ``paths`` (``volinr rd`` JSONs)."""
     records = []
+    paths = list(paths)
+    fingerprints = {str(path): _image_fingerprint(path) for path in paths}
+    known = {path: sha for path, sha in fingerprints.items() if sha is not None}
+    if known and len(known) < len(fingerprints):
+        # without a fingerprint a file's image cannot be compared: it might be another one
+        unknown = next(path for path, sha in fingerprints.items() if sha is None)
+        _records(unknown)  # an unreadable file is named as such first
+        raise InputError(
+            f"{unknown}: records no image_sha256, but {next(iter(known))} does: its rows "
+            "cannot be shown to be measured on the same image (write it again with volinr rd)"
+        )
     image: tuple[str, str] | None = None  # (fingerprint, the first file that gave it)
     for path in paths:
-        fingerprint = _image_fingerprint(path)
+        fingerprint = fingerprints[str(path)]
         if fingerprint is not None:
             if image is not None and fingerprint != image[0]:
                 raise InputError(

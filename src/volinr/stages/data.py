@@ -12,8 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from volinr import provenance
+from volinr.data.geometry import check_geometry
 from volinr.errors import InputError
-from volinr.io import load_array, load_image, read_json_object, save_array, write_json
+from volinr.io import (
+    load_array,
+    load_image,
+    read_json_object,
+    save_array,
+    sidecar_path,
+    write_json,
+)
 from volinr.outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -94,6 +102,7 @@ def run_prepare_volume(args) -> None:
     except (TypeError, ValueError) as err:  # the spec's own values: kind, shape, policies
         raise InputError(f"--spec {json.dumps(args.spec)}: {err}") from None
     source = volume.meta.get("source") or spec.get("path") or spec.get("kind")
+    check_geometry(source, volume.meta, volume.voxels.shape)  # every reader's, once more
     slices = len(volume.voxels)
     start, stop = args.evaluation_slices or (0, slices)
     if not 0 <= start < stop <= slices:
@@ -115,16 +124,11 @@ def run_downsample(args) -> None:
     from volinr.resample import downsampled_shape, lanczos_resize
 
     array, meta = load_image(args.input)
+    check_geometry(sidecar_path(args.input), meta, array.shape, required=())
     try:
         shape = downsampled_shape(array.shape, args.factor)
     except ValueError as err:
         raise InputError(f"{args.input}: {err}") from None
-    small = lanczos_resize(array, shape)  # converted to float32 slab by slab
-    # CT is stored as integers; the LR image is stored the same way (the ablation codes it
-    # losslessly), so it is rounded: at most 0.5 HU, far below the downsampling's change.
-    integer_input = array.dtype.kind in "iu" or bool(np.all(array == np.rint(array)))
-    if integer_input:
-        small = np.rint(small)
     # Per-slice positions and file lists describe the full-resolution grid only.
     dropped = ("shape", "dtype", "sha256", "slice_positions_mm", "origin_mm", "slice_files")
     meta = {k: v for k, v in meta.items() if k not in dropped}
@@ -134,6 +138,13 @@ def run_downsample(args) -> None:
             s * a / b
             for s, a, b in zip(meta["spacing_mm"], array.shape[-n:], shape[-n:], strict=True)
         ]
+        check_geometry(f"{args.input} downsampled by {args.factor}", meta, shape, required=())
+    small = lanczos_resize(array, shape)  # converted to float32 slab by slab
+    # CT is stored as integers; the LR image is stored the same way (the ablation codes it
+    # losslessly), so it is rounded: at most 0.5 HU, far below the downsampling's change.
+    integer_input = array.dtype.kind in "iu" or bool(np.all(array == np.rint(array)))
+    if integer_input:
+        small = np.rint(small)
     meta.update(
         downsampling={
             "method": "lanczos3 (Pillow, antialiased, separable)",
@@ -156,6 +167,9 @@ def run_export(args) -> None:
             f"{args.reconstruction}: shape {reconstruction.shape} does not match the original's "
             f"{geometry.get('shape')} ({args.geometry})"
         )
+    # spacing, orientation and positions, before anything is written: a NaN once stopped
+    # nibabel with a traceback, non-unit cosines once halved the voxel size the NIfTI said
+    check_geometry(args.geometry, geometry, reconstruction.shape)
     dicom = Path(args.dicom)
     if dicom.is_dir() and any(dicom.iterdir()):
         raise InputError(f"{dicom}: the DICOM output folder exists and is not empty")

@@ -102,6 +102,7 @@ def run_fit(args) -> None:
 
 
 def run_decode(args) -> None:
+    from volinr.data.geometry import check_geometry
     from volinr.siren_grid import decode_siren, load_siren
 
     device = device_from_args(args)
@@ -124,9 +125,13 @@ def run_decode(args) -> None:
                 f"{args.like}: describes an image of shape {tuple(like['shape'])}, but the "
                 f"output has shape {shape}; give the sidecar of an image on the output's grid"
             )
+        # its spacing, orientation and positions become the output's: a NaN or an absurd size
+        # is refused here, naming the file, not met as a numerical failure when writing
+        check_geometry(args.like, like, shape, required=())
         meta = {k: v for k, v in like.items() if k not in ("shape", "dtype", "sha256")} | meta
     if shape != tuple(payload["grid_shape"]):
         meta["spacing_mm"] = [e / n for e, n in zip(extent, shape, strict=True)]
+        check_geometry(f"{args.weights} (grid_extent {extent})", meta, shape, required=())
     meta["provenance"] = provenance.record(args, device)
     decoded = decode_siren(model, shape, tuple(payload["value_range"]), device, extent, chunk)
     save_array(args.out, decoded, meta)
