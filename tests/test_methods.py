@@ -140,6 +140,27 @@ def test_a_point_whose_decoded_data_breaks_its_claim_is_refused_with_the_reason(
     assert main(argv) == 2  # zstd's one point refused: no point could code it
     assert not Path("rows.json").exists() and not list(Path("files").glob("*"))
 
+    # a group of several points: the one that breaks its claim is refused, the others kept
+    # (before, removing its pending file failed the whole group with "No such file")
+    def lossless_off_by_two(self, data, source, point, shape):
+        decoded = real_decode(self, data, source, point, shape)
+        if self.claimed_max_error(point) == 0:
+            decoded.voxels = decoded.voxels + 2
+        return decoded
+
+    monkeypatch.setattr(Classical, "decode", lossless_off_by_two)
+    save_array("ct.npy", np.random.default_rng(0).integers(-1024, 2000, (32, 32)), {"units": "HU"})
+    argv[argv.index("zstd")] = "jpeg2000"
+    argv[argv.index("image.npy")] = "ct.npy"
+    assert main(argv) == 0
+    group = json.loads(Path("rows.json").read_text())
+    assert [r["point"] for r in group["refused_points"]] == ["lossless"]
+    assert "claims lossless" in group["refused_points"][0]["reason"]
+    assert group["rows"] and all(r["point"] != "lossless" for r in group["rows"])
+    written = {p.name for p in Path("files").iterdir()}
+    assert not any(name.startswith("lossless") for name in written)
+    assert {Path(r["file"]).name for r in group["rows"]} <= written
+
 
 def test_the_neural_codec_names_its_points_by_what_it_coded():
     """A 3D array coded with a slice-mode config was once labelled '2D'."""

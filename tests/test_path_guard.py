@@ -87,3 +87,34 @@ def test_nan_in_a_json_option_is_bad_input_not_a_numerical_failure(work, capsys)
     spec = '{"kind": "phantom", "phantom": {"spacing_mm": [NaN, 1, 1]}}'
     argv = ["prepare-volume", "--spec", spec, "--volume-out", "v.npy", "--out", "e.npy"]
     _refused(work, capsys, argv, "NaN is not a JSON number")
+
+
+def test_a_files_folder_holding_a_file_volinr_did_not_write_is_refused(work, capsys):
+    # before: rd replaced the user's files/lossless.bin with its own point's file
+    from volinr.io import save_array
+
+    save_array("ct.npy", np.arange(256, dtype=np.int16).reshape(16, 16), {"units": "HU"})
+    Path("files").mkdir()
+    Path("files/lossless.bin").write_text("the user's own notes\n")
+    settings = json.dumps({"classical": {}, "dataset": {}})
+    argv = ["rd", "--method", "classical", "--group", "zstd", "--image", "ct.npy",
+            "--settings", settings, "--files-dir", "files", "--out", "rows.json"]  # fmt: skip
+    _refused(work, capsys, argv, "lossless.bin: --files-dir files holds a file volinr did not")
+    # what a run of volinr wrote there (each file with its provenance) is replaced on a rerun
+    Path("files/lossless.bin").unlink()
+    assert main(argv) == 0
+    first = _snapshot(work / "files")
+    assert main(argv) == 0
+    assert _snapshot(work / "files").keys() == first.keys()
+
+
+def test_a_group_without_an_input_it_reads_is_refused_naming_it(work, caplog):
+    # before: a KeyError traceback from inside the method (exit 1)
+    settings = json.dumps({"volume": {}, "dataset": {}, "downsample_factor": 4})
+    argv = ["rd", "--method", "true_lr", "--group", "lanczos", "--image", "scan.npy",
+            "--settings", settings, "--inputs", "{}", "--files-dir", "files",
+            "--out", "rows.json"]  # fmt: skip
+    before = _snapshot(work)
+    assert main(argv) == 2
+    assert "--inputs: true_lr lanczos needs lr" in caplog.text
+    assert _snapshot(work) == before

@@ -187,6 +187,31 @@ def _identity(path: str) -> tuple:
     return (resolved, (stat.st_dev, stat.st_ino))
 
 
+def _not_written_by_volinr(folder: str) -> str | None:
+    """A file in ``folder`` that no volinr run wrote (None: there is none): volinr writes each
+    file with a provenance sidecar (``<file>.provenance``), and an array with its ``.json``."""
+    from volinr.provenance import SIDECAR_SUFFIX
+
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        return None  # not there yet (or unreadable: writing into it will say so)
+    for name in sorted(names):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path) or os.path.islink(path):
+            continue
+        stem, suffix = os.path.splitext(name)
+        ours = (
+            f"{name}{SIDECAR_SUFFIX}" in names
+            or suffix == SIDECAR_SUFFIX
+            or (suffix == ".npy" and f"{stem}.json" in names)
+            or (suffix == ".json" and f"{stem}.npy" in names)
+        )
+        if not ours:
+            return path
+    return None
+
+
 def check_paths(args: argparse.Namespace) -> str | None:
     """Why the command's outputs cannot be written as given (None: they can): the one guard
     every subcommand's paths go through before anything runs.
@@ -231,6 +256,13 @@ def check_paths(args: argparse.Namespace) -> str | None:
                 "of this command or its sidecar); choose another output path"
             )
     for folder, option in folders:
+        foreign = _not_written_by_volinr(folder)
+        if foreign is not None:
+            return (
+                f"{foreign}: {option} {folder} holds a file volinr did not write there (no "
+                "provenance sidecar beside it), which a file of this run could replace: move it "
+                "or choose another folder"
+            )
         holds = os.path.realpath(folder)
         for read, given in inputs.values():
             if os.path.dirname(os.path.realpath(read)) == holds:

@@ -73,6 +73,14 @@ def run_rd(args) -> None:
     }
     if args.group not in cls.groups(args.settings, args.settings):
         raise InputError(f"--group {args.group}: not a group of {args.method} with these settings")
+    # the files the group reads, by name (their paths are the workflow's; only names here)
+    needed = sorted(set(cls.group_inputs(args.settings, args.settings, args.group)))
+    missing = [name for name in needed if name not in args.inputs]
+    if missing:
+        raise InputError(
+            f"--inputs: {args.method} {args.group} needs {', '.join(missing)} "
+            f"(it reads {', '.join(needed)})"
+        )
     for name, path in args.inputs.items():
         if not Path(path).is_file():
             raise InputError(f"{path}: the {args.method} input {name!r} does not exist")
@@ -139,7 +147,6 @@ def _run_point(
         log.warning("skipping %s %s: %s", method.group, point.name, err)
         return None
     path = Path(args.files_dir) / f"{file_stem(point)}{method.suffix}"
-    provenance.write_sidecar(path, block)  # beside the file: not in its bytes
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
         # decoded from the bytes written, not from the encoder's memory
@@ -147,18 +154,18 @@ def _run_point(
         start = time.perf_counter()
         decoded = method.decode(stored, str(path), point, tuple(image.voxels.shape))
         decode_seconds = time.perf_counter() - start
-    reconstruction = decoded.voxels
-    evaluation.check_pair(image.voxels, reconstruction, image.path, str(path))
-    max_error = evaluation.max_abs_error_hu(image.voxels, reconstruction)
-    claim = method.claimed_max_error(point)
-    if claim is not None and not max_error <= claim:
-        path.unlink()  # this run's own file: its row will not be written
-        provenance.sidecar_path(path).unlink(missing_ok=True)
-        kind = "lossless" if claim == 0 else f"an error bound of {claim:g}"
-        raise ClaimFailed(
-            f"it claims {kind} but its decoded data is off by up to {max_error:g} (the image's "
-            f"values {float(image.voxels.min()):g}..{float(image.voxels.max()):g})"
-        )
+        reconstruction = decoded.voxels
+        evaluation.check_pair(image.voxels, reconstruction, image.path, str(path))
+        max_error = evaluation.max_abs_error_hu(image.voxels, reconstruction)
+        claim = method.claimed_max_error(point)
+        if claim is not None and not max_error <= claim:
+            # raised before the file is kept: its temporary goes, and no row is written
+            kind = "lossless" if claim == 0 else f"an error bound of {claim:g}"
+            raise ClaimFailed(
+                f"it claims {kind} but its decoded data is off by up to {max_error:g} (the "
+                f"image's values {float(image.voxels.min()):g}..{float(image.voxels.max()):g})"
+            )
+    provenance.write_sidecar(path, block)  # beside the file: not in its bytes
     quality = evaluation.quality(image.voxels, reconstruction, minmax, tissue)
     voxels = quality["voxels"]
     label = method.label(point)
