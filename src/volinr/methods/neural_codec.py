@@ -216,9 +216,26 @@ def decode_slices(data: bytes, source: str, count: int):
     """A slice-by-slice file's volume, each slice decoded from its own container."""
     import numpy as np
 
+    from volinr.errors import InputError
     from volinr.neural_codec import decode
 
-    return np.stack([decode(part, source) for part in _split(data, source, count)])
+    slices = [decode(part, source) for part in _split(data, source, count)]
+    for index, plane in enumerate(slices):
+        if (plane.shape, plane.dtype) != (slices[0].shape, slices[0].dtype):
+            raise InputError(
+                f"{source}: slice {index} decodes to a {'x'.join(map(str, plane.shape))} "
+                f"{plane.dtype} image where slice 0 is {'x'.join(map(str, slices[0].shape))} "
+                f"{slices[0].dtype}: not one volume's slices"
+            )
+    return np.stack(slices)
+
+
+def starts_like_slice_by_slice(data: bytes) -> bool:
+    """Whether ``data`` begins as a slice-by-slice file does (a length, then a neural codec
+    container): a file that does but is not one is a damaged one, not another format."""
+    from volinr.container import NEURAL_CODEC_VERSION, format_version
+
+    return format_version(data[LENGTH.size :]) == NEURAL_CODEC_VERSION
 
 
 def _split(data: bytes, source: str, count: int) -> list[bytes]:

@@ -180,7 +180,16 @@ def normalised_float32(array: np.ndarray, low: float, high: float) -> np.ndarray
     return out
 
 
+class NonFiniteSynthesis(ValueError):
+    """The networks gave NaN or Inf for some voxel: never cast (NaN would become 0)."""
+
+
 def to_output_dtype(values: np.ndarray, output_dtype: str) -> np.ndarray:
+    if not np.all(np.isfinite(values)):
+        raise NonFiniteSynthesis(
+            f"the synthesis gives {int(np.size(values) - np.isfinite(values).sum())} "
+            "non-finite voxel(s)"
+        )
     if output_dtype == "float32":
         return values.astype(np.float32)
     info = np.iinfo(output_dtype)
@@ -385,4 +394,7 @@ def decode(data: bytes, source: str) -> np.ndarray:
     except (LatentRangeError, ValueError, RuntimeError, AssertionError) as err:
         # constriction reports a stream that contradicts the model with an AssertionError
         raise InputError(f"{source}: the coded data cannot be decoded ({err})") from None
-    return reconstruct(model, parameters, grids, (low, high), header.output_dtype)
+    try:
+        return reconstruct(model, parameters, grids, (low, high), header.output_dtype)
+    except NonFiniteSynthesis as err:  # an encoder never writes such a file: crafted or damaged
+        raise InputError(f"{source}: not a decodable image: {err}") from None

@@ -175,7 +175,11 @@ def run_decompress(args) -> None:
         data = Path(args.container).read_bytes()
     except OSError as err:
         raise InputError(f"{args.container}: cannot read ({err.strerror or err})") from None
-    from volinr.methods.neural_codec import decode_slices, slice_count
+    from volinr.methods.neural_codec import (
+        decode_slices,
+        slice_count,
+        starts_like_slice_by_slice,
+    )
 
     slices = slice_count(data) if format_version(data) is None else None
     if format_version(data) == NEURAL_CODEC_VERSION:
@@ -186,6 +190,11 @@ def run_decompress(args) -> None:
     elif slices:  # volinr's own slice-by-slice file: one neural codec container a slice
         high = decode_slices(data, str(args.container), slices)
         how = {"format": f"neural codec, slice by slice ({slices} containers version 2)"}
+    elif format_version(data) is None and starts_like_slice_by_slice(data):
+        raise InputError(
+            f"{args.container}: begins as a slice-by-slice neural codec file, but its slices' "
+            "lengths do not add up to the file: truncated or damaged"
+        )
     else:
         high, _, header = decode_siren_file(
             data, str(args.container), args.sr_model, device, args.chunk_voxels
