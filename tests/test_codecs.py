@@ -320,6 +320,7 @@ def test_bad_inputs_are_refused(bad):
         np.array([[-40000, 5], [70000, 3]], dtype=np.int32),  # beyond int16 / uint16 codecs
         np.array([[0.1, 0.2], [1e-7, 3.0]], dtype=np.float64),  # float32 cannot hold these
         np.array([[0.5, 1.25], [2.0, 3.0]], dtype=np.float32),
+        np.array([[0, 40000], [65535, 7]], dtype=np.uint16),  # above int16's range
     ],
 )
 def test_the_smallest_lossless_store_is_lossless_whatever_the_values(values):
@@ -329,3 +330,16 @@ def test_the_smallest_lossless_store_is_lossless_whatever_the_values(values):
     codec, stream = smallest_lossless_stream(image)
     decoded = decode_lossless_stream(codec, stream, image.shape)
     assert np.array_equal(decoded.astype(np.float64), image.astype(np.float64)), codec
+
+
+def test_the_smallest_lossless_store_is_no_larger_than_the_narrowest_raw_layout():
+    """A uint16 image above 32767 (the 16-bit codecs refuse it) was stored as float32 under
+    zstd, twice the bytes of its own uint16 values under zstd."""
+    import imagecodecs
+
+    from volinr.codecs import smallest_lossless_stream
+
+    image = np.random.default_rng(0).integers(30000, 65536, (64, 64)).astype(np.uint16)
+    codec, stream = smallest_lossless_stream(image.astype(np.float32))
+    narrowest = imagecodecs.zstd_encode(image.astype("<u2").tobytes(), level=19)
+    assert codec == "zstd (uint16)" and len(stream) <= len(narrowest)

@@ -118,15 +118,24 @@ FLOAT32_ZSTD = "zstd (float32)"  # for images that are not integer HU
 # The raw values under zstd, in the narrowest of these that holds them exactly: what is left
 # when no image codec can store the image losslessly (integers beyond their ranges, floats
 # that float32 does not hold).
-RAW_ZSTD = {FLOAT32_ZSTD: "<f4", "zstd (int32)": "<i4", "zstd (float64)": "<f8"}
+# narrowest first: a uint16 image above 32767 (which the 16-bit codecs take as int16 and
+# refuse) was stored as float32, twice its bytes
+RAW_ZSTD = {
+    "zstd (int16)": "<i2",
+    "zstd (uint16)": "<u2",
+    FLOAT32_ZSTD: "<f4",
+    "zstd (int32)": "<i4",
+    "zstd (float64)": "<f8",
+}
 
 
 def _raw_format(volume: np.ndarray) -> str:
     """The first of RAW_ZSTD's layouts that stores ``volume``'s values exactly."""
     for name, dtype in RAW_ZSTD.items():
-        if dtype == "<i4" and not np.array_equal(volume, np.rint(volume)):
+        integer = np.dtype(dtype).kind in "iu"
+        if integer and not np.array_equal(volume, np.rint(volume)):
             continue
-        info = np.iinfo(np.int32) if dtype == "<i4" else np.finfo(dtype)
+        info = np.iinfo(dtype) if integer else np.finfo(dtype)
         low, high = float(volume.min()), float(volume.max())
         if low < info.min or high > info.max:
             continue
@@ -150,10 +159,10 @@ def smallest_lossless_stream(volume: np.ndarray) -> tuple[str, bytes]:
                 streams[name] = encode(volume, setting)
             except CodecError as err:
                 log.info("lossless %s skipped: %s", name, err)
-    if not streams:
-        name = _raw_format(volume)
-        raw = np.ascontiguousarray(volume, RAW_ZSTD[name]).tobytes()
-        return name, imagecodecs.zstd_encode(raw, level=ZSTD_LEVEL)
+    # the raw values under zstd are always a candidate: the smallest is the smallest
+    name = _raw_format(volume)
+    raw = np.ascontiguousarray(volume, RAW_ZSTD[name]).tobytes()
+    streams[name] = imagecodecs.zstd_encode(raw, level=ZSTD_LEVEL)
     best = min(streams, key=lambda name: len(streams[name]))
     return best, streams[best]
 
