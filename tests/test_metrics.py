@@ -58,3 +58,18 @@ def test_an_infinite_psnr_says_what_is_equal():
     assert "after both images are windowed to 8 bits" in reason and "identical" not in reason
     exact = evaluation.finish(evaluation.quality(reference, reference, minmax, minmax), "x")
     assert "psnr_native_db: MSE 0, every value identical" in exact["psnr_infinite_reason"]
+
+
+def test_evaluate_writes_the_max_error_its_infinite_psnr_reason_points_to(tmp_path):
+    from volinr.cli import main
+    from volinr.io import read_json, save_array
+
+    reference = (np.repeat(np.arange(256), 16) * (4000 / 255) - 1000).reshape(64, 64)
+    save_array(tmp_path / "ref.npy", reference.astype(np.float32), {"units": "HU"})
+    save_array(tmp_path / "rec.npy", (reference + 3).astype(np.float32), {"units": "HU"})
+    ref, rec, out = (str(tmp_path / name) for name in ("ref.npy", "rec.npy", "e.json"))
+    argv = ["evaluate", "--reference", ref, "--reconstruction", rec, "--label", "{}", "--out", out]
+    assert main(argv) == 0
+    result = read_json(tmp_path / "e.json")
+    assert "max_abs_error_hu" in result["psnr_infinite_reason"]
+    assert result["max_abs_error_hu"] == pytest.approx(3.0, abs=1e-3)

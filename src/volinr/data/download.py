@@ -105,22 +105,16 @@ def fetch_dataset(
     plan = _plan(urls, sha256s)
     _check_folders(out_dir, downloads_dir)
 
+    for url, _, _ in plan:  # before any folder is made: a refused URL leaves nothing behind
+        _check_file_url(url)
+    created = not downloads_dir.exists()
     downloads_dir.mkdir(parents=True, exist_ok=True)
-    entries: list[dict[str, Any]] = []
-    for url, name, configured in plan:
-        path = downloads_dir / name
-        seen = _obtain(url, path, configured, timeout_seconds, progress)
-        _record_download(path, seen)
-        entries.append(
-            {
-                "url": url,
-                "file": str(path),
-                "bytes": path.stat().st_size,
-                "sha256_seen": seen,
-                "sha256_configured": configured,
-                "members": [],
-            }
-        )
+    try:
+        entries = _download_all(plan, downloads_dir, timeout_seconds, progress)
+    except BaseException:
+        if created and not any(downloads_dir.iterdir()):
+            downloads_dir.rmdir()  # this run's own folder, still empty
+        raise
 
     # renamed into place (replacing the folder of an earlier extraction) only when complete
     with atomic_dir(out_dir) as staging:
@@ -253,6 +247,36 @@ class _Restart(Exception):
     """The partial download cannot be resumed; it was deleted and must start from zero."""
 
 
+def _download_all(
+    plan: list[tuple[str, str, str]], downloads_dir: Path, timeout: float, progress: bool
+) -> list[dict[str, Any]]:
+    """Each planned URL downloaded (or reused) and verified: its manifest entry."""
+    entries = []
+    for url, name, configured in plan:
+        path = downloads_dir / name
+        seen = _obtain(url, path, configured, timeout, progress)
+        _record_download(path, seen)
+        entries.append(
+            {
+                "url": url,
+                "file": str(path),
+                "bytes": path.stat().st_size,
+                "sha256_seen": seen,
+                "sha256_configured": configured,
+                "members": [],
+            }
+        )
+    return entries
+
+
+def _check_file_url(url: str) -> None:
+    """A file: URL must name a regular file (not /dev/zero, a FIFO or a folder)."""
+    if urllib.parse.urlsplit(url).scheme == "file":
+        source = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+        if not source.is_file():
+            raise InputError(f"{url}: not a regular file (a file: URL must name one)")
+
+
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects only to http and https URLs (never to file: or ftp:)."""
 
@@ -265,10 +289,7 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
 def _download(url: str, part: Path, timeout: float, progress: bool) -> None:
     """Download ``url`` into ``part`` (a ``.part`` file), resuming one left before."""
     check_replaceable(part)
-    if urllib.parse.urlsplit(url).scheme == "file":
-        source = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
-        if not source.is_file():
-            raise InputError(f"{url}: not a regular file (a file: URL must name one)")
+    _check_file_url(url)
     path = part.with_suffix("")
     opener = urllib.request.build_opener(_HttpOnlyRedirects)
     for _ in range(2):

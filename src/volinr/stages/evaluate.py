@@ -89,6 +89,8 @@ def run_evaluate(args) -> None:
         )
     if "decode_seconds" in recon_meta:
         result["decode_seconds"] = recon_meta["decode_seconds"]
+    # as rd's rows: what an infinite 8-bit PSNR's reason points to
+    result["max_abs_error_hu"] = evaluation.max_abs_error_hu(reference, reconstruction)
     evaluation.finish(result, args.reconstruction)
     result["provenance"] = provenance.record(args)
     if args.per_slice:
