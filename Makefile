@@ -35,7 +35,7 @@ test: setup
 # The property-based harnesses with a longer profile than CI's (tests/test_cli_properties.py,
 # tests/test_fuzz.py): about 10 minutes on 2 cores; what it finds becomes a regression test.
 fuzz: setup
-	VOLINR_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -p no:cacheprovider tests/test_cli_properties.py tests/test_fuzz.py
+	VOLINR_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -p no:cacheprovider tests/test_cli_properties.py tests/test_cli_properties_files.py tests/test_fuzz.py
 
 lint: setup
 	$(BIN)/ruff check src tests

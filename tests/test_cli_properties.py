@@ -11,6 +11,10 @@ above 2^24, int16 padded with -32768) and runs `volinr downsample`, `volinr code
 
 CI runs a fixed, seeded profile (derandomized, ``EXAMPLES`` per target); ``make fuzz`` a
 longer one (VOLINR_FUZZ_EXAMPLES). What a longer run finds becomes a regression test.
+
+tests/test_cli_properties_files.py drives the other subcommands (prepare-volume, compress and
+decompress, evaluate, export, rate-distortion, tables, suite-report) with the same invariants,
+through ``check_cli`` and the strategies here.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 from hypothesis.extra import numpy as hnp
 
 from volinr.cli import main
@@ -43,17 +49,22 @@ ALLOWED_EXITS = {0, 2, 3}
 DTYPES = ["uint8", "int8", "int16", "uint16", "int32", "float32", "float64"]
 
 
+SHAPES = st.one_of(
+    st.tuples(st.integers(7, 24), st.integers(7, 24)),
+    st.tuples(st.integers(1, 4), st.integers(7, 16), st.integers(7, 16)),
+    st.sampled_from([(1, 1), (3, 5), (1, 6, 7), (8, 8)]),
+)
+VOLUME_SHAPES = st.one_of(  # 3D only: the subcommands that read volumes
+    st.tuples(st.integers(1, 4), st.integers(7, 12), st.integers(7, 12)),
+    st.sampled_from([(1, 1, 1), (2, 3, 5), (1, 6, 7), (3, 8, 8)]),
+)
+
+
 @st.composite
-def images(draw) -> np.ndarray:
+def images(draw, shapes=SHAPES, dtypes=DTYPES) -> np.ndarray:
     """An image or a small volume of any dtype, with the ranges users bring."""
-    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
-    shape = draw(
-        st.one_of(
-            st.tuples(st.integers(7, 24), st.integers(7, 24)),
-            st.tuples(st.integers(1, 4), st.integers(7, 16), st.integers(7, 16)),
-            st.sampled_from([(1, 1), (3, 5), (1, 6, 7), (8, 8)]),
-        )
-    )
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    shape = draw(shapes)
     kind = draw(st.sampled_from(["ct", "ct", "any", "constant", "wide", "padded"]))
     if kind in ("ct", "padded"):  # CT-like values, within what the dtype holds
         low = -1024 if dtype.kind != "u" else 0
@@ -82,34 +93,55 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def _run(folder: Path, argv: list[str]) -> int:
-    """The CLI in process, in ``folder``: its exit status (argparse's refusals included)."""
+def _run_logged(folder: Path, argv: list[str]) -> tuple[int, str]:
+    """The CLI in process, in ``folder``: its exit status (argparse's refusals included) and
+    what it said (its log records and stderr)."""
     before = Path.cwd()
     os.chdir(folder)
-    stderr = io.StringIO()
+    said = io.StringIO()
+    handler = logging.StreamHandler(said)
+    logger = logging.getLogger("volinr")
+    logger.addHandler(handler)
     try:
-        with contextlib.redirect_stderr(stderr):
+        with contextlib.redirect_stderr(said):
             try:
-                return main(argv)
+                code = main(argv)
             except SystemExit as exit_:
-                return int(exit_.code)
+                code = int(exit_.code)
     finally:
+        logger.removeHandler(handler)
         os.chdir(before)
+    return code, said.getvalue()
+
+
+def check_cli(write_inputs, argv: list[str], oracle=None) -> tuple[int, str]:
+    """Run ``argv`` in a fresh folder holding what ``write_inputs(folder)`` wrote, and check
+    the invariants: exit status 0, 2 or 3 (an exception escaping main fails the test), every
+    input file byte-identical afterwards, nothing new on disk after a failure, and on success
+    ``oracle(folder)``. Returns the exit status and what the CLI said."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_inputs(folder)
+        inputs = _files(folder)
+        code, said = _run_logged(folder, argv)
+        if currently_in_test_context():  # --hypothesis-show-statistics: how many got through
+            event(f"{argv[0]}: exit {code}")
+        assert code in ALLOWED_EXITS, f"exit {code}: {said[-2000:]}"
+        after = _files(folder)
+        assert {k: after.get(k) for k in inputs} == inputs, "an input changed"
+        if code != 0:
+            assert set(after) == set(inputs), f"left behind: {set(after) - set(inputs)}"
+        elif oracle is not None:
+            oracle(folder)
+        return code, said
 
 
 def _checked(argv_of, array: np.ndarray, oracle) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        save_array(folder / "image.npy", array, {"units": "HU"})
-        inputs = _files(folder)
-        code = _run(folder, argv_of())
-        assert code in ALLOWED_EXITS, f"exit {code} for {array.dtype} {array.shape}"
-        after = _files(folder)
-        assert {k: after[k] for k in inputs} == inputs, "an input changed"
-        if code != 0:
-            assert set(after) == set(inputs), f"left behind: {set(after) - set(inputs)}"
-            return
-        oracle(folder, array)
+    check_cli(
+        lambda folder: save_array(folder / "image.npy", array, {"units": "HU"}),
+        argv_of(),
+        lambda folder: oracle(folder, array),
+    )
 
 
 @PROFILE

@@ -50,7 +50,7 @@ def work(tmp_path, monkeypatch):
 
 
 ROW = {"method": "zstd", "family": "codec", "kind": "lossless", "setting": "lossless",
-       "bits_per_voxel": 8.0, "psnr_8bit_minmax_db": float("inf")}  # fmt: skip
+       "bits_per_voxel": 8.0, "psnr_8bit_minmax_db": 60.0}  # fmt: skip
 
 
 def _rows(path: Path, fingerprint: str | None) -> None:
@@ -83,7 +83,9 @@ def test_rows_all_without_a_fingerprint_still_load(tmp_path):
 
 
 def _metrics(path: Path, **label) -> None:
-    record = {"method": "ours", "layers": 2, "seed": 0, "psnr_8bit_minmax_db": 30.0, **label}
+    record = {"method": "ours", "layers": 2, "seed": 0, "psnr_8bit_minmax_db": 30.0,
+              "iterations": 100, "parameter_count": 17153, "window_minmax": [-1024, 3071],
+              "window_tissue": [-1024, 3071], **label}  # fmt: skip
     path.write_text(json.dumps(record))
 
 

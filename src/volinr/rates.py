@@ -63,7 +63,11 @@ def fit_rates(records: Sequence[Mapping[str, Any]], voxels: int, sr_bytes: int) 
         originals["original_bytes_8bit"],
         originals["original_bytes_16bit"],
     )
-    weights = sum(r["weights_bytes"] for r in records)
+    sizes = [r["weights_bytes"] for r in records]
+    if not all(type(size) is int and size > 0 for size in sizes):
+        # a rate from no bytes (a division by zero) or negative ones is not a rate
+        raise ValueError(f"weights_bytes {sizes}: a fit's weights file has a positive size")
+    weights = sum(sizes)
     fit = records[0]
     return {
         "iterations": fit["settings"]["iterations"],

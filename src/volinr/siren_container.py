@@ -223,7 +223,9 @@ def _check_header(header: dict[str, Any], source: str) -> tuple[str, int | None,
     for entry in tensors:
         name = entry["name"]
         shape = entry.get("shape")
-        if not isinstance(shape, list) or tuple(shape) != shapes[name]:
+        # sizes are ints, not bools (true == 1 in Python)
+        sizes = isinstance(shape, list) and all(type(n) is int for n in shape)
+        if not sizes or tuple(shape) != shapes[name]:
             raise InputError(
                 f"{source}: tensor {name} has shape {shape}, the architecture's is "
                 f"{list(shapes[name])}"

@@ -266,7 +266,7 @@ def mean_curves(points: pd.DataFrame, samples: int = 12) -> pd.DataFrame:
         ]
         for rate, psnr in zip(rates, np.mean(values, axis=0), strict=True):
             rows.append({"method": method, "bits_per_voxel": rate, PSNR: psnr})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["method", "bits_per_voxel", PSNR])  # maybe none
 
 
 def suite_figure(points: pd.DataFrame, curves: pd.DataFrame, path: Path) -> None:

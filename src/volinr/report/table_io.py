@@ -20,6 +20,7 @@ from volinr import provenance
 from volinr.errors import InputError
 from volinr.io import read_json
 from volinr.outputs import atomic_path
+from volinr.report.record_checks import check_record_finite
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ def _records(path: str | Path) -> list[dict[str, Any]]:
     if not isinstance(record, dict):
         raise InputError(f"{path}: not a metrics record")
     rows = record.get("rows", [record])
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise InputError(f"{path}: its rows are not a list of JSON objects")
     for row in rows:
         row.pop("provenance", None)  # the tables carry their own
     return rows
@@ -175,15 +178,16 @@ def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
                 record = {**row["paper_view"], "image_sha256": fingerprint}
             else:
                 record = row  # volinr evaluate's JSON
+            check_record_finite(path, record)  # types first: a method must be text to look up
             _require(path, record, METRIC_KEYS.get(record.get("method"), ("method",)))
-            check_record_finite(path, record)
             records.append(record)
     return pd.DataFrame.from_records(records)
 
 
 # What a record must hold for the tables to read it: its label (a SIREN fit's: layers and
 # seed) and its quality; a missing field is named with its file, not a KeyError later.
-SIREN_METRIC_KEYS = ("method", "layers", "seed", "psnr_8bit_minmax_db")
+SIREN_METRIC_KEYS = ("method", "layers", "seed", "psnr_8bit_minmax_db", "iterations",
+                     "parameter_count", "window_minmax", "window_tissue")  # fmt: skip
 METRIC_KEYS = {"ours": SIREN_METRIC_KEYS, "baseline": SIREN_METRIC_KEYS}
 ROW_KEYS = ("method", "family", "kind", "setting", "bits_per_voxel", "psnr_8bit_minmax_db")
 
@@ -207,6 +211,9 @@ def _require(path: str | Path, record: dict[str, Any], keys: Iterable[str]) -> N
             or (isinstance(value, float) and value.is_integer())
         ):
             raise InputError(f"{path}: a record whose {key} is {value!r}; {key} must be an integer")
+    nulls = [key for key in keys if record[key] is None]
+    if nulls:
+        raise InputError(f"{path}: a record whose {', '.join(nulls)} is null (a value is needed)")
 
 
 def load_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -252,6 +259,11 @@ def refused_notes(paths: Iterable[str | Path]) -> list[str]:
         if isinstance(record, dict):
             group = record.get("group", Path(path).stem)
             points = record.get("refused_points", [])
+            if not isinstance(points, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("point"), str) and "reason" in r
+                for r in points
+            ):
+                raise InputError(f"{path}: refused_points is not a list of points and reasons")
             refused += [f"{group} {r['point']}: {r['reason']}" for r in points]
     if not refused:
         return []
@@ -268,20 +280,6 @@ def _image_fingerprint(path: str | Path) -> str | None:
     except OSError:
         return None  # _records names the unreadable file
     return record.get("image_sha256") if isinstance(record, dict) else None
-
-
-def check_record_finite(path: str | Path, record: dict[str, Any]) -> None:
-    """A measured value (PSNR, SSIM, seconds, sizes) that is NaN/Inf is a failed run, not a
-    missing number: refuse it here, where the file is known; a table's mean would skip a NaN
-    silently. The one exception is a PSNR of +inf: a lossless reconstruction (MSE 0). Missing
-    keys stay missing (NaN in the frame, 'n/a' in the Markdown)."""
-    if not isinstance(record, dict):
-        raise InputError(f"{path}: not a metrics record (a JSON object)")
-    for key, value in record.items():
-        values = value if isinstance(value, list) else [value]
-        lossless = "psnr" in key and all(v == math.inf for v in values)
-        if not lossless and any(isinstance(v, float) and not math.isfinite(v) for v in values):
-            raise FloatingPointError(f"{path}: measured value {key} is {value} (not finite)")
 
 
 def check_finite(name: str, table: pd.DataFrame, columns: Iterable[str]) -> None:

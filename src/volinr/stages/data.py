@@ -158,9 +158,12 @@ def run_downsample(args) -> None:
 
 
 def run_export(args) -> None:
+    from volinr.data.admission import float32_voxels
     from volinr.data.export import write_dicom_series, write_nifti
 
     reconstruction, _ = load_array(args.reconstruction)
+    # the readers' admission: float64 beyond float32's range became Inf in the NIfTI
+    reconstruction = float32_voxels(reconstruction, str(args.reconstruction))
     geometry = read_json_object(args.geometry)
     if reconstruction.ndim != 3 or list(reconstruction.shape) != geometry.get("shape"):
         raise InputError(

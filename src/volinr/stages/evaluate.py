@@ -70,8 +70,8 @@ def run_evaluate(args) -> None:
         try:
             records = [read_json_object(p) for p in args.fit_record]
             result.update(rates.fit_rates(records, voxels, sr_bytes))
-        except (KeyError, TypeError) as err:
-            raise InputError(f"{args.fit_record}: not a fit record ({err!r})") from None
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"{args.fit_record}: not a fit record ({err})") from None
     if args.container:
         container = Path(args.container)
         if not container.exists():
