@@ -5,8 +5,8 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from test_volumes import write_series
 
+from test_volumes import write_series
 from volinr.data.admission import FLOAT32_EXACT, float32_voxels
 from volinr.data.dicom_series import read_dicom_series
 from volinr.data.nifti import read_nifti

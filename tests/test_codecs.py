@@ -321,6 +321,7 @@ def test_bad_inputs_are_refused(bad):
         np.array([[0.1, 0.2], [1e-7, 3.0]], dtype=np.float64),  # float32 cannot hold these
         np.array([[0.5, 1.25], [2.0, 3.0]], dtype=np.float32),
         np.array([[0, 40000], [65535, 7]], dtype=np.uint16),  # above int16's range
+        np.array([[16777217, 5], [0, -3]], dtype=np.int32),  # int32 float32 cannot hold
     ],
 )
 def test_the_smallest_lossless_store_is_lossless_whatever_the_values(values):

@@ -210,6 +210,10 @@ def test_a_replicate_runs_interval_is_quoted_and_widens_a_verdict_only_on_its_ow
     from volinr.errors import InputError
     from volinr.io import read_json
     from volinr.report.replicates import load_reference, quote_reference, reference_from_rows
+    from volinr.report.table_io import settings_fingerprint
+
+    def SETTINGS(seeds, learning_rate=1.5e-3):  # noqa: N802
+        return {"siren": {"seeds": seeds, "learning_rate": learning_rate}}
 
     # a replicate run's rd files: three seeds, ours 1 dB above the baseline, seeds 2 dB apart
     image = "a" * 64
@@ -217,10 +221,12 @@ def test_a_replicate_runs_interval_is_quoted_and_widens_a_verdict_only_on_its_ow
     for method in ("ours", "baseline"):
         for seed in (0, 1, 2):
             view = {"method": method, "layers": 2, "seed": seed, "iterations": 100,
+                    "parameter_count": 17153,
                     "psnr_8bit_minmax_db": 30.0 + (method == "ours") + 2.0 * seed}  # fmt: skip
             path = tmp_path / f"{method}_s{seed}.json"
+            provenance = {"git_commit": "abc", "config": {"settings": SETTINGS(seeds=[0, 1, 2])}}
             path.write_text(json.dumps({"image_sha256": image, "rows": [{"paper_view": view}],
-                                        "provenance": {"git_commit": "abc"}}))  # fmt: skip
+                                        "provenance": provenance}))  # fmt: skip
             paths.append(path)
     out = tmp_path / "reference.json"
     out.write_text(json.dumps(reference_from_rows(paths)))
@@ -233,6 +239,10 @@ def test_a_replicate_runs_interval_is_quoted_and_widens_a_verdict_only_on_its_ow
     # 0.5 dB spread but within the seeds' interval, so not resolved
     metrics = _metrics(seeds=(0,))
     metrics["image_sha256"] = image
+    # the one-seed run's settings: the same but for its seeds
+    metrics["settings_sha256"] = settings_fingerprint(
+        {"provenance": {"config": {"settings": SETTINGS(seeds=[0])}}}
+    )
     metrics = metrics[metrics["layers"].isna() | (metrics["layers"] == 2)]
     metrics.loc[metrics["method"] == "ours", "psnr_8bit_minmax_db"] += 1.0
     table6 = build_tables(metrics, load_published(PUBLISHED))["table6_side_by_side"]
@@ -243,12 +253,23 @@ def test_a_replicate_runs_interval_is_quoted_and_widens_a_verdict_only_on_its_ow
     assert quoted.loc[0, "resolution_db"] == pytest.approx(expected_half * math.sqrt(2), 1e-3)
     assert "replicate run" in notes[0]
 
+    # other settings (a learning rate): not used, and the note says why
+    other = metrics.assign(settings_sha256=settings_fingerprint(
+        {"provenance": {"config": {"settings": SETTINGS(seeds=[0], learning_rate=1e-3)}}}
+    ))  # fmt: skip
+    quoted, notes = quote_reference(table6, other, reference, 0.5)
+    assert quoted.loc[0, "verdict"] == "ours better" and "other settings" in notes[-1]
+
     # another image: not used, and the note says why
     metrics["image_sha256"] = "b" * 64
     quoted, notes = quote_reference(table6, metrics, reference, 0.5)
     assert quoted.loc[0, "verdict"] == "ours better"
     assert quoted["ours_replicates_ci95_db"].isna().all()
     assert "not used" in notes[0] and "another image" in notes[0]
+
+    # a seed listed twice would narrow the interval: refused
+    with pytest.raises(InputError, match="listed twice"):
+        reference_from_rows(paths + paths[:1])
 
     # one seed is no interval: refused when it is kept
     with pytest.raises(InputError, match="at least 2 seeds"):

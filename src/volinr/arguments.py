@@ -198,7 +198,8 @@ def _not_written_by_volinr(folder: str) -> str | None:
         return None  # not there yet (or unreadable: writing into it will say so)
     for name in sorted(names):
         path = os.path.join(folder, name)
-        if not os.path.isfile(path) or os.path.islink(path):
+        # hidden names are no point's (Snakemake's .snakemake_timestamp, a killed run's .tmp)
+        if name.startswith(".") or not os.path.isfile(path) or os.path.islink(path):
             continue
         stem, suffix = os.path.splitext(name)
         ours = (

@@ -20,8 +20,8 @@ rule paper_tables:
         mem_mb=2000,
     params:
         margin=config["evaluation"]["verdict_margin_db"],
-        replicates=lambda wildcards, input: "".join(
-            f"--replicates {path}" for path in input.replicates
+        replicates=lambda wildcards, input: " ".join(
+            f"--replicates {shlex.quote(path)}" for path in input.replicates
         ),
     shell:
         "python -m volinr tables --metrics {input.rows} --published {input.published} "

@@ -169,7 +169,7 @@ def smallest_lossless_stream(volume: np.ndarray) -> tuple[str, bytes]:
 
 def decode_lossless_stream(codec: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     """The values of ``shape`` from a stream of ``smallest_lossless_stream`` (float32, or
-    float64 where the stream holds float64 values)."""
+    float64 where the stream holds float64 or int32 values)."""
     if codec in RAW_ZSTD:
         dtype = np.dtype(RAW_ZSTD[codec])
         raw = imagecodecs.zstd_decode(data)
@@ -177,7 +177,9 @@ def decode_lossless_stream(codec: str, data: bytes, shape: tuple[int, ...]) -> n
         if len(raw) != expected:
             raise ValueError(f"{codec}: {len(raw)} bytes decoded, expected {expected}")
         values = np.frombuffer(raw, dtype).reshape(shape)
-        return values.astype(np.float64 if dtype.itemsize == 8 else np.float32)
+        # float32 holds 16-bit integers exactly, not every int32 (picked where it does not)
+        wide = dtype.itemsize == 8 or (dtype.kind in "iu" and dtype.itemsize >= 4)
+        return values.astype(np.float64 if wide else np.float32)
     return decode(data, CODECS[codec].lossless_setting(), shape)
 
 

@@ -105,8 +105,9 @@ def fetch_dataset(
     plan = _plan(urls, sha256s)
     _check_folders(out_dir, downloads_dir)
 
-    for url, _, _ in plan:  # before any folder is made: a refused URL leaves nothing behind
-        _check_file_url(url)
+    for url, name, _ in plan:  # before any folder is made: a refused URL leaves nothing behind
+        if not (downloads_dir / name).exists():  # a verified copy is reused (_obtain)
+            _check_file_url(url)
     created = not downloads_dir.exists()
     downloads_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -288,9 +288,12 @@ def encode(
     data = frame(header_bytes, payload)
     coding_seconds = time.perf_counter() - coding_start
 
-    reconstruction = reconstruct(
-        _empty_model(shape, settings), parameters, grids, (low, high), output_dtype
-    )
+    try:
+        reconstruction = reconstruct(
+            _empty_model(shape, settings), parameters, grids, (low, high), output_dtype
+        )
+    except NonFiniteSynthesis as err:  # the training diverged: a numerical failure (exit 3)
+        raise FloatingPointError(f"the trained neural codec is not finite: {err}") from None
     latent_total = int(sum(g.size for g in grids))
     nonzero = int(sum(np.count_nonzero(g) for g in grids))
     del grids  # the verifying decode builds its own

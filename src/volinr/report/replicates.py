@@ -20,11 +20,13 @@ import pandas as pd
 
 from volinr.errors import InputError
 from volinr.io import read_json
-from volinr.report.table_io import mean_ci95
+from volinr.report.record_checks import check_record_finite
+from volinr.report.table_io import mean_ci95, settings_fingerprint
 
 FORMAT = "volinr-replicate-reference-1"
 # what one reference record holds (one SIREN fit: a method, a layer count, a seed)
-RECORD_KEYS = ("method", "layers", "seed", "iterations", "psnr_8bit_minmax_db", "image_sha256")
+RECORD_KEYS = ("method", "layers", "seed", "iterations", "psnr_8bit_minmax_db", "image_sha256",
+               "settings_sha256", "parameter_count")  # fmt: skip
 
 
 def reference_from_rows(paths: Iterable[str | Path]) -> dict[str, Any]:
@@ -39,17 +41,19 @@ def reference_from_rows(paths: Iterable[str | Path]) -> dict[str, Any]:
             raise InputError(f"{path}: no image_sha256 (written by an older volinr rd)")
         provenance = group.get("provenance") or {}
         sources.add((str(provenance.get("git_commit")), str(provenance.get("device", {}))))
+        settings = settings_fingerprint(group)
         for row in group["rows"]:
             view = row.get("paper_view")
-            if view is None or view.get("method") not in ("ours", "baseline"):
+            if not isinstance(view, dict) or view.get("method") not in ("ours", "baseline"):
                 continue
-            record = {**view, "image_sha256": fingerprint}
+            record = {**view, "image_sha256": fingerprint, "settings_sha256": settings}
             missing = [key for key in RECORD_KEYS if key not in record]
             if missing:
                 raise InputError(f"{path}: a paper point without {', '.join(missing)}")
             records.append({key: record[key] for key in RECORD_KEYS})
     if not records:
         raise InputError("no SIREN paper points among the replicate run's rows")
+    _check_records(records, "the replicate run's rows")
     seeds = {(r["method"], r["layers"]): set() for r in records}
     for r in records:
         seeds[(r["method"], r["layers"])].add(r["seed"])
@@ -68,10 +72,11 @@ def load_reference(path: str | Path) -> pd.DataFrame:
         raise InputError(f"{path}: unreadable replicate reference ({err})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path}: not a replicate reference ({FORMAT})")
-    records = pd.DataFrame.from_records(data.get("records") or [])
-    missing = [key for key in RECORD_KEYS if key not in records]
-    if records.empty or missing:
-        raise InputError(f"{path}: a replicate reference without records ({', '.join(missing)})")
+    listed = data.get("records")
+    if not isinstance(listed, list) or not listed:
+        raise InputError(f"{path}: a replicate reference without records")
+    _check_records(listed, str(path))
+    records = pd.DataFrame.from_records(listed)
     rows = []
     for (method, layers), group in records.groupby(["method", "layers"]):
         mean, ci, seeds = mean_ci95(group["psnr_8bit_minmax_db"].astype(float))
@@ -84,14 +89,37 @@ def load_reference(path: str | Path) -> pd.DataFrame:
                 "seeds": seeds,
                 "iterations": set(group["iterations"].astype(int)),
                 "image_sha256": set(group["image_sha256"]),
+                "settings_sha256": set(group["settings_sha256"]),
+                "parameter_count": set(group["parameter_count"].astype(int)),
             }
         )
     table = pd.DataFrame(rows)
+    commits, devices = data.get("git_commits", []), data.get("devices", [])
     table.attrs["source"] = (
-        f"{path} (git {', '.join(c[:12] for c in data.get('git_commits', []))}; "
-        f"{'; '.join(data.get('devices', []))})"
+        f"{path} (git {', '.join(str(c)[:12] for c in commits if isinstance(commits, list))}; "
+        f"{'; '.join(str(d) for d in devices if isinstance(devices, list))})"
     )
     return table
+
+
+def _check_records(records: list, where: str) -> None:
+    """Every record an object with the keys and types a reference needs, each fit once (a
+    seed counted twice would narrow the interval)."""
+    seen = set()
+    for record in records:
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: a reference record is not a JSON object")
+        missing = [key for key in RECORD_KEYS if record.get(key) is None]
+        if missing:
+            raise InputError(f"{where}: a reference record without {', '.join(missing)}")
+        check_record_finite(where, record)
+        numbers = ("layers", "seed", "iterations", "parameter_count")
+        if not all(isinstance(record[k], int) and not isinstance(record[k], bool) for k in numbers):
+            raise InputError(f"{where}: a reference record whose {numbers} are not all integers")
+        key = (record["method"], record["layers"], record["seed"])
+        if key in seen:
+            raise InputError(f"{where}: the fit {key} is listed twice")
+        seen.add(key)
 
 
 def quote_reference(
@@ -123,17 +151,18 @@ def quote_reference(
             if math.isfinite(margin) and abs(margin) < resolution:
                 table.at[index, "verdict"] = "not resolved"
     source = reference.attrs.get("source", "the replicate reference")
-    if refused:
-        note = f"Replicate reference {source}: not used for " + "; ".join(refused) + "."
-    else:
+    notes = []
+    if table[list(columns.values())].notna().any(axis=None):
         seeds = ", ".join(str(s) for s in sorted(set(reference["seeds"])))
-        note = (
+        notes.append(
             f"'*_replicates_ci95_db': the 95% interval half-width (t) of the best PSNR over "
-            f"{seeds} seeds of a committed replicate run of this same image and iterations, "
-            f"{source}; a verdict whose margin is within their combination (root sum of "
-            "squares) says 'not resolved'."
+            f"{seeds} seeds of a committed replicate run of this same image, settings and "
+            f"iterations, {source}; a verdict whose margin is within their combination (root "
+            "sum of squares) says 'not resolved'."
         )
-    return table, [note]
+    if refused:
+        notes.append(f"Replicate reference {source}: not used for " + "; ".join(refused) + ".")
+    return table, notes
 
 
 def _matching(
@@ -150,6 +179,11 @@ def _matching(
         return None, "measured on another image (image_sha256)"
     if set(ours["iterations"].astype(int)) != row["iterations"]:
         return None, "another number of iterations"
+    settings = set(ours.get("settings_sha256", pd.Series(dtype=object)).dropna())
+    if not settings or settings != row["settings_sha256"]:
+        return None, "fitted with other settings (the rd settings, seeds aside)"
+    if set(ours["parameter_count"].astype(int)) != row["parameter_count"]:
+        return None, "another network size"
     if not math.isfinite(float(row["ci95_db"])):
         return None, "no finite interval"
     return row, ""

@@ -183,6 +183,8 @@ def _verdict(verdict, margin: float) -> str:
     from CSV, a missing verdict is NaN)."""
     if isinstance(verdict, str) and verdict:
         return verdict
+    if not math.isfinite(margin):
+        return "no verdict"
     return "ours better" if margin > 0 else "baseline better"
 
 

@@ -171,11 +171,18 @@ def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
     records = []
     for path in paths:
         fingerprint = _image_fingerprint(path)  # of the image a group's rows were measured on
+        try:
+            settings = settings_fingerprint(read_json(path))
+        except OSError:
+            settings = None  # _records names the unreadable file
         for row in _records(path):
             if "family" in row:  # a method group's point: only its paper point counts here
                 if "paper_view" not in row:
                     continue
-                record = {**row["paper_view"], "image_sha256": fingerprint}
+                if not isinstance(row["paper_view"], dict):
+                    raise InputError(f"{path}: a row whose paper_view is not a JSON object")
+                record = {**row["paper_view"], "image_sha256": fingerprint,
+                          "settings_sha256": settings}  # fmt: skip
             else:
                 record = row  # volinr evaluate's JSON
             check_record_finite(path, record)  # types first: a method must be text to look up
@@ -280,6 +287,22 @@ def _image_fingerprint(path: str | Path) -> str | None:
     except OSError:
         return None  # _records names the unreadable file
     return record.get("image_sha256") if isinstance(record, dict) else None
+
+
+def settings_fingerprint(group: Any) -> str | None:
+    """The sha256 of the settings a method group ran with (its provenance's ``settings``, the
+    seeds left out: a replicate run differs from a one-seed run only there), or None."""
+    import hashlib
+    import json
+
+    try:
+        settings = dict(group["provenance"]["config"]["settings"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if isinstance(settings.get("siren"), dict):
+        settings["siren"] = {k: v for k, v in settings["siren"].items() if k != "seeds"}
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_finite(name: str, table: pd.DataFrame, columns: Iterable[str]) -> None:

@@ -165,7 +165,8 @@ def _run_point(
                 f"it claims {kind} but its decoded data is off by up to {max_error:g} (the "
                 f"image's values {float(image.voxels.min()):g}..{float(image.voxels.max()):g})"
             )
-    provenance.write_sidecar(path, block)  # beside the file: not in its bytes
+        # beside the file, not in its bytes; renamed into place before the file itself
+        provenance.write_sidecar(path, block)
     quality = evaluation.quality(image.voxels, reconstruction, minmax, tissue)
     voxels = quality["voxels"]
     label = method.label(point)
