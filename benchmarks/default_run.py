@@ -76,6 +76,21 @@ def read_jobs(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def summed(jobs: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Jobs, wall and CPU seconds summed, and the longest job, per ``by`` (most time first)."""
+    return (
+        jobs.groupby(by)
+        .agg(
+            jobs=("job", "count"),
+            wall_seconds=("wall_seconds", "sum"),
+            cpu_seconds=("cpu_seconds", "sum"),
+            longest_job_seconds=("wall_seconds", "max"),
+        )
+        .sort_values("wall_seconds", ascending=False)
+        .reset_index()
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("benchmarks", type=Path, help="a run's results/benchmarks folder")
@@ -102,17 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     timing = read_time(args.time)
     jobs = read_jobs(args.benchmarks)
-    by_rule = (
-        jobs.groupby("rule")
-        .agg(
-            jobs=("job", "count"),
-            wall_seconds=("wall_seconds", "sum"),
-            cpu_seconds=("cpu_seconds", "sum"),
-            longest_job_seconds=("wall_seconds", "max"),
-        )
-        .sort_values("wall_seconds", ascending=False)
-        .reset_index()
-    )
+    by_rule = summed(jobs, "rule")
     commit = subprocess.run(
         ["git", "-C", str(args.benchmarks), "rev-parse", "HEAD"],
         capture_output=True,
@@ -138,17 +143,7 @@ def main() -> None:
         "",
     ]
     if args.by_dataset:
-        by_dataset = (
-            jobs.groupby("dataset")
-            .agg(
-                jobs=("job", "count"),
-                wall_seconds=("wall_seconds", "sum"),
-                cpu_seconds=("cpu_seconds", "sum"),
-                longest_job_seconds=("wall_seconds", "max"),
-            )
-            .sort_values("wall_seconds", ascending=False)
-            .reset_index()
-        )
+        by_dataset = summed(jobs, "dataset")
         record["datasets"] = by_dataset.to_dict("records")
         lines += [
             "Per dataset (its jobs' `benchmark:` files summed; the suite's jobs of different "

@@ -6,41 +6,16 @@ rows side by side)."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
-from volinr.cli import main
+from test_geometry_admission import refused
 from volinr.errors import InputError
 from volinr.report.table_io import load_published, load_rows
 
 PUBLISHED = ROOT / "config/published.yaml"
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def refused(work: Path, caplog, capsys, argv: list[str], *fragments: str) -> str:
-    """Run ``argv``: exit 2, no traceback, every fragment in the message, nothing written."""
-    before = sorted(work.rglob("*")), _snapshot(work)
-    caplog.clear()
-    capsys.readouterr()
-    with caplog.at_level(logging.INFO):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    message = "\n".join([*errors, capsys.readouterr().err])
-    assert code == 2, message
-    assert "Traceback" not in message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    assert (sorted(work.rglob("*")), _snapshot(work)) == before, "an output was written"
-    return message
 
 
 @pytest.fixture
