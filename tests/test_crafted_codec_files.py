@@ -50,8 +50,8 @@ def _slices(*parts: bytes) -> bytes:
 
 
 CASES = {
-    "overflowing synthesis, int16": (lambda: _overflowing_file("int16"), "non-finite voxel"),
-    "overflowing synthesis, float32": (lambda: _overflowing_file("float32"), "non-finite voxel"),
+    "overflowing synthesis, int16": (lambda: _overflowing_file("int16"), "NaN or Inf"),
+    "overflowing synthesis, float32": (lambda: _overflowing_file("float32"), "NaN or Inf"),
     "slices of two shapes": (
         lambda: _slices(_constant((16, 16)), _constant((8, 8))),
         "slice 1 decodes to a 8x8 int16 image where slice 0 is 16x16",

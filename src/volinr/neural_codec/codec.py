@@ -185,11 +185,8 @@ class NonFiniteSynthesis(ValueError):
 
 
 def to_output_dtype(values: np.ndarray, output_dtype: str) -> np.ndarray:
-    if not np.all(np.isfinite(values)):
-        raise NonFiniteSynthesis(
-            f"the synthesis gives {int(np.size(values) - np.isfinite(values).sum())} "
-            "non-finite voxel(s)"
-        )
+    if not np.all(finite := np.isfinite(values)):
+        raise NonFiniteSynthesis(f"{finite.size - finite.sum()} voxel(s) NaN or Inf")
     if output_dtype == "float32":
         return values.astype(np.float32)
     info = np.iinfo(output_dtype)
