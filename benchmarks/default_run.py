@@ -56,7 +56,10 @@ def read_jobs(folder: Path) -> pd.DataFrame:
     rows = []
     for tsv in sorted(folder.rglob("*.tsv")):
         last = pd.read_csv(tsv, sep="\t").iloc[-1]
-        rule = tsv.parent.name if tsv.parent != folder else tsv.stem
+        # a rule with one job writes benchmarks/<rule>.tsv (a suite: <dataset>/benchmarks/...)
+        rule = (
+            tsv.stem if tsv.parent.name == "benchmarks" or tsv.parent == folder else tsv.parent.name
+        )
         if rule == "rd":  # one benchmark file per method and group: name the family
             family = next(
                 f for f in sorted(families(), key=len, reverse=True) if tsv.stem.startswith(f)
