@@ -1,4 +1,4 @@
-"""Bjøntegaard metrics: every method's rate-distortion curve against the JPEG 2000 and HEVC
+"""Bjøntegaard metrics: every method's rate-distortion curve against the JPEG 2000, HEVC and AV1
 anchors' curves, as BD-rate (%) and BD-PSNR (dB), on 8-bit and on native PSNR, over the range
 both curves cover and never beyond it.
 """
@@ -16,7 +16,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-ANCHORS = ("jpeg2000", "hevc")
+ANCHORS = ("jpeg2000", "hevc", "av1")  # the anchors the issue and the suite report name
 PSNR_COLUMNS = ("psnr_8bit_minmax_db", "psnr_native_db")
 # PCHIP: monotone data give a monotone interpolant (no overshoot between sparse points), and
 # unlike the classic cubic fit it needs only two points.

@@ -166,7 +166,7 @@ def _versus_jpeg2000_lines(versus: pd.DataFrame, best: pd.DataFrame | None = Non
 
 
 def _bd_rate_lines(bd: pd.DataFrame) -> list[str]:
-    """One line a method: its BD-rate against JPEG 2000 and against HEVC (8-bit PSNR)."""
+    """One line a method: its BD-rate against each anchor (8-bit PSNR)."""
     eight_bit = bd[bd["psnr"] == "psnr_8bit_minmax_db"]
     lines = []
     for method, rows in eight_bit.groupby("method", sort=False):
