@@ -162,13 +162,17 @@ def apply_rescale(stored: np.ndarray, rescale: Rescale, path: str | Path, what: 
     InputError where they overflow it or where float32 would round integer values."""
     with np.errstate(over="ignore", invalid="ignore"):
         if rescale.lut is not None:
-            values = np.asarray(apply_modality_lut(np.asarray(stored), rescale.lut), np.float64)
+            exact = np.asarray(apply_modality_lut(np.asarray(stored), rescale.lut), np.float64)
+            values = exact.astype(np.float32)
         else:
-            values = np.asarray(stored).astype(np.float64) * rescale.slope + rescale.intercept
-    with np.errstate(over="ignore"):
-        if not np.all(np.isfinite(values.astype(np.float32))):
-            raise InputError(f"{path}: {what} overflows float32 with {_describe(rescale)}")
-    return float32_voxels(values, f"{path} ({what}, {_describe(rescale)})")
+            exact = np.asarray(stored).astype(np.float64) * rescale.slope + rescale.intercept
+            # in float32, as the shipped SR model's training split was read (bit for bit)
+            values = np.asarray(stored).astype(np.float32) * np.float32(rescale.slope)
+            values += np.float32(rescale.intercept)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{path}: {what} overflows float32 with {_describe(rescale)}")
+    float32_voxels(exact, f"{path} ({what}, {_describe(rescale)})")  # integers beyond 2^24
+    return values
 
 
 def _describe(rescale: Rescale) -> str:
