@@ -8,7 +8,8 @@ the peer and our sweeps against the classical anchors, by the project's own reci
         after=benchmarks/results/neural_codec_slice --anchors /tmp/sweep/rd/classical \
         --out benchmarks/results/peer_comparison
 
-``--peer``: the rows ``coolchic_peer.py --rows-out`` writes; ``--ours``: LABEL=a sweep's
+``--peer``: the rows ``coolchic_peer.py --rows-out`` writes, or its committed record
+(``coolchic_peer.json``, whose ``points`` are those rows); ``--ours``: LABEL=a sweep's
 rows or its ``table_rate_distortion`` (the neural codec's rows are taken); ``--anchors``: the
 classical codecs' rows on the same image.
 """
@@ -36,6 +37,15 @@ def neural_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["method"].astype(str).str.startswith("neural codec")]
 
 
+def load_peer(path: Path) -> pd.DataFrame:
+    """The peer's rows: ``coolchic_peer.json`` (its ``points``) or a ``load_table`` table."""
+    if path.suffix == ".json":
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and "points" in record:
+            return pd.DataFrame(record["points"])
+    return load_table(path)
+
+
 def bd(test: pd.DataFrame, anchor: pd.DataFrame, test_name: str, anchor_name: str) -> list:
     rows = []
     for column in PSNR_COLUMNS:
@@ -52,7 +62,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="output stem (.md, .json)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    peer = load_table(args.peer)
+    peer = load_peer(args.peer)
     peer_name = str(peer["method"].iloc[0])
     anchors = load_table(args.anchors)
     curves = {peer_name: peer}

@@ -144,6 +144,9 @@ def load_siren(
     return model, payload
 
 
+DECODE_TILE = 4096  # voxels a matrix product of the decoder sees at once
+
+
 def decode_siren(
     model: Siren,
     shape: Sequence[int],
@@ -165,11 +168,19 @@ def decode_siren(
     out = np.empty(count, np.float32)
     if progress is None:
         progress = os.isatty(2)
+    # The network sees tiles of DECODE_TILE voxels, the last one padded: a matrix product's
+    # last bits depend on its number of rows, so any chunk decodes the same array, bit for bit.
+    chunk = -(-max(1, chunk) // DECODE_TILE) * DECODE_TILE
     starts = range(0, count, chunk)
     with torch.inference_mode():
         for start in tqdm(starts, desc="decode", unit="chunk", disable=not progress):
             coords = grid_coordinates(shape, extent, device, start, start + chunk)
-            out[start : start + chunk] = model(coords)[:, 0].float().cpu().numpy()
+            size = coords.shape[0]
+            padded = -(-size // DECODE_TILE) * DECODE_TILE
+            if padded > size:
+                coords = torch.cat([coords, coords.new_zeros(padded - size, coords.shape[1])])
+            values = torch.cat([model(tile)[:, 0] for tile in coords.split(DECODE_TILE)])
+            out[start : start + size] = values[:size].float().cpu().numpy()
     lo, hi = value_range
     # in place (a plain (v + 1) / 2 x (hi - lo) + lo would allocate two more volumes)
     out += 1.0
