@@ -266,6 +266,7 @@ def test_a_replicate_runs_interval_is_quoted_and_widens_a_verdict_only_on_its_ow
     assert quoted.loc[0, "verdict"] == "ours better"
     assert quoted["ours_replicates_ci95_db"].isna().all()
     assert "not used" in notes[0] and "another image" in notes[0]
+    assert notes[0].count("another image") == 1  # one reason, said once for every fit
 
     # a seed listed twice would narrow the interval: refused
     with pytest.raises(InputError, match="listed twice"):

@@ -132,14 +132,14 @@ def quote_reference(
     columns = {"ours": "ours_replicates_ci95_db", "baseline": "baseline_replicates_ci95_db"}
     for column in columns.values():
         table[column] = math.nan
-    refused: list[str] = []
+    refused: list[tuple[str, str]] = []  # (fit, why)
     for index in table.index[psnr]:
         layers = int(table.at[index, "layers"])
         halves = {}
         for method, column in columns.items():
             match, why = _matching(reference, metrics, method, layers)
             if match is None:
-                refused.append(f"{method}, {layers} layers: {why}")
+                refused.append((f"{method} {layers} layers", why))
                 continue
             halves[method] = float(match["ci95_db"])
             table.at[index, column] = halves[method]
@@ -161,7 +161,14 @@ def quote_reference(
             "sum of squares) says 'not resolved'."
         )
     if refused:
-        notes.append(f"Replicate reference {source}: not used for " + "; ".join(refused) + ".")
+        by_reason: dict[str, list[str]] = {}
+        for fit, why in refused:
+            by_reason.setdefault(why, []).append(fit)
+        notes.append(
+            f"Replicate reference {source}: not used for "
+            + "; ".join(f"{', '.join(fits)}: {why}" for why, fits in by_reason.items())
+            + "."
+        )
     return table, notes
 
 
