@@ -40,7 +40,10 @@ def reference_from_rows(paths: Iterable[str | Path]) -> dict[str, Any]:
         if not fingerprint:
             raise InputError(f"{path}: no image_sha256 (written by an older volinr rd)")
         provenance = group.get("provenance") or {}
-        sources.add((str(provenance.get("git_commit")), str(provenance.get("device", {}))))
+        device = provenance.get("device") or {}
+        if isinstance(device, dict):  # its name and torch build, e.g. "CPU (x86_64), torch 2.13.0"
+            device = ", torch ".join(str(device[k]) for k in ("name", "torch") if k in device)
+        sources.add((str(provenance.get("git_commit")), str(device)))
         settings = settings_fingerprint(group)
         for row in group["rows"]:
             view = row.get("paper_view")
@@ -95,8 +98,11 @@ def load_reference(path: str | Path) -> pd.DataFrame:
         )
     table = pd.DataFrame(rows)
     commits, devices = data.get("git_commits", []), data.get("devices", [])
+    shown = Path(path).resolve()
+    # relative where it can be (a workflow passes the repository's absolute path)
+    shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown
     table.attrs["source"] = (
-        f"{path} (git {', '.join(str(c)[:12] for c in commits if isinstance(commits, list))}; "
+        f"{shown} (git {', '.join(str(c)[:12] for c in commits if isinstance(commits, list))}; "
         f"{'; '.join(str(d) for d in devices if isinstance(devices, list))})"
     )
     return table
