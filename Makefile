@@ -52,7 +52,7 @@ report: setup
 
 # Put the last run's summary into README.md (between the results markers).
 readme: setup
-	$(BIN)/volinr-dev readme --summary results/summary.md --suite-summary benchmarks/results/suite_run/summary.md --readme README.md --benchmark benchmarks/results/default_run.md benchmarks/results/thread_policy.md benchmarks/results/neural_codec_speed.md benchmarks/results/neural_codec_roofline.md benchmarks/results/neural_codec_memory_113x256x256.md benchmarks/results/neural_codec_memory_300x512x512.md benchmarks/results/cpu.md benchmarks/results/cpu_agreement.md benchmarks/results/sr_cpu.md --codec-results benchmarks/results/peer_comparison.md benchmarks/results/neural_codec_slice.md benchmarks/results/neural_codec_slice_10000.md benchmarks/results/neural_codec_volume.md
+	$(BIN)/volinr-dev readme --summary results/summary.md --suite-summary benchmarks/results/suite_run/summary.md --readme README.md --benchmark benchmarks/results/default_run.md benchmarks/results/default_run_latest.md benchmarks/results/thread_policy.md benchmarks/results/neural_codec_speed.md benchmarks/results/neural_codec_roofline.md benchmarks/results/neural_codec_memory_113x256x256.md benchmarks/results/neural_codec_memory_300x512x512.md benchmarks/results/cpu.md benchmarks/results/cpu_agreement.md benchmarks/results/sr_cpu.md --codec-results benchmarks/results/peer_comparison.md benchmarks/results/neural_codec_slice.md benchmarks/results/neural_codec_slice_10000.md benchmarks/results/neural_codec_volume.md
 
 # The CPU speed benchmarks committed under benchmarks/results/ (about 25 minutes on 2 cores):
 # speed and roofline of every configuration and variant; agreement of our loop's PSNR with the
