@@ -42,7 +42,10 @@ def load_peer(path: Path) -> pd.DataFrame:
     if path.suffix == ".json":
         record = json.loads(path.read_text())
         if isinstance(record, dict) and "points" in record:
-            return pd.DataFrame(record["points"])
+            points = [p for p in record["points"] if p.get("family") == "coolchic_peer"]
+            if not points:
+                sys.exit(f"{path}: no Cool-chic points (family coolchic_peer)")
+            return pd.DataFrame(points)
     return load_table(path)
 
 

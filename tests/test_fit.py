@@ -210,3 +210,22 @@ def test_a_resume_file_that_is_not_this_fits_checkpoint_is_refused_and_kept(tmp_
     with pytest.raises(InputError, match="not a readable SIREN resume checkpoint"):
         fit_siren(target, first, cpu, progress=False, resume_path=resume, replace_stale_resume=True)
     assert resume.read_bytes() == b"cut short"
+
+
+def test_decoding_gives_the_same_bits_whatever_the_chunk():
+    """The last bits of the network's products and sines depend on a value's place in a
+    batch; the decoder feeds the network whole tiles, each voxel at the same place whatever
+    the chunk, so any chunk decodes the same array (several tiles and a partial last one;
+    without the tiles chunk 1 differs from the others by 1.2e-7)."""
+    from volinr.limits import DECODE_TILE
+
+    torch.manual_seed(0)
+    model = Siren(3, 64, 3, 1, 30.0)
+    shape = (3, 61, 77)  # 14,091 voxels: three tiles and a part
+    assert np.prod(shape) > 3 * DECODE_TILE
+    decoded = [
+        decode_siren(model, shape, (-1.0, 1.0), chunk=chunk, progress=False)
+        for chunk in (1, DECODE_TILE - 1, DECODE_TILE + 1, 5000, 1 << 18)
+    ]
+    for other in decoded[1:]:
+        assert np.array_equal(other, decoded[0])

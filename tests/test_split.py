@@ -41,16 +41,17 @@ def test_default_split_is_the_shipped_checkpoints(tmp_path):
 
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     props = SCHEMA["properties"]
-    source = config.get("evaluation_image", {}).get(
-        "source", props["evaluation_image"]["properties"]["source"]["default"]
-    )
+    image = config.get("evaluation_image", {})
+    source = image.get("source", props["evaluation_image"]["properties"]["source"]["default"])
+    frame = image.get("frame", props["evaluation_image"]["properties"]["frame"]["default"])
     sources = config.get("sr_training_sources", props["sr_training_sources"]["default"])
     correlation = config.get(
         "max_training_correlation", props["max_training_correlation"]["default"]
     )
     volinr = [sys.executable, "-m", "volinr"]
     subprocess.run(
-        [*volinr, "prepare", "--source", source, "--frame", "0", "--out", tmp_path / "eval.npy"],
+        [*volinr, "prepare", "--source", source, "--frame", str(frame)]
+        + ["--out", tmp_path / "eval.npy"],
         check=True,
     )
     subprocess.run(

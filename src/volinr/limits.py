@@ -27,7 +27,10 @@ FIT_BYTES_PER_VOXEL = 3 * FLOAT + FLOAT + FLOAT + 8
 # Per decoded voxel of a chunk, besides its activations: the voxel indices and their
 # per-axis remainders (int64), per-axis and stacked coordinates, the output column.
 DECODE_BYTES_PER_CHUNK_VOXEL = 3 * 8 + 3 * FLOAT + 3 * FLOAT + FLOAT
-MIN_DECODE_CHUNK = 1024
+# The SIREN decoder's network always sees this many voxels at once (the last tile padded) and
+# a chunk is a whole number of tiles, so the output does not depend on the chunk.
+DECODE_TILE = 4096
+MIN_DECODE_CHUNK = DECODE_TILE
 EVAL_CHUNK = 1 << 13  # volinr.training.siren's full-grid evaluation chunk
 
 # What a file may ask a decoder for (checked by volinr.decode_recipe before anything is built).
@@ -102,10 +105,17 @@ def estimate_fit_bytes(
     return sum(fit_bytes(voxels, batch, width, sine_layers, step, workers).values())
 
 
+def decode_tiles(chunk: int) -> int:
+    """Voxels a decode chunk really holds: ``chunk`` rounded up to whole tiles."""
+    return -(-max(1, chunk) // DECODE_TILE) * DECODE_TILE
+
+
 def decode_chunk_bytes(chunk: int, width: int) -> int:
-    """One decode chunk: coordinates and three live width-wide activations per voxel (a
-    sine layer's linear output, its scaling by omega_0, the sine)."""
-    return chunk * (DECODE_BYTES_PER_CHUNK_VOXEL + 3 * width * FLOAT)
+    """One decode chunk: its coordinates, indices and values per voxel, and three live
+    width-wide activations (a sine layer's linear output, its scaling by omega_0, the sine)
+    for one tile at a time."""
+    voxels = decode_tiles(chunk)
+    return voxels * (DECODE_BYTES_PER_CHUNK_VOXEL + FLOAT) + DECODE_TILE * 3 * width * FLOAT
 
 
 def _refuse(what: str, parts: dict[str, int], available: int, where: str, hint: str):

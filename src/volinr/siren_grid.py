@@ -17,6 +17,7 @@ from tqdm import tqdm
 from volinr.checkpoints import load_checkpoint, save_checkpoint
 from volinr.decode_recipe import check_decoding
 from volinr.errors import InputError
+from volinr.limits import DECODE_TILE, decode_tiles
 from volinr.models.siren import Siren
 
 if TYPE_CHECKING:  # types only: training.siren imports this module
@@ -144,9 +145,6 @@ def load_siren(
     return model, payload
 
 
-DECODE_TILE = 4096  # voxels a matrix product of the decoder sees at once
-
-
 def decode_siren(
     model: Siren,
     shape: Sequence[int],
@@ -168,15 +166,16 @@ def decode_siren(
     out = np.empty(count, np.float32)
     if progress is None:
         progress = os.isatty(2)
-    # The network sees tiles of DECODE_TILE voxels, the last one padded: a matrix product's
-    # last bits depend on its number of rows, so any chunk decodes the same array, bit for bit.
-    chunk = -(-max(1, chunk) // DECODE_TILE) * DECODE_TILE
+    # The network sees whole tiles of DECODE_TILE voxels (the last one padded), each voxel at
+    # the same place in its tile whatever the chunk: the last bits of the products and of the
+    # vectorised sine depend on a value's place in a batch (SIMD lanes, scalar tails).
+    chunk = decode_tiles(chunk)
     starts = range(0, count, chunk)
     with torch.inference_mode():
         for start in tqdm(starts, desc="decode", unit="chunk", disable=not progress):
             coords = grid_coordinates(shape, extent, device, start, start + chunk)
             size = coords.shape[0]
-            padded = -(-size // DECODE_TILE) * DECODE_TILE
+            padded = decode_tiles(size)
             if padded > size:
                 coords = torch.cat([coords, coords.new_zeros(padded - size, coords.shape[1])])
             values = torch.cat([model(tile)[:, 0] for tile in coords.split(DECODE_TILE)])

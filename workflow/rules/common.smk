@@ -191,9 +191,12 @@ PAPER_ROWS = (
     [row for method in PAPER_METHODS for row in rd_rows(method)] if PAPER_MODE else []
 )
 ALL_ROWS = [row for method in METHODS for row in rd_rows(method)]
-# a committed replicate run's seeds, quoted beside Table 6 (none: "")
+# a committed replicate run's seeds, quoted beside Table 6 (none: ""); a run of several seeds
+# gives its own intervals
 REPLICATES = [
-    r for r in [config["evaluation"]["replicate_reference"]] if r and PAPER_MODE
+    r
+    for r in [config["evaluation"]["replicate_reference"]]
+    if r and PAPER_MODE and len(SEEDS) == 1
 ]
 
 

@@ -12,6 +12,7 @@ each method and layer count; otherwise it is not used and a note says why.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ def reference_from_rows(paths: Iterable[str | Path]) -> dict[str, Any]:
         provenance = group.get("provenance") or {}
         device = provenance.get("device") or {}
         if isinstance(device, dict):  # its name and torch build, e.g. "CPU (x86_64), torch 2.13.0"
-            device = ", torch ".join(str(device[k]) for k in ("name", "torch") if k in device)
+            named = ", torch ".join(str(device[k]) for k in ("name", "torch") if k in device)
+            device = named or str(device)
         sources.add((str(provenance.get("git_commit")), str(device)))
         settings = settings_fingerprint(group)
         for row in group["rows"]:
@@ -98,9 +100,9 @@ def load_reference(path: str | Path) -> pd.DataFrame:
         )
     table = pd.DataFrame(rows)
     commits, devices = data.get("git_commits", []), data.get("devices", [])
-    shown = Path(path).resolve()
     # relative where it can be (a workflow passes the repository's absolute path)
-    shown = shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown
+    shown = os.path.relpath(Path(path).absolute())
+    shown = shown if not shown.startswith("..") else str(path)
     table.attrs["source"] = (
         f"{shown} (git {', '.join(str(c)[:12] for c in commits if isinstance(commits, list))}; "
         f"{'; '.join(str(d) for d in devices if isinstance(devices, list))})"
