@@ -76,8 +76,7 @@ def child(stage: str, volume_path: str, file_path: str, iterations: int, memory_
         steps = []
         for iteration in range(iterations):
             began = time.perf_counter()
-            phase, temperature, rate = trainer.schedule(iteration)
-            trainer.step(phase, temperature, rate)
+            trainer.step(trainer.schedule(iteration))
             steps.append(time.perf_counter() - began)
         began = time.perf_counter()
         trainer.exact_loss()

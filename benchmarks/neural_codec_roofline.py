@@ -34,7 +34,7 @@ import torch
 from volinr.data.phantom import synthetic_head_phantom
 from volinr.neural_codec.model import LatentCodecModel
 from volinr.neural_codec.settings import CodecSettings
-from volinr.neural_codec.training import Trainer
+from volinr.neural_codec.training import Scheduled, Trainer
 from volinr.provenance import git_commit
 
 
@@ -69,18 +69,18 @@ def step_profile(shape: tuple[int, ...], steps: int):
     target = (target - target.min()) / (target.max() - target.min())
     model = LatentCodecModel(shape, settings, output_bias=float(target.mean()))
     trainer = Trainer(model, target, 1e-3, settings, torch.Generator().manual_seed(0))
-    phase = ("soft", 0.3, 0.01)
+    phase = Scheduled("soft", 0.3, 0.0, 0.01)
     for _ in range(2):
-        trainer.step(*phase)
+        trainer.step(phase)
     times = []
     for _ in range(steps):
         began = time.perf_counter()
-        trainer.step(*phase)
+        trainer.step(phase)
         times.append(time.perf_counter() - began)
     with torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
     ) as prof:
-        trainer.step(*phase)
+        trainer.step(phase)
     allocated = sum(max(e.self_cpu_memory_usage, 0) for e in prof.key_averages())
     voxels = target.numel()
     flops = 2 * model.macs_per_voxel()["total"] * voxels * 3

@@ -35,7 +35,7 @@ from volinr.neural_codec.codec import decode, encode
 from volinr.neural_codec.geometry import kernel_layout
 from volinr.neural_codec.model import LatentCodecModel
 from volinr.neural_codec.settings import CodecSettings
-from volinr.neural_codec.training import Trainer
+from volinr.neural_codec.training import Scheduled, Trainer
 from volinr.outputs import atomic_path
 from volinr.provenance import device_info, git_commit, versions
 
@@ -139,7 +139,7 @@ def training_seconds(image: np.ndarray, settings: CodecSettings, steps: int) -> 
             if name == "naive":
                 plain_step(trainer, settings.learning_rate)
             else:
-                trainer.step("noise", 0.0, settings.learning_rate)
+                trainer.step(Scheduled("noise", 0.0, 0.0, settings.learning_rate))
             if step >= 2:  # the first steps allocate and warm up
                 times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(values) for name, values in times.items()}

@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--lam", type=float, nargs="+")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--round", default="", help="the round's description, kept with the row")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--jpeg2000", action="store_true", help="log JPEG 2000's curve first")
@@ -158,7 +159,7 @@ def main() -> None:
     overrides = dict(item.split("=", 1) for item in args.set)
     overrides = {key: parse_value(value) for key, value in overrides.items()}
     for lam in args.lam:
-        result = run(args.image, lam, overrides, args.seed)
+        result = run(args.image, lam, overrides, args.seed) | {"round": args.round}
         with open(args.out, "a") as handle:
             handle.write(json.dumps(result) + "\n")
         log.info(

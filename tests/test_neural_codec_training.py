@@ -12,7 +12,7 @@ from volinr.data.phantom import synthetic_head_phantom
 from volinr.neural_codec.codec import encode
 from volinr.neural_codec.model import LatentCodecModel
 from volinr.neural_codec.settings import CodecSettings
-from volinr.neural_codec.training import Trainer, train
+from volinr.neural_codec.training import Scheduled, Trainer, train
 from volinr.report.rd_tables import training_flags
 
 
@@ -97,7 +97,7 @@ def test_divergence_goes_back_to_the_best_state_and_halves_the_learning_rate(mon
     assert record.restarts == 1
     rates = [p["learning_rate"] for p in record.curve]
     trainer = Trainer(model, target, 1e-3, settings, torch.Generator())
-    scheduled = [trainer.schedule(p["iteration"] - 1)[2] for p in record.curve]
+    scheduled = [trainer.schedule(p["iteration"] - 1).learning_rate for p in record.curve]
     assert rates[:3] == pytest.approx(scheduled[:3])
     assert rates[3:] == pytest.approx([0.5 * r for r in scheduled[3:]])
     # the kept state is the best one (rounded loss 0.5), not the last
@@ -113,9 +113,9 @@ def test_a_non_finite_loss_restarts_instead_of_coding_nan(monkeypatch):
     calls = {"n": 0}
     original = Trainer.step
 
-    def step(self, phase, temperature, learning_rate):
+    def step(self, at):
         calls["n"] += 1
-        loss, mse, bits = original(self, phase, temperature, learning_rate)
+        loss, mse, bits = original(self, at)
         if calls["n"] == 10:  # a logging point: the loss blew up
             loss = loss * math.nan
         return loss, mse, bits
@@ -201,3 +201,37 @@ def test_the_record_says_what_quantising_the_networks_cost_and_a_large_loss_is_f
     )  # fmt: skip
     flags = training_flags(rows)
     assert flags[0] == "" and flags[1] == "quantising the networks lost 6.5 dB"
+
+
+@pytest.mark.parametrize("block_edge", [None, 8])
+def test_the_hard_final_phase_trains_the_networks_and_leaves_the_latents(block_edge):
+    settings = CodecSettings.make(iterations=20, levels=3, warmup_candidates=1)
+    target = _target()
+    model = LatentCodecModel(target.shape, settings)
+    trainer = Trainer(model, target, 1e-3, settings, torch.Generator().manual_seed(0), block_edge)
+    for _ in range(3):  # moments for every parameter, as after the soft phase
+        trainer.step(Scheduled("soft", 0.3, 0.2, 0.01))
+    latents = [theta.detach().clone() for theta in model.latents]
+    synthesis = model.synthesis_weights[0].detach().clone()
+    for _ in range(3):
+        trainer.step(Scheduled("hard", 0.0, 0.0, 0.01))
+    assert all(torch.equal(a, b) for a, b in zip(latents, model.latents, strict=True))
+    assert not torch.equal(synthesis, model.synthesis_weights[0])
+
+
+def test_the_gaussian_soft_phase_adds_noise_of_the_scheduled_deviation():
+    settings = CodecSettings.make(
+        iterations=100, levels=3, soft_round_noise="gaussian", noise_fraction=0.0,
+        gaussian_noise_start=0.3, gaussian_noise_end=0.1,
+    )  # fmt: skip
+    target = _target()
+    trainer = Trainer(LatentCodecModel(target.shape, settings), target, 1e-3, settings,
+                      torch.Generator().manual_seed(0))  # fmt: skip
+    first, last = trainer.schedule(0), trainer.schedule(settings.phase_iterations()[1] - 1)
+    assert (first.phase, last.phase) == ("soft", "soft")
+    assert (first.noise_std, last.noise_std) == pytest.approx((0.3, 0.1))
+    latents = [torch.zeros(200_000)]
+    for at, std in ((first, 0.3), (last, 0.1)):
+        # at a high temperature the soft round is nearly the identity: y + n
+        noisy = trainer.proxy(latents, at._replace(temperature=50.0))[0]
+        assert float(noisy.std()) == pytest.approx(std, rel=0.02)

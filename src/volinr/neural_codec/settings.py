@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 ACTIVATIONS = ("relu", "gelu")
+NOISES = ("uniform", "gaussian")
+FINAL_ROUNDINGS = ("ste", "hard")
 MAX_LEVELS = 12
 MAX_CONTEXT_SIZE = 32
 MAX_WIDTH = 64
@@ -43,6 +45,10 @@ class CodecSettings:
     soft_round_fraction: float
     soft_round_start: float
     soft_round_end: float
+    soft_round_noise: str
+    gaussian_noise_start: float
+    gaussian_noise_end: float
+    final_rounding: str
     ste_learning_rate_factor: float
     latent_gain: float
     log_every: int
@@ -86,6 +92,14 @@ class CodecSettings:
                 f"synthesis_widths must be 1 to {MAX_LAYERS} widths in [1, {MAX_WIDTH}], "
                 f"got {self.synthesis_widths!r}"
             )
+        if self.soft_round_noise not in NOISES:
+            problems.append(
+                f"soft_round_noise must be one of {NOISES}, got {self.soft_round_noise!r}"
+            )
+        if self.final_rounding not in FINAL_ROUNDINGS:
+            problems.append(
+                f"final_rounding must be one of {FINAL_ROUNDINGS}, got {self.final_rounding!r}"
+            )
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         for name in ("context_coarser", "learned_upsampling", "warmup_distortion_only"):
@@ -102,7 +116,13 @@ class CodecSettings:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 < value < float("inf"):
                 problems.append(f"{name} must be a positive number, got {value!r}")
-        for name in ("noise_fraction", "soft_round_fraction", "ste_learning_rate_factor"):
+        for name in (
+            "noise_fraction",
+            "soft_round_fraction",
+            "ste_learning_rate_factor",
+            "gaussian_noise_start",
+            "gaussian_noise_end",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 <= value <= 1:
                 problems.append(f"{name} must be in [0, 1], got {value!r}")

@@ -5,9 +5,12 @@ image's min..max and the bits estimated by the entropy model. The quantisation p
 in three phases (C3, Kim et al. 2024; Agustsson & Theis 2020):
 
 1. additive uniform noise, y + u;
-2. soft rounding with noise, r_T(s_T(y) + u), the temperature T annealed from
-   ``soft_round_start`` to ``soft_round_end``;
-3. hard rounding with a straight-through gradient, at a lower learning rate.
+2. soft rounding with noise, the temperature T annealed from ``soft_round_start`` to
+   ``soft_round_end``: r_T(s_T(y) + u) with uniform noise (r_T the soft round's conditional
+   mean), or s_T(s_T(y) + n) with gaussian noise n (C3's and Cool-chic's), its standard
+   deviation annealed from ``gaussian_noise_start`` to ``gaussian_noise_end``;
+3. hard rounding, the latents moved by a straight-through gradient (``final_rounding`` ste)
+   or not at all (hard: only the networks train), at a lower learning rate.
 
 Adam's learning rate follows a cosine from ``learning_rate`` to 0 over phases 1-2 and again
 from ``ste_learning_rate_factor`` x that over phase 3.
@@ -15,7 +18,7 @@ from ``ste_learning_rate_factor`` x that over phase 3.
 Robustness (an overfitted codec that trains badly gives a file that is silently worse):
 
 - warm-up: ``warmup_candidates`` models, each initialised with its own seed, train for the
-  first ``warmup_iterations`` steps (at most the noise phase); the one whose hard-rounded loss
+  first ``warmup_iterations`` steps (before the last phase at most); the one whose hard-rounded loss
   (with the run's lambda) is lowest then goes on (Cool-chic's recipe); the others' steps are
   extra encoder time; with ``warmup_distortion_only`` the warm-up steps ignore the rate;
 - the best state: from the soft-rounding phase on, each logging point evaluates the loss
@@ -39,6 +42,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -74,6 +78,15 @@ class TrainingRecord:
             "final_rounded_loss": finite(self.final_rounded_loss),
             "loss_rose_at_end": self.loss_rose_at_end,
         }
+
+
+class Scheduled(NamedTuple):
+    """One iteration's quantisation proxy and learning rate."""
+
+    phase: str  # noise, soft, then ste or hard
+    temperature: float  # of the soft rounding
+    noise_std: float  # of the soft phase's gaussian noise
+    learning_rate: float
 
 
 def _cosine(step: int, total: int) -> float:
@@ -112,20 +125,31 @@ class Trainer:
             self.blocks = BlockSteps(model, target, block_edge)
         self.optimizer = torch.optim.Adam(groups, lr=settings.learning_rate)
 
-    def quantised_latents(self, phase: str, temperature: float) -> list[torch.Tensor]:
-        return self.proxy(self.model.scaled_latents(), phase, temperature, self.noise)
+    def quantised_latents(self, at: Scheduled) -> list[torch.Tensor]:
+        return self.proxy(self.model.scaled_latents(), at, self.noise)
 
-    def proxy(self, latents, phase: str, temperature: float, noise=None) -> list[torch.Tensor]:
+    def proxy(self, latents, at: Scheduled, noise=None) -> list[torch.Tensor]:
         """The phase's stand-in for rounding ``latents`` (fresh noise buffers by default)."""
-        if phase == "ste":
+        if at.phase == "hard":
+            # detached: the latents get no gradient, so neither optimiser moves them (Adam's
+            # momentum would, on a zero gradient)
+            return [torch.round(y).detach() for y in latents]
+        if at.phase == "ste":
             return [y + (torch.round(y) - y).detach() for y in latents]
         noise = noise if noise is not None else [torch.empty_like(y) for y in latents]
+        t = at.temperature
+        if at.phase == "soft" and self.settings.soft_round_noise == "gaussian":
+            for buffer in noise:
+                buffer.normal_(0.0, at.noise_std, generator=self.generator)
+            return [
+                soft_round(soft_round(y, t) + n, t) for y, n in zip(latents, noise, strict=True)
+            ]
         for buffer in noise:
             buffer.uniform_(-0.5, 0.5, generator=self.generator)
-        if phase == "noise":
+        if at.phase == "noise":
             return [y + u for y, u in zip(latents, noise, strict=True)]
         return [
-            soft_round_conditional_mean(soft_round(y, temperature) + u, temperature)
+            soft_round_conditional_mean(soft_round(y, t) + u, t)
             for y, u in zip(latents, noise, strict=True)
         ]
 
@@ -138,41 +162,43 @@ class Trainer:
         bits_per_voxel = self.model.latent_bits(latents) / self.voxels
         return mse + self.lam * bits_per_voxel, mse, bits_per_voxel
 
-    def step(self, phase: str, temperature: float, learning_rate: float) -> tuple:
+    def step(self, at: Scheduled) -> tuple:
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate * group["factor"]
+            group["lr"] = at.learning_rate * group["factor"]
         if self.blocks is not None:
             return self.blocks.iteration(
-                lambda latents: self.proxy(latents, phase, temperature),
+                lambda latents: self.proxy(latents, at),
                 self.lam,
                 self.optimizer,
-                learning_rate,
+                at.learning_rate,
                 self.settings.latent_learning_rate_factor,
                 self.generator,
             )
-        loss, mse, bits = self.losses(self.quantised_latents(phase, temperature))
+        loss, mse, bits = self.losses(self.quantised_latents(at))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return loss, mse, bits
 
-    def schedule(self, iteration: int) -> tuple[str, float, float]:
-        """(phase, soft-rounding temperature, learning rate before restarts) at ``iteration``."""
+    def schedule(self, iteration: int) -> Scheduled:
+        """The phase, soft-rounding temperature, noise and learning rate (before restarts) at
+        ``iteration``."""
         s = self.settings
-        noise_steps, soft_steps, ste_steps = s.phase_iterations()
+        noise_steps, soft_steps, final_steps = s.phase_iterations()
         smooth_steps = noise_steps + soft_steps
         if iteration < noise_steps:
-            phase, temperature = "noise", 0.0
-        elif iteration < smooth_steps:
-            phase = "soft"
+            return Scheduled("noise", 0.0, 0.0, s.learning_rate * _cosine(iteration, smooth_steps))
+        if iteration < smooth_steps:
             progress = (iteration - noise_steps) / max(soft_steps - 1, 1)
             temperature = s.soft_round_start * (s.soft_round_end / s.soft_round_start) ** progress
-        else:
-            phase, temperature = "ste", 0.0
-        if phase == "ste":
-            rate = s.learning_rate * s.ste_learning_rate_factor
-            return phase, temperature, rate * _cosine(iteration - smooth_steps, ste_steps)
-        return phase, temperature, s.learning_rate * _cosine(iteration, smooth_steps)
+            noise_std = s.gaussian_noise_start + progress * (
+                s.gaussian_noise_end - s.gaussian_noise_start
+            )
+            rate = s.learning_rate * _cosine(iteration, smooth_steps)
+            return Scheduled("soft", temperature, noise_std, rate)
+        rate = s.learning_rate * s.ste_learning_rate_factor
+        rate *= _cosine(iteration - smooth_steps, final_steps)
+        return Scheduled(s.final_rounding, 0.0, 0.0, rate)
 
     def state(self) -> tuple[dict, dict]:
         """The model's and the optimiser's state (block by block, the latents' moments are
@@ -196,23 +222,24 @@ class Trainer:
         initial = self.state()
         began = time.perf_counter()
         for iteration in range(start, stop):
-            phase, temperature, learning_rate = self.schedule(iteration)
-            loss, mse, bits = self.step(phase, temperature, learning_rate * rate_factor)
+            at = self.schedule(iteration)
+            at = at._replace(learning_rate=at.learning_rate * rate_factor)
+            loss, mse, bits = self.step(at)
             last = iteration == s.iterations - 1
             if (iteration + 1) % s.log_every != 0 and not last:
                 continue
             point = {
                 "iteration": iteration + 1,
-                "phase": phase,
+                "phase": at.phase,
                 "loss": loss.item(),
                 "mse": mse.item(),
                 "bits_per_voxel": bits.item(),
-                "learning_rate": learning_rate * rate_factor,
+                "learning_rate": at.learning_rate,
                 "seconds": record.seconds + time.perf_counter() - began,
             }
             record.curve.append(point)
             diverged = not math.isfinite(point["loss"])
-            if phase != "noise" and not diverged:
+            if at.phase != "noise" and not diverged:
                 # The step's loss describes the state before its update: evaluate the state
                 # the update left, which is the one that would be kept.
                 rounded = self.exact_loss()
@@ -284,13 +311,13 @@ def train(
 
     ``make_model(seed)`` builds a freshly initialised model on the target's device; the
     warm-up builds ``warmup_candidates`` (c) of them (seeds s c, s c + 1, ..., s c + c - 1 for
-    the run's seed s) and trains each for the first min(warmup_iterations, noise-phase
-    iterations) steps. ``block_edge``: train block by block (``Trainer``).
+    the run's seed s) and trains each for the first min(warmup_iterations, iterations
+    before the last phase) steps. ``block_edge``: train block by block (``Trainer``).
     """
     device = target.device
     count = settings.warmup_candidates
-    noise_steps = settings.phase_iterations()[0]
-    warmup_steps = min(settings.warmup_iterations, noise_steps) if count > 1 else 0
+    noise_steps, soft_steps, _ = settings.phase_iterations()
+    warmup_steps = min(settings.warmup_iterations, noise_steps + soft_steps) if count > 1 else 0
 
     def make_trainer(index: int) -> Trainer:
         # seed s's candidates are s x count + index: no two seeds share a candidate
