@@ -18,6 +18,7 @@ def architecture_of(settings: CodecSettings) -> Architecture:
         settings.context_coarser,
         settings.learned_upsampling,
         settings.activation,
+        settings.synthesis_stabiliser,
     )
 
 
@@ -34,11 +35,13 @@ def settings_of(architecture: Architecture) -> CodecSettings:
         arm_layers=a.arm_layers,
         arm_width=a.arm_width,
         learned_upsampling=a.learned_upsampling,
+        synthesis_stabiliser=a.synthesis_stabiliser,
     )
 
 
 def coded_tensor_count(architecture: Architecture, ndim: int) -> int:
     """How many tensors the file codes for this architecture (``coded_parameters``' length)."""
     a = architecture
-    synthesis = 2 * (len(a.synthesis_widths) + 1) + 2 * a.residual_layers + 2
+    synthesis = 2 * (len(a.synthesis_widths) + 1) + int(a.synthesis_stabiliser)
+    synthesis += 2 * a.residual_layers + 2
     return int(a.learned_upsampling) + synthesis + 2 * (a.arm_layers + 1)

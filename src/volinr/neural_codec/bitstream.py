@@ -60,7 +60,9 @@ MAX_VOXELS = 1 << 27  # and most voxels (a 512x512x463 CT has 2^26.9): bounds wh
 MAX_LENGTH = 1 << 34  # largest header or payload length field (5 varint bytes)
 _PREFIX = struct.Struct("<8sH")
 _RANGE = struct.Struct("<2f")
-_FLAG_3D, _FLAG_CONSTANT, _FLAG_COARSER, _FLAG_LEARNED, _FLAG_GELU = (1 << i for i in range(5))
+_FLAG_3D, _FLAG_CONSTANT, _FLAG_COARSER, _FLAG_LEARNED, _FLAG_GELU, _FLAG_STABILISER = (
+    1 << i for i in range(6)
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Architecture:
     context_coarser: bool
     learned_upsampling: bool
     activation: str
+    synthesis_stabiliser: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ def pack_header(header: Header) -> bytes:
         flags |= _FLAG_COARSER if a.context_coarser else 0
         flags |= _FLAG_LEARNED if a.learned_upsampling else 0
         flags |= _FLAG_GELU if a.activation == "gelu" else 0
+        flags |= _FLAG_STABILISER if a.synthesis_stabiliser else 0
     out = bytearray([flags, OUTPUT_DTYPES.index(header.output_dtype)])
     for n in header.shape:
         out += write_varint(n)
@@ -178,7 +182,7 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
     tensors that architecture has."""
     r = _Reader(data, source, "header")
     flags = r.byte()
-    if flags >> 5:
+    if flags >> 6:
         raise r.fail(f"unknown flags {flags:#04x}")
     dtype_code = r.byte()
     if dtype_code >= len(OUTPUT_DTYPES):
@@ -227,6 +231,7 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
         bool(flags & _FLAG_COARSER),
         bool(flags & _FLAG_LEARNED),
         "gelu" if flags & _FLAG_GELU else "relu",
+        bool(flags & _FLAG_STABILISER),
     )
     tensors = []
     for _ in range(tensor_count(architecture, ndim)):

@@ -9,7 +9,8 @@ context and the kernels follow the image's dimensionality.
 - Upsampling: each grid is brought to full resolution by repeated 2x upsampling along every
   axis with one symmetric 8-tap polyphase filter (4 free taps, initialised to bicubic), coarse
   to fine: at each resolution the finer grid joins the stack as a new channel.
-- Synthesis: 1x1 layers (matrices over the channel axis) down to ``residual_channels``, then
+- Synthesis: 1x1 layers (matrices over the channel axis) down to ``residual_channels`` (plus,
+  with ``synthesis_stabiliser``, a linear map of the grids to those channels), then
   residual 3x3 (3x3x3) convolutions, then a 1x1 layer to one channel, clamped to [0, 1]
   (intensities are coded as (v - min) / (max - min)).
 - Entropy model: a small MLP reads each latent's causal neighbours (and the co-located latent
@@ -135,6 +136,9 @@ class LatentCodecModel(nn.Module):
             )
             self.synthesis_biases.append(nn.Parameter(torch.zeros(fan_out)))
         channels = settings.residual_channels
+        if settings.synthesis_stabiliser:
+            # zero: the stage starts as the MLP alone
+            self.stabiliser_weight = nn.Parameter(torch.zeros(channels, len(self.grid_shapes)))
         kernel = (3,) * self.ndim
         # Zero residual filters: the stage starts as the identity.
         self.residual_weights = nn.ParameterList(
@@ -181,6 +185,8 @@ class LatentCodecModel(nn.Module):
         for i, (w, b) in enumerate(zip(self.synthesis_weights, self.synthesis_biases, strict=True)):
             named[f"synthesis.{i}.weight"] = w
             named[f"synthesis.{i}.bias"] = b
+        if self.settings.synthesis_stabiliser:
+            named["synthesis.stabiliser.weight"] = self.stabiliser_weight
         for i, (w, b) in enumerate(zip(self.residual_weights, self.residual_biases, strict=True)):
             named[f"residual.{i}.weight"] = w
             named[f"residual.{i}.bias"] = b
@@ -256,16 +262,24 @@ class LatentCodecModel(nn.Module):
             params = [t for pair in pairs for t in pair]
             residual = (False,) * len(pairs)
             activation = self.settings.activation
-            stages.append(
-                (
-                    tuple(n for pair in names for n in pair),
-                    lambda x: BlockedMLP.apply(x, residual, activation, *params),
-                )
-            )
+            layers = [(tuple(n for pair in names for n in pair),
+                       lambda x: BlockedMLP.apply(x, residual, activation, *params))]  # fmt: skip
         else:
+            layers = []
             for i, ((w, b), pair) in enumerate(zip(pairs, names, strict=True)):
                 last = i == len(pairs) - 1
-                stages.append((pair, lambda x, w=w, b=b, last=last: _layer(x, w, b, act, last)))
+                layers.append((pair, lambda x, w=w, b=b, last=last: _layer(x, w, b, act, last)))
+        if self.settings.synthesis_stabiliser:
+            # one stage: the stabiliser reads the MLP's input
+            def mlp_and_stabiliser(x, layers=layers):
+                out = x
+                for _, layer in layers:
+                    out = layer(out)
+                return out + self.stabiliser_weight @ x
+
+            layer_names = tuple(n for layer_names, _ in layers for n in layer_names)
+            layers = [(layer_names + ("synthesis.stabiliser.weight",), mlp_and_stabiliser)]
+        stages += layers
         stages.append(((), lambda x: x.reshape(1, -1, *shape)))
         pad = (1, 1) * self.ndim
         for i, (w, b) in enumerate(zip(self.residual_weights, self.residual_biases, strict=True)):
@@ -382,6 +396,7 @@ class LatentCodecModel(nn.Module):
         s = self.settings
         widths = [len(self.grid_shapes), *s.synthesis_widths, s.residual_channels]
         synthesis = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+        synthesis += s.residual_channels * len(self.grid_shapes) * int(s.synthesis_stabiliser)
         synthesis += s.residual_layers * 3**self.ndim * s.residual_channels**2
         synthesis += s.residual_channels
         arm_widths = [s.context_size + int(s.context_coarser)] + [s.arm_width] * s.arm_layers + [2]

@@ -38,6 +38,7 @@ class CodecSettings:
     arm_layers: int
     arm_width: int
     learned_upsampling: bool
+    synthesis_stabiliser: bool
     # --- training (encoder only) ---
     iterations: int
     learning_rate: float
@@ -102,7 +103,12 @@ class CodecSettings:
             )
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        for name in ("context_coarser", "learned_upsampling", "warmup_distortion_only"):
+        for name in (
+            "context_coarser",
+            "learned_upsampling",
+            "synthesis_stabiliser",
+            "warmup_distortion_only",
+        ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in (
