@@ -15,6 +15,7 @@ from typing import Any
 ACTIVATIONS = ("relu", "gelu")
 NOISES = ("uniform", "gaussian")
 FINAL_ROUNDINGS = ("ste", "hard")
+OPTIMISERS = ("adam", "soap")
 MAX_LEVELS = 12
 MAX_CONTEXT_SIZE = 32
 MAX_WIDTH = 64
@@ -50,6 +51,7 @@ class CodecSettings:
     gaussian_noise_start: float
     gaussian_noise_end: float
     final_rounding: str
+    network_optimiser: str
     ste_learning_rate_factor: float
     latent_gain: float
     log_every: int
@@ -100,6 +102,10 @@ class CodecSettings:
         if self.final_rounding not in FINAL_ROUNDINGS:
             problems.append(
                 f"final_rounding must be one of {FINAL_ROUNDINGS}, got {self.final_rounding!r}"
+            )
+        if self.network_optimiser not in OPTIMISERS:
+            problems.append(
+                f"network_optimiser must be one of {OPTIMISERS}, got {self.network_optimiser!r}"
             )
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
@@ -155,7 +161,8 @@ class CodecSettings:
         unknown = sorted(set(changes) - {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown neural codec settings: {', '.join(unknown)}")
-        defaults = {f.name: section("neural_codec")[f.name] for f in fields(cls)}
+        schema_defaults = section("neural_codec")  # validates the schema: once, not per field
+        defaults = {f.name: schema_defaults[f.name] for f in fields(cls)}
         return cls(**(defaults | changes))
 
     @classmethod

@@ -80,6 +80,47 @@ class TrainingRecord:
         }
 
 
+def network_optimiser(parameters: list[torch.Tensor], settings: CodecSettings):
+    """Adam, or SOAP (Vyas et al. 2024: Adam in the eigenbasis of Shampoo's preconditioner,
+    pytorch-optimizer's) with Cool-chic's settings for its networks: betas 0.95, the basis
+    renewed every 10 steps, decoupled weight decay 0.01; vectors (biases, taps) get Adam."""
+    group = {"params": parameters, "factor": 1.0}
+    if settings.network_optimiser == "adam":
+        return torch.optim.Adam([group], lr=settings.learning_rate)
+    from pytorch_optimizer import SOAP
+
+    return SOAP(
+        [group], lr=settings.learning_rate, betas=(0.95, 0.95), weight_decay=0.01,
+        precondition_frequency=10, max_precondition_dim=256,
+    )  # fmt: skip
+
+
+class Optimisers:
+    """Several optimisers (the latents' and the networks') stepped as one."""
+
+    def __init__(self, optimisers: list):
+        self.optimisers = optimisers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for o in self.optimisers for group in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimisers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimisers:
+            o.step()
+
+    def state_dict(self) -> list[dict]:
+        return [o.state_dict() for o in self.optimisers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for o, state in zip(self.optimisers, states, strict=True):
+            o.load_state_dict(state)
+
+
 class Scheduled(NamedTuple):
     """One iteration's quantisation proxy and learning rate."""
 
@@ -115,15 +156,16 @@ class Trainer:
         latents = {id(theta) for theta in model.latents}
         networks = [p for p in model.parameters() if id(p) not in latents]
         # the latents' learning rate relative to the networks' (the group's "factor")
-        groups = [{"params": networks, "factor": 1.0}]
+        optimisers = [network_optimiser(networks, settings)]
         self.blocks = None
         if block_edge is None:
-            latent_group = {"params": list(model.latents)}
-            groups.insert(0, latent_group | {"factor": settings.latent_learning_rate_factor})
+            factor = settings.latent_learning_rate_factor
+            latent_group = {"params": list(model.latents), "factor": factor}
+            optimisers.insert(0, torch.optim.Adam([latent_group], lr=settings.learning_rate))
             self.noise = [torch.empty_like(theta) for theta in model.latents]
         else:
             self.blocks = BlockSteps(model, target, block_edge)
-        self.optimizer = torch.optim.Adam(groups, lr=settings.learning_rate)
+        self.optimizer = Optimisers(optimisers)
 
     def quantised_latents(self, at: Scheduled) -> list[torch.Tensor]:
         return self.proxy(self.model.scaled_latents(), at, self.noise)
