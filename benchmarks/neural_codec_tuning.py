@@ -27,6 +27,7 @@ from volinr.neural_codec.settings import CodecSettings
 from volinr.provenance import git_commit
 
 log = logging.getLogger("neural_codec_tuning")
+COMMIT = git_commit()  # the code this run imported (an editable install changes under it)
 
 TUNING_IMAGES = {
     "phantom": lambda: synthetic_head_phantom((48, 256, 256), seed=0).voxels[24],
@@ -87,7 +88,7 @@ def run(image_name: str, lam: float, overrides: dict, seed: int) -> dict:
         "decode_seconds": decode_seconds,
         "macs_per_voxel": record["macs_per_voxel"]["total"],
         "final_curve_point": record["curve"][-1],
-        "commit": git_commit(),
+        "commit": COMMIT,
     }
 
 
@@ -109,10 +110,10 @@ def jpeg2000_curve(image_name: str) -> list[tuple[float, float]]:
 def summary_table(jsonl: Path) -> str:
     """Markdown rows of every run in a JSON-lines file, in the order they ran."""
     header = [
-        "| image | lambda | settings changed | iterations | bpv | PSNR 8-bit dB | "
+        "| image | lambda | seed | settings changed | iterations | bpv | PSNR 8-bit dB | "
         "PSNR native dB | RD cost (MSE + lambda bpv) | param / latent bits | est / file "
         "payload bits | encode s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines: list[str] = []
     current = None
@@ -125,7 +126,8 @@ def summary_table(jsonl: Path) -> str:
             ) + header
         changes = ", ".join(f"{k}={v}" for k, v in r["overrides"].items() if k != "iterations")
         lines.append(
-            f"| {r['image']} | {r['lambda']:g} | {changes or '-'} | {r['iterations']} | "
+            f"| {r['image']} | {r['lambda']:g} | {r.get('seed', 0)} | {changes or '-'} | "
+            f"{r['iterations']} | "
             f"{r['bits_per_voxel']:.4f} | {r['psnr_8bit_db']:.2f} | {r['psnr_native_db']:.2f} | "
             f"{r.get('rd_cost', float('nan')):.3e} | {r['parameter_bits']} / {r['latent_bits']} "
             f"| {r['estimated_payload_bits']:.0f} / {r['payload_bits']} | "
