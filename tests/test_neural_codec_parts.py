@@ -34,12 +34,9 @@ from volinr.neural_codec.latent_coding import (
     latent_symbols,
     level_indices,
 )
-from volinr.neural_codec.model import (
-    LatentCodecModel,
-    soft_round,
-    soft_round_conditional_mean,
-)
+from volinr.neural_codec.model import LatentCodecModel
 from volinr.neural_codec.network_quantisation import quantise_network
+from volinr.neural_codec.rounding import soft_round, soft_round_conditional_mean
 from volinr.neural_codec.settings import CodecSettings
 
 # --- geometry ------------------------------------------------------------------------------

@@ -1,11 +1,10 @@
 """The overfitted latent-grid model: grids, upsampling, synthesis and the entropy model (float).
 
 One model class serves slices (2D) and volumes (3D): every operation is written for N spatial
-axes (1D convolutions along one axis at a time, or N-d convolutions), and the grids, the
-context and the kernels follow the image's dimensionality.
+axes, and the grids, the context and the kernels follow the image's dimensionality.
 
 - Latent grids: grid i has ceil(N / 2^i) samples per axis; its values y = theta * gain^i are
-  quantised to integers for coding (theta is what Adam moves).
+  quantised to integers for coding (theta is what the optimiser moves).
 - Upsampling: each grid is brought to full resolution by repeated 2x upsampling along every
   axis with one symmetric 8-tap polyphase filter (4 free taps, initialised to bicubic), coarse
   to fine: at each resolution the finer grid joins the stack as a new channel.
@@ -43,19 +42,6 @@ def bicubic_taps(a: float = -0.75) -> list[float]:
         return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
 
     return [weight(d) for d in (1.75, 0.75, 0.25, 1.25)]
-
-
-def soft_round(x: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Agustsson & Theis (2020): a differentiable rounding; identity as temperature grows."""
-    middle = torch.floor(x) + 0.5
-    return middle + torch.tanh((x - middle) / temperature) / (2 * math.tanh(0.5 / temperature))
-
-
-def soft_round_conditional_mean(x: torch.Tensor, temperature: float) -> torch.Tensor:
-    """E[X | soft_round(X) + U = x], the decoder-side half of soft rounding with noise."""
-    middle = torch.floor(x - 0.5) + 0.5
-    scaled = (x - 0.5 - middle) * (2 * math.tanh(0.5 / temperature))
-    return middle + torch.atanh(scaled.clamp(-1 + 1e-6, 1 - 1e-6)) * temperature + 0.5
 
 
 class CausalContext(torch.autograd.Function):
@@ -104,10 +90,9 @@ class LatentCodecModel(nn.Module):
         blocked: bool = False,
     ):
         """``blocked``: run the per-voxel MLPs through ``blocked`` (written-out passes that
-        keep no activations: for volumes too large for
-        autograd's memory; on a 512x512 slice it measured slower than autograd, see
-        benchmarks/results/neural_codec_speed.md). Encoder and decoder must agree on it for a
-        bitwise-equal reconstruction; both use the default."""
+        keep no activations, for volumes too large for autograd's memory; slower on a slice:
+        neural_codec_speed.md). Encoder and decoder must agree on it for a bitwise-equal
+        reconstruction; both use the default."""
         super().__init__()
         self.blocked = blocked
         if len(shape) not in (2, 3):
@@ -270,15 +255,15 @@ class LatentCodecModel(nn.Module):
                 last = i == len(pairs) - 1
                 layers.append((pair, lambda x, w=w, b=b, last=last: _layer(x, w, b, act, last)))
         if self.settings.synthesis_stabiliser:
-            # one stage: the stabiliser reads the MLP's input
+            # one stage, as the stabiliser reads the MLP's input
             def mlp_and_stabiliser(x, layers=layers):
                 out = x
                 for _, layer in layers:
                     out = layer(out)
                 return out + self.stabiliser_weight @ x
 
-            layer_names = tuple(n for layer_names, _ in layers for n in layer_names)
-            layers = [(layer_names + ("synthesis.stabiliser.weight",), mlp_and_stabiliser)]
+            read = tuple(n for stage_names, _ in layers for n in stage_names)
+            layers = [(read + ("synthesis.stabiliser.weight",), mlp_and_stabiliser)]
         stages += layers
         stages.append(((), lambda x: x.reshape(1, -1, *shape)))
         pad = (1, 1) * self.ndim

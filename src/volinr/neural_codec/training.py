@@ -47,7 +47,8 @@ from typing import NamedTuple
 import torch
 
 from volinr.neural_codec.block_training import BlockSteps
-from volinr.neural_codec.model import LatentCodecModel, soft_round, soft_round_conditional_mean
+from volinr.neural_codec.model import LatentCodecModel
+from volinr.neural_codec.rounding import soft_round, soft_round_conditional_mean
 from volinr.neural_codec.settings import CodecSettings
 
 log = logging.getLogger(__name__)
