@@ -1,6 +1,7 @@
 """The neural codec's training loop: warm-up over candidate initialisations, the best state
 kept, restarts after divergence, the flags a point's row carries, and the training device."""
 
+import copy
 import math
 
 import numpy as np
@@ -235,3 +236,26 @@ def test_the_gaussian_soft_phase_adds_noise_of_the_scheduled_deviation():
         # at a high temperature the soft round is nearly the identity: y + n
         noisy = trainer.proxy(latents, at._replace(temperature=50.0))[0]
         assert float(noisy.std()) == pytest.approx(std, rel=0.02)
+
+
+@pytest.mark.parametrize("optimiser", ["adam", "soap"])
+def test_a_kept_state_survives_the_steps_after_it_is_loaded(optimiser):
+    # a second restart goes back to the same kept state: steps taken after the first must not
+    # have changed it (an optimiser adopts the moment tensors it is loaded with)
+    settings = CodecSettings.make(iterations=20, levels=3, network_optimiser=optimiser)
+    target = _target()
+    trainer = Trainer(LatentCodecModel(target.shape, settings), target, 1e-3, settings,
+                      torch.Generator().manual_seed(0))  # fmt: skip
+    at = Scheduled("noise", 0.0, 0.0, 0.01)
+    for _ in range(12):  # past SOAP's first preconditioner update
+        trainer.step(at)
+    kept = trainer.state()
+    before = copy.deepcopy(kept[1])
+    trainer.load(kept)
+    for _ in range(3):
+        trainer.step(at)
+    for saved, now in zip(before, kept[1], strict=True):
+        for index, values in saved["state"].items():
+            for key, value in values.items():
+                if torch.is_tensor(value):
+                    assert torch.equal(value, now["state"][index][key]), (index, key)

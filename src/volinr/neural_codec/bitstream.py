@@ -200,6 +200,8 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
     if not (abs(low) < float("inf") and abs(high) < float("inf") and low <= high):
         raise r.fail(f"bad value range [{low}, {high}]")
     if flags & _FLAG_CONSTANT:
+        if flags & ~(_FLAG_3D | _FLAG_CONSTANT):
+            raise r.fail(f"a constant image with architecture flags {flags:#04x}")
         if low != high or r.position != len(data):
             raise r.fail("a constant image with a value range or trailing fields")
         return Header(shape, OUTPUT_DTYPES[dtype_code], (low, high), None)

@@ -86,7 +86,11 @@ class CodecSettings:
         integer("warmup_candidates", 1, 16)
         integer("warmup_iterations", 0, 10_000_000)
         value = self.restart_factor
-        if not isinstance(value, int | float) or not 1 < value < float("inf"):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 1 < value < float("inf")
+        ):
             problems.append(f"restart_factor must be a number above 1, got {value!r}")
         if not 1 <= len(self.synthesis_widths) <= MAX_LAYERS or not all(
             1 <= w <= MAX_WIDTH for w in self.synthesis_widths
@@ -126,7 +130,11 @@ class CodecSettings:
             "memory_gb",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 < value < float("inf"):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value < float("inf")
+            ):
                 problems.append(f"{name} must be a positive number, got {value!r}")
         for name in (
             "noise_fraction",
@@ -136,7 +144,7 @@ class CodecSettings:
             "gaussian_noise_end",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 <= value <= 1:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 problems.append(f"{name} must be in [0, 1], got {value!r}")
         if not problems and self.noise_fraction + self.soft_round_fraction > 1:
             problems.append("noise_fraction + soft_round_fraction must not exceed 1")
@@ -170,7 +178,7 @@ class CodecSettings:
         return cls.make(**data)
 
     def phase_iterations(self) -> tuple[int, int, int]:
-        """Iterations with noise, with soft rounding, and with straight-through rounding."""
+        """Iterations with noise, with soft rounding, and with hard rounding (final_rounding)."""
         noise = round(self.iterations * self.noise_fraction)
         soft = round(self.iterations * self.soft_round_fraction)
         soft = min(soft, self.iterations - noise)

@@ -12,8 +12,9 @@ in three phases (C3, Kim et al. 2024; Agustsson & Theis 2020):
 3. hard rounding, the latents moved by a straight-through gradient (``final_rounding`` ste)
    or not at all (hard: only the networks train), at a lower learning rate.
 
-Adam's learning rate follows a cosine from ``learning_rate`` to 0 over phases 1-2 and again
-from ``ste_learning_rate_factor`` x that over phase 3.
+The learning rate (of the networks' optimiser, Adam or SOAP, and the latents' Adam) follows a
+cosine from ``learning_rate`` to 0 over phases 1-2 and again from ``ste_learning_rate_factor``
+x that over phase 3.
 
 Robustness (an overfitted codec that trains badly gives a file that is silently worse):
 
@@ -84,7 +85,8 @@ class TrainingRecord:
 def network_optimiser(parameters: list[torch.Tensor], settings: CodecSettings):
     """Adam, or SOAP (Vyas et al. 2024: Adam in the eigenbasis of Shampoo's preconditioner,
     pytorch-optimizer's) with Cool-chic's settings for its networks: betas 0.95, the basis
-    renewed every 10 steps, decoupled weight decay 0.01; vectors (biases, taps) get Adam."""
+    renewed every 10 steps, decoupled weight decay 0.01 on every tensor; vectors (biases, taps)
+    get plain Adam updates. SOAP's first step only builds its preconditioner."""
     group = {"params": parameters, "factor": 1.0}
     if settings.network_optimiser == "adam":
         return torch.optim.Adam([group], lr=settings.learning_rate)
@@ -250,7 +252,9 @@ class Trainer:
 
     def load(self, state: tuple[dict, dict]) -> None:
         self.model.load_state_dict(state[0])
-        self.optimizer.load_state_dict(state[1])
+        # a copy: an optimiser adopts the tensors it is given and steps them in place, which
+        # would change the kept state that a second restart goes back to
+        self.optimizer.load_state_dict(copy.deepcopy(state[1]))
         if self.blocks is not None:
             self.blocks.latent_optimizer.release()
 
