@@ -452,9 +452,13 @@ def test_a_failed_rerun_keeps_the_earlier_complete_outputs(work, caplog, capsys,
 
 
 SLOW_WRITE = """
-import sys, time
+import signal, sys, time
 import numpy as np
 from volinr.cli import main
+
+# as when started from a terminal: a test run launched in the background of a shell without job
+# control inherits an ignored SIGINT (POSIX), and then no Ctrl-C could reach the command
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 real_save = np.save
 
