@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def main() -> None:
         POINT_COLUMNS
     ]
     record = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "points": points.to_dict("records"),
         "bd": [
             {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
