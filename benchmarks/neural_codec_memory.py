@@ -55,7 +55,8 @@ def child(stage: str, volume_path: str, file_path: str, iterations: int, memory_
 
     from volinr.neural_codec import codec
     from volinr.neural_codec.block_training import memory_plan
-    from volinr.neural_codec.model import LatentCodecModel, latent_count
+    from volinr.neural_codec.geometry import latent_count
+    from volinr.neural_codec.model import LatentCodecModel
     from volinr.neural_codec.regions import DECODING_BLOCK_EDGE
     from volinr.neural_codec.training import Trainer
 

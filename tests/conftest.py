@@ -13,9 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow/Snakefile")]
 
 
+# CI has 2 cores; keep tests from oversubscribing them. Set at import too: module-scoped
+# fixtures are built before the function-scoped one below runs, and a codec file coded with
+# two threads differs from one coded with one (a test run alone saw its fixture's bytes differ).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
-    # CI has 2 cores; keep tests from oversubscribing them.
     torch.set_num_threads(1)
 
 

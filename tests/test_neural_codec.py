@@ -77,6 +77,31 @@ def test_the_synthesis_stabiliser_is_coded_and_decoded_bitwise(shape):
         assert not torch.equal(plain, model.synthesise(latents))
 
 
+@pytest.mark.parametrize("shape", [(37, 53), (5, 17, 23)])
+def test_per_level_upsampling_filters_are_coded_and_decoded_bitwise(shape):
+    image = synthetic_head_phantom((5, *shape[-2:]), seed=2).voxels.astype(np.float32)
+    image = image[2] if len(shape) == 2 else image
+    settings = CodecSettings.make(iterations=30, levels=4, upsampling_per_level=True)
+    encoded = encode(image, None, settings, lam=1e-3, seed=0)
+    assert np.array_equal(decode(encoded.data, "per_level.vnc"), encoded.reconstruction)
+    assert encoded.record["settings"]["upsampling_per_level"] is True
+    # one filter a stage, and each stage uses its own
+    model = LatentCodecModel(image.shape, settings)
+    assert model.upsampling_taps.shape == (3, 4)
+    generator = torch.Generator().manual_seed(1)
+    latents = [torch.randn(g, generator=generator) for g in model.grid_shapes]
+    with torch.no_grad():
+        outputs = [model.upsample(latents)]
+        for level in range(3):
+            model.upsampling_taps[level] += 0.05
+            outputs.append(model.upsample(latents))
+    # raising stage l's filter changes grid l+1's channel and the coarser ones, not finer ones
+    for level in range(3):
+        before, after = outputs[level], outputs[level + 1]
+        assert torch.equal(before[0, : level + 1], after[0, : level + 1])
+        assert not torch.equal(before[0, level + 1 :], after[0, level + 1 :])
+
+
 def test_estimated_bits_match_the_file(slice_2d, volume_3d):
     for _, encoded in (slice_2d, volume_3d):
         bits = encoded.record["bits"]
@@ -223,11 +248,17 @@ def test_bad_arguments_are_refused(kwargs, message):
         ("learning_rate", -1.0),
         ("iterations", 2.5),
         ("context_coarser", "yes"),
+        ("upsampling_per_level", 1),
     ],
 )
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=f"invalid neural codec settings: {field}"):
         CodecSettings.make(**{field: value})
+
+
+def test_per_level_filters_need_learned_upsampling():
+    with pytest.raises(ValueError, match="upsampling_per_level needs learned_upsampling"):
+        CodecSettings.make(learned_upsampling=False, upsampling_per_level=True)
 
 
 def test_settings_round_trip_through_a_dict():
@@ -246,3 +277,15 @@ def test_a_constant_image_header_with_architecture_flags_is_refused():
     crafted[-4:] = zlib.crc32(bytes(crafted[:-4])).to_bytes(4, "little")
     with pytest.raises(InputError, match="flat.vnc: header: a constant image with architecture"):
         decode(bytes(crafted), "flat.vnc")
+
+
+def test_a_header_with_per_level_filters_but_fixed_upsampling_is_refused():
+    data = encode(ct_slice(), None, CodecSettings.make(iterations=2, learned_upsampling=False),
+                  lam=1e-3).data  # fmt: skip
+    header, _ = unframe(data, "x")
+    start = data.index(header)
+    crafted = bytearray(data)
+    crafted[start] |= 1 << 6  # per-level filters, with the learned-upsampling flag off
+    crafted[-4:] = zlib.crc32(bytes(crafted[:-4])).to_bytes(4, "little")
+    with pytest.raises(InputError, match="x.vnc: header: per-level upsampling filters without"):
+        decode(bytes(crafted), "x.vnc")

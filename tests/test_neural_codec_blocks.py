@@ -18,7 +18,8 @@ from volinr.neural_codec.block_training import (
     BoxAdam,
     memory_plan,
 )
-from volinr.neural_codec.model import LatentCodecModel, latent_count
+from volinr.neural_codec.geometry import latent_count
+from volinr.neural_codec.model import LatentCodecModel
 from volinr.neural_codec.settings import CodecSettings
 
 CASES = [((37, 45), 8), ((37, 45), 16), ((13, 21, 19), 5), ((13, 21, 19), 7)]
@@ -37,9 +38,13 @@ def _latents(model):
     return [torch.round(torch.randn(g) * 3) for g in model.grid_shapes]
 
 
-@pytest.mark.parametrize(("shape", "edge"), CASES)
-def test_blocks_give_the_whole_synthesis_and_its_bits(shape, edge):
-    model = _model(shape)
+@pytest.mark.parametrize(("shape", "edge", "changes"), [
+    *[(shape, edge, {}) for shape, edge in CASES],
+    ((37, 45), 8, {"upsampling_per_level": True}),
+    ((13, 21, 19), 5, {"upsampling_per_level": True}),
+])  # fmt: skip
+def test_blocks_give_the_whole_synthesis_and_its_bits(shape, edge, changes):
+    model = _model(shape, **changes)
     latents = _latents(model)
     with torch.no_grad():
         whole = model.synthesise(latents)

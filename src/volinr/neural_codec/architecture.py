@@ -19,6 +19,7 @@ def architecture_of(settings: CodecSettings) -> Architecture:
         settings.learned_upsampling,
         settings.activation,
         settings.synthesis_stabiliser,
+        settings.upsampling_per_level,
     )
 
 
@@ -36,6 +37,7 @@ def settings_of(architecture: Architecture) -> CodecSettings:
         arm_width=a.arm_width,
         learned_upsampling=a.learned_upsampling,
         synthesis_stabiliser=a.synthesis_stabiliser,
+        upsampling_per_level=a.upsampling_per_level,
     )
 
 

@@ -60,9 +60,15 @@ MAX_VOXELS = 1 << 27  # and most voxels (a 512x512x463 CT has 2^26.9): bounds wh
 MAX_LENGTH = 1 << 34  # largest header or payload length field (5 varint bytes)
 _PREFIX = struct.Struct("<8sH")
 _RANGE = struct.Struct("<2f")
-_FLAG_3D, _FLAG_CONSTANT, _FLAG_COARSER, _FLAG_LEARNED, _FLAG_GELU, _FLAG_STABILISER = (
-    1 << i for i in range(6)
-)
+(
+    _FLAG_3D,
+    _FLAG_CONSTANT,
+    _FLAG_COARSER,
+    _FLAG_LEARNED,
+    _FLAG_GELU,
+    _FLAG_STABILISER,
+    _FLAG_PER_LEVEL,
+) = (1 << i for i in range(7))
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Architecture:
     learned_upsampling: bool
     activation: str
     synthesis_stabiliser: bool = False
+    upsampling_per_level: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,7 @@ def pack_header(header: Header) -> bytes:
         flags |= _FLAG_LEARNED if a.learned_upsampling else 0
         flags |= _FLAG_GELU if a.activation == "gelu" else 0
         flags |= _FLAG_STABILISER if a.synthesis_stabiliser else 0
+        flags |= _FLAG_PER_LEVEL if a.upsampling_per_level else 0
     out = bytearray([flags, OUTPUT_DTYPES.index(header.output_dtype)])
     for n in header.shape:
         out += write_varint(n)
@@ -182,7 +190,7 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
     tensors that architecture has."""
     r = _Reader(data, source, "header")
     flags = r.byte()
-    if flags >> 6:
+    if flags >> 7:
         raise r.fail(f"unknown flags {flags:#04x}")
     dtype_code = r.byte()
     if dtype_code >= len(OUTPUT_DTYPES):
@@ -207,6 +215,8 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
         return Header(shape, OUTPUT_DTYPES[dtype_code], (low, high), None)
     if low == high:
         raise r.fail("an empty value range for a non-constant image")
+    if flags & _FLAG_PER_LEVEL and not flags & _FLAG_LEARNED:
+        raise r.fail("per-level upsampling filters without learned upsampling")
     levels, context_size, arm_layers, arm_width = r.take(4)
     residual_channels, residual_layers, hidden = r.take(3)
     widths = tuple(r.take(hidden))
@@ -234,6 +244,7 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
         bool(flags & _FLAG_LEARNED),
         "gelu" if flags & _FLAG_GELU else "relu",
         bool(flags & _FLAG_STABILISER),
+        bool(flags & _FLAG_PER_LEVEL),
     )
     tensors = []
     for _ in range(tensor_count(architecture, ndim)):

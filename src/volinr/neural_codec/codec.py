@@ -42,6 +42,7 @@ from volinr.neural_codec.bitstream import (
     words_to_payload,
 )
 from volinr.neural_codec.block_training import memory_plan
+from volinr.neural_codec.geometry import latent_count
 from volinr.neural_codec.latent_coding import (
     IntegerEntropyModel,
     IntegerLayer,
@@ -52,7 +53,7 @@ from volinr.neural_codec.latent_coding import (
     latent_symbols,
     level_indices,
 )
-from volinr.neural_codec.model import LatentCodecModel, latent_count
+from volinr.neural_codec.model import LatentCodecModel
 from volinr.neural_codec.network_quantisation import measured_mse, quantise_network
 from volinr.neural_codec.parameter_coding import (
     QuantisedParameter,

@@ -150,3 +150,8 @@ def kernel_layout(offsets: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, np.
     # A convolution (cross-correlation) with the kernel anchored at pad_before reads x[p + o].
     index = np.ravel_multi_index(tuple((offsets + pad_before).T), kernel)
     return kernel, index, np.stack([pad_before, pad_after], axis=1)
+
+
+def latent_count(shape: tuple[int, ...], levels: int) -> int:
+    """Latents of all grids of an image of ``shape``."""
+    return int(sum(math.prod(g) for g in level_shapes(tuple(shape), levels)))

@@ -6,8 +6,9 @@ axes, and the grids, the context and the kernels follow the image's dimensionali
 - Latent grids: grid i has ceil(N / 2^i) samples per axis; its values y = theta * gain^i are
   quantised to integers for coding (theta is what the optimiser moves).
 - Upsampling: each grid is brought to full resolution by repeated 2x upsampling along every
-  axis with one symmetric 8-tap polyphase filter (4 free taps, initialised to bicubic), coarse
-  to fine: at each resolution the finer grid joins the stack as a new channel.
+  axis with a symmetric 8-tap polyphase filter (4 free taps, initialised to bicubic; one for
+  all stages, or one a stage with ``upsampling_per_level``), coarse to fine: at each
+  resolution the finer grid joins the stack as a new channel.
 - Synthesis: 1x1 layers (matrices over the channel axis) down to ``residual_channels`` (plus,
   with ``synthesis_stabiliser``, a linear map of the grids to those channels), then
   residual 3x3 (3x3x3) convolutions, then a 1x1 layer to one channel, clamped to [0, 1]
@@ -106,6 +107,8 @@ class LatentCodecModel(nn.Module):
             [nn.Parameter(torch.zeros(grid)) for grid in self.grid_shapes]
         )
         taps = torch.tensor(bicubic_taps())
+        if settings.upsampling_per_level:  # row l brings the stack to grid l's resolution
+            taps = taps.repeat(max(len(self.grid_shapes) - 1, 1), 1)
         if settings.learned_upsampling:
             self.upsampling_taps = nn.Parameter(taps)
         else:
@@ -193,23 +196,22 @@ class LatentCodecModel(nn.Module):
 
     # --- upsampling and synthesis ------------------------------------------------------------
 
-    def _upsample_axis(self, x: torch.Tensor, axis: int, length: int) -> torch.Tensor:
-        """2x polyphase upsampling of x (1, C, *S) along spatial ``axis``, cropped to length.
+    def _upsample_axis(self, x: torch.Tensor, axis: int, length: int, level: int) -> torch.Tensor:
+        """2x polyphase upsampling of x (1, C, *S) along spatial ``axis``, cropped to length,
+        to grid ``level``'s resolution (which picks the filter when there is one a level).
 
         Output samples 2k and 2k + 1 are the even and odd 4-tap phases over x[k-2 .. k+2]
-        (edges replicated): a (.., n, 5) window view times a (5, 2) matrix, which is several
-        times faster on a CPU than a 1D convolution over every row (measured, fwd + bwd).
-        """
+        (edges replicated): a (.., n, 5) window view times a (5, 2) matrix, several times
+        faster on a CPU than a 1D convolution over every row (measured, fwd + bwd)."""
         taps = self.upsampling_taps
+        taps = taps[level] if taps.ndim == 2 else taps
         zero = taps.new_zeros(1)
         kernel = torch.stack([torch.cat([taps, zero]), torch.cat([zero, taps.flip(0)])], dim=1)
         dim = 2 + axis
         n = x.shape[dim]
         padded = torch.cat([x.narrow(dim, 0, 1)] * 2 + [x] + [x.narrow(dim, n - 1, 1)] * 2, dim)
-        phases = padded.unfold(dim, 5, 1) @ kernel  # (..., n, ..., 2)
-        phases = phases.movedim(-1, dim + 1)
-        shape = list(x.shape)
-        shape[dim] = 2 * n
+        phases = (padded.unfold(dim, 5, 1) @ kernel).movedim(-1, dim + 1)  # (.., n, 2, ..)
+        shape = [*x.shape[:dim], 2 * n, *x.shape[dim + 1 :]]
         return phases.reshape(shape).narrow(dim, 0, length)
 
     def upsample(self, latents: list[torch.Tensor]) -> torch.Tensor:
@@ -217,7 +219,7 @@ class LatentCodecModel(nn.Module):
         stack = latents[-1][None, None]
         for level in range(len(latents) - 2, -1, -1):
             for axis, length in enumerate(self.grid_shapes[level]):
-                stack = self._upsample_axis(stack, axis, length)
+                stack = self._upsample_axis(stack, axis, length, level)
             stack = torch.cat([latents[level][None, None], stack], dim=1)
         return stack
 
@@ -394,7 +396,3 @@ class LatentCodecModel(nn.Module):
             "entropy_model": entropy,
             "total": upsampling / voxels + synthesis + entropy,
         }
-
-
-def latent_count(shape: tuple[int, ...], levels: int) -> int:
-    return int(sum(np.prod(g) for g in level_shapes(tuple(shape), levels)))

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from volinr.neural_codec.geometry import latent_count
 from volinr.neural_codec.laplace import laplace_bits
-from volinr.neural_codec.model import CausalContext, LatentCodecModel, latent_count
+from volinr.neural_codec.model import CausalContext, LatentCodecModel
 
 UPSAMPLING_REACH = 2  # coarser samples read on each side by a 2x upsampling output
 
@@ -148,7 +149,7 @@ def _upsample_region(model: LatentCodecModel, crops: list[torch.Tensor], plan: B
     for level in range(len(sources) - 2, -1, -1):
         wanted = plan.synthesis[level]
         for axis in range(len(wanted.start)):
-            up = model._upsample_axis(stack, axis, 2 * stack.shape[2 + axis])
+            up = model._upsample_axis(stack, axis, 2 * stack.shape[2 + axis], level)
             offset = wanted.start[axis] - 2 * held.start[axis]
             stack = up.narrow(2 + axis, offset, wanted.shape[axis])
         stack = torch.cat([sources[level][None, None], stack], dim=1)

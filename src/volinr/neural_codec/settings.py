@@ -39,6 +39,7 @@ class CodecSettings:
     arm_layers: int
     arm_width: int
     learned_upsampling: bool
+    upsampling_per_level: bool
     synthesis_stabiliser: bool
     # --- training (encoder only) ---
     iterations: int
@@ -116,11 +117,14 @@ class CodecSettings:
         for name in (
             "context_coarser",
             "learned_upsampling",
+            "upsampling_per_level",
             "synthesis_stabiliser",
             "warmup_distortion_only",
         ):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.upsampling_per_level is True and self.learned_upsampling is False:
+            problems.append("upsampling_per_level needs learned_upsampling: true")
         for name in (
             "learning_rate",
             "soft_round_start",
