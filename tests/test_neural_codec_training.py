@@ -2,7 +2,9 @@
 kept, restarts after divergence, the flags a point's row carries, and the training device."""
 
 import copy
+import gc
 import math
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -259,3 +261,33 @@ def test_a_kept_state_survives_the_steps_after_it_is_loaded(optimiser):
             for key, value in values.items():
                 if torch.is_tensor(value):
                     assert torch.equal(value, now["state"][index][key]), (index, key)
+
+
+@pytest.mark.parametrize("block_edge", [None, 8])
+def test_training_keeps_one_copy_of_the_state_at_a_time(monkeypatch, block_edge):
+    # a volume's copy is as large as its latents: the state at the start and each superseded
+    # best state must be gone before the next copy is taken
+    settings = CodecSettings.make(iterations=30, log_every=5, levels=3, warmup_candidates=1,
+                                  noise_fraction=0.0, soft_round_fraction=1.0)  # fmt: skip
+    losses = iter([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])  # a new best at every sample
+    monkeypatch.setattr(Trainer, "exact_loss", lambda self: next(losses))
+    copies, alive = [0], weakref.WeakSet()
+    original = Trainer.state
+
+    class Kept(list):  # a list, so that it can be weakly referenced
+        __hash__ = object.__hash__
+
+    def state(self):
+        gc.collect()
+        assert not alive, "a kept copy was still held when another was taken"
+        kept = Kept(original(self))
+        alive.add(kept)
+        copies[0] += 1
+        return kept
+
+    monkeypatch.setattr(Trainer, "state", state)
+    target = _target()
+    trainer = Trainer(LatentCodecModel(target.shape, settings), target, 1e-3, settings,
+                      torch.Generator().manual_seed(0), block_edge)  # fmt: skip
+    trainer.run()
+    assert copies[0] == 7  # the start, then the six bests

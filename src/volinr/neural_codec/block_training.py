@@ -43,8 +43,9 @@ STEP_BYTES_PER_VOXEL = {2: 1900, 3: 1800}
 # Samples a region adds to a block's edge: the synthesis's margin on both sides (the residual
 # stage's, the upsampling's) and the context window's, rounded up.
 REGION_MARGIN = 8
-# Bytes per latent kept all run: value, Adam's two moments, and the best state's copy of the
-# value (the warm-up: the running candidate's three and the kept one's value).
+# Bytes per latent kept all run: value, Adam's two moments, and one kept copy of the value
+# (the state at the start until there is a best state, then the best: ``Trainer.run`` holds
+# one at a time; the warm-up: the running candidate's three and the kept one's value).
 BYTES_PER_LATENT = 4 * 4
 # What the process holds besides (torch, numpy and the interpreter), measured and rounded up.
 RUNTIME_BYTES = 500_000_000

@@ -294,6 +294,8 @@ class Trainer:
                 record.final_rounded_loss = rounded
                 diverged = best_state is not None and not rounded <= s.restart_factor * best_loss
                 if not diverged and rounded < best_loss:
+                    # one copy at a time (a volume's copy is GBs): the old ones go first
+                    initial = best_state = None
                     best_loss, best_state = rounded, self.state()
             if diverged:
                 self.load(best_state or initial)
