@@ -140,7 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", choices=sorted(TUNING_IMAGES))
     parser.add_argument("--lam", type=float, nargs="+")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--round", default="", help="the round's description, kept with the row")
     parser.add_argument("--threads", type=int, default=1)
