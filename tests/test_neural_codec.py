@@ -58,19 +58,26 @@ def test_volume_round_trip_is_bitwise(volume_3d):
     assert encoded.record["macs_per_voxel"]["total"] > 0
 
 
-@pytest.mark.parametrize("shape", [(37, 53), (5, 17, 23)])
-def test_the_synthesis_stabiliser_is_coded_and_decoded_bitwise(shape):
-    image = synthetic_head_phantom((5, *shape[-2:]), seed=1).voxels.astype(np.float32)
+def _round_trip_with(shape, seed, **option):
+    """A phantom slice or volume coded with a non-default architecture ``option``: the
+    decoder rebuilds that architecture from the file; returns the model and some latents."""
+    image = synthetic_head_phantom((5, *shape[-2:]), seed=seed).voxels.astype(np.float32)
     image = image[2] if len(shape) == 2 else image
-    settings = CodecSettings.make(iterations=30, levels=4, synthesis_stabiliser=True)
+    settings = CodecSettings.make(iterations=30, levels=4, **option)
     encoded = encode(image, None, settings, lam=1e-3, seed=0)
-    assert np.array_equal(decode(encoded.data, "stabilised.vnc"), encoded.reconstruction)
-    assert encoded.record["settings"]["synthesis_stabiliser"] is True
-    # the file holds the stabiliser, and the synthesis uses it
-    assert "synthesis.stabiliser.weight" in encoded.record["parameter_exponents"]
+    assert np.array_equal(decode(encoded.data, "option.vnc"), encoded.reconstruction)
+    assert all(encoded.record["settings"][name] == value for name, value in option.items())
     model = LatentCodecModel(image.shape, settings)
     generator = torch.Generator().manual_seed(1)
     latents = [torch.randn(g, generator=generator) for g in model.grid_shapes]
+    return encoded, model, latents
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (5, 17, 23)])
+def test_the_synthesis_stabiliser_is_coded_and_decoded_bitwise(shape):
+    encoded, model, latents = _round_trip_with(shape, 1, synthesis_stabiliser=True)
+    # the file holds the stabiliser, and the synthesis uses it
+    assert "synthesis.stabiliser.weight" in encoded.record["parameter_exponents"]
     with torch.no_grad():
         plain = model.synthesise(latents)
         model.stabiliser_weight.fill_(0.1)
@@ -79,17 +86,9 @@ def test_the_synthesis_stabiliser_is_coded_and_decoded_bitwise(shape):
 
 @pytest.mark.parametrize("shape", [(37, 53), (5, 17, 23)])
 def test_per_level_upsampling_filters_are_coded_and_decoded_bitwise(shape):
-    image = synthetic_head_phantom((5, *shape[-2:]), seed=2).voxels.astype(np.float32)
-    image = image[2] if len(shape) == 2 else image
-    settings = CodecSettings.make(iterations=30, levels=4, upsampling_per_level=True)
-    encoded = encode(image, None, settings, lam=1e-3, seed=0)
-    assert np.array_equal(decode(encoded.data, "per_level.vnc"), encoded.reconstruction)
-    assert encoded.record["settings"]["upsampling_per_level"] is True
+    _, model, latents = _round_trip_with(shape, 2, upsampling_per_level=True)
     # one filter a stage, and each stage uses its own
-    model = LatentCodecModel(image.shape, settings)
     assert model.upsampling_taps.shape == (3, 4)
-    generator = torch.Generator().manual_seed(1)
-    latents = [torch.randn(g, generator=generator) for g in model.grid_shapes]
     with torch.no_grad():
         outputs = [model.upsample(latents)]
         for level in range(3):
