@@ -101,7 +101,41 @@ def against_siren(rd: pd.DataFrame, ours: pd.DataFrame) -> list[str]:
     ]
 
 
-def summary(tables: Path, rows: list[Path], title: str, how: str) -> str:
+def loss_curves_figure(rows: list[Path], out: Path) -> None:
+    """Each point's training curve (the step's loss and, from the soft phase on, the loss
+    with hard-rounded latents, the one that picks the coded state), one panel a method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    frames = []
+    for path in rows:
+        point = json.loads(path.read_text())["rows"][0]
+        curve = pd.DataFrame(point["training_curve"], columns=["iteration", "step", "rounded"])
+        curve = curve.melt("iteration", var_name="loss", value_name="value").dropna()
+        frames.append(curve.assign(method=point["method"], setting=f"lambda {point['lambda']:g}"))
+    data = pd.concat(frames, ignore_index=True)
+    grid = sns.relplot(data=data, x="iteration", y="value", hue="setting", style="loss",
+                       col="method", kind="line", height=3.2, aspect=1.4, lw=0.9)  # fmt: skip
+    grid.set(yscale="log", ylabel="MSE + lambda x bits per voxel")
+    grid.savefig(out, dpi=110)
+    plt.close(grid.figure)
+
+
+def curves_section(curves: str) -> list[str]:
+    return [
+        "## Training curves",
+        "",
+        f"![loss curves]({curves}): each point's loss at its sampled iterations (solid: the "
+        "step's, on the noisy or soft-rounded latents; dashed: with hard-rounded latents, from "
+        "the soft phase on; the best dashed value's state is the one coded).",
+        "",
+    ]
+
+
+def summary(tables: Path, rows: list[Path], title: str, how: str, curves: str = "") -> str:
     rd = pd.read_csv(tables / "table_rate_distortion.csv")
     bd = pd.read_csv(tables / "table_bd_rate.csv")
     best = pd.read_csv(tables / "table_vs_best_anchor.csv")
@@ -154,6 +188,7 @@ def summary(tables: Path, rows: list[Path], title: str, how: str) -> str:
             "",
             bd_ours.to_markdown(index=False, floatfmt=".4g"),
             "",
+            *(curves_section(curves) if curves else []),
         ]
     )
 
@@ -166,8 +201,10 @@ def summarise_run(args) -> None:
         f"The neural codec's rows of a workflow run (`{args.command}`), with the run's "
         "rate-distortion tables."
     )
-    args.out.write_text(summary(results / "tables", rows, args.title, how))
-    log.info("wrote %s", args.out)
+    curves = args.out.with_name(args.out.stem + "_loss_curves.png")
+    loss_curves_figure(rows, curves)
+    args.out.write_text(summary(results / "tables", rows, args.title, how, curves.name))
+    log.info("wrote %s and %s", args.out, curves)
 
 
 def main() -> None:
@@ -227,7 +264,9 @@ def main() -> None:
         "the lambdas in parallel on the shared 2-core CPU."
     )
     title = "Neural codec on the embedded slice (693_UNCR, 512x512)"
-    args.out.write_text(summary(tables, rows, title, how))
+    curves = args.out.with_name(args.out.stem + "_loss_curves.png")
+    loss_curves_figure(rows, curves)
+    args.out.write_text(summary(tables, rows, title, how, curves.name))
     log.info("wrote %s", args.out)
 
 
