@@ -1,7 +1,7 @@
 import pytest
 
 from volinr.errors import InputError
-from volinr.tools.readme import markers, splice_into_readme
+from volinr.tools.readme import markers, rebase_links, splice_into_readme
 
 
 def test_generated_sections_replace_only_their_own_text(tmp_path):
@@ -26,3 +26,17 @@ def test_the_readme_has_both_generated_sections():
     text = (ROOT / "README.md").read_text()
     for section in ("results", "performance"):
         assert all(marker in text for marker in markers(section))
+
+
+def test_spliced_markdown_keeps_its_figures_and_links(tmp_path):
+    text = (
+        "![curves](sweep_curves.png) and [a table](sweep/table.md), "
+        "[the web](https://example.org/x.png), [here](#points), [root](/etc/x.md)"
+    )
+    source = tmp_path / "benchmarks" / "results" / "sweep.md"
+    rebased = rebase_links(text, source, tmp_path / "README.md")
+    assert rebased == (
+        "![curves](benchmarks/results/sweep_curves.png) and "
+        "[a table](benchmarks/results/sweep/table.md), "
+        "[the web](https://example.org/x.png), [here](#points), [root](/etc/x.md)"
+    )

@@ -99,17 +99,22 @@ def run_readme(args) -> None:
     """The README's generated sections: the run's summary (its Markdown without the provenance
     footer) and each benchmark's Markdown under its file name, in the order given."""
     from volinr.provenance import FOOTER_PREFIX
-    from volinr.tools.readme import splice_sections
+    from volinr.tools.readme import rebase_links, splice_sections
 
     def without_footer(path: str) -> str:
-        return Path(path).read_text().split(f"\n{FOOTER_PREFIX}")[0].rstrip()
+        text = Path(path).read_text().split(f"\n{FOOTER_PREFIX}")[0].rstrip()
+        return rebase_links(text, Path(path), Path(args.readme))
 
     sections = {"results": without_footer(args.summary)}
     if args.suite_summary:
         sections["suite_results"] = without_footer(args.suite_summary)
     for name, paths in (("performance", args.benchmark), ("inr_codecs", args.codec_results)):
         if paths:
-            parts = [f"### `{Path(path).name}`\n\n{Path(path).read_text()}" for path in paths]
+            parts = [
+                f"### `{Path(path).name}`\n\n"
+                + rebase_links(Path(path).read_text(), Path(path), Path(args.readme))
+                for path in paths
+            ]
             sections[name] = "\n".join(parts)
     splice_sections(Path(args.readme), sections)
 
