@@ -233,8 +233,7 @@ def encode(
         return Encoded(data, reconstruction, record)
 
     target = torch.from_numpy(normalised_float32(array, low, high))
-    output_bias = float(target.mean())
-    target = target.to(device)
+    output_bias, target = float(target.mean()), target.to(device)
     block_edge = memory_plan(
         shape, latent_count(shape, settings.levels), array.dtype.itemsize, settings.memory_gb
     )
