@@ -168,7 +168,7 @@ def test_the_encoders_symbols_do_not_depend_on_its_chunks(monkeypatch):
         for a, b in zip(widths[:-1], widths[1:], strict=True)
     ]
     arm = latent_coding.IntegerEntropyModel(layers, s.context_size)
-    indices = latent_coding.level_indices(model.grid_shapes, model.context_offsets, True)
+    indices = latent_coding.level_indices(model.grid_shapes, model.context_offsets, 1)
     whole = latent_coding.latent_symbols(grids, indices, arm)
     monkeypatch.setattr(latent_coding, "CHUNK_LATENTS", 37)
     chunked = latent_coding.latent_symbols(grids, indices, arm)

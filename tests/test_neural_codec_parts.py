@@ -244,7 +244,7 @@ def test_integer_entropy_model_follows_the_float_one():
     parameters = quantise_network(model, latents, target, lam=1e-3)
     arm = integer_entropy_model(parameters, settings)
     grids = [g.numpy().astype(np.int64) for g in latents]
-    indices = level_indices(model.grid_shapes, model.context_offsets, True)
+    indices = level_indices(model.grid_shapes, model.context_offsets, 1)
     rows, deltas = latent_symbols(grids, indices, arm)
     for level, index in enumerate(indices):
         mu, log_scale = model.laplace_parameters(latents, level)

@@ -20,6 +20,7 @@ def architecture_of(settings: CodecSettings) -> Architecture:
         settings.activation,
         settings.synthesis_stabiliser,
         settings.upsampling_per_level,
+        settings.context_coarser_levels,
     )
 
 
@@ -38,6 +39,7 @@ def settings_of(architecture: Architecture) -> CodecSettings:
         learned_upsampling=a.learned_upsampling,
         synthesis_stabiliser=a.synthesis_stabiliser,
         upsampling_per_level=a.upsampling_per_level,
+        context_coarser_levels=a.context_coarser_levels,
     )
 
 

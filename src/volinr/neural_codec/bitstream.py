@@ -18,13 +18,16 @@ be and there is no JSON. Byte layout (integers little-endian; "varint" is unsign
 Header::
 
     1 byte   flags: bit 0 = 3D, bit 1 = constant image, bit 2 = coarser context,
-             bit 3 = learned upsampling, bit 4 = GELU (else ReLU)
+             bit 3 = learned upsampling, bit 4 = GELU (else ReLU), bit 5 = synthesis
+             stabiliser, bit 6 = per-level upsampling filters, bit 7 = the coarser context
+             reads several coarser grids
     1 byte   output dtype code (OUTPUT_DTYPES)
     varints  shape, one per axis
     2 x f32  value range: min, max of the input (the normalisation is (v - min) / (max - min))
     -- absent for a constant image: --
     6 bytes  levels, context_size, arm_layers, arm_width, residual_channels, residual_layers
     1 + n    number of synthesis 1x1 hidden layers, then their widths
+    1 byte   -- only with flag bit 7: -- coarser grids the context reads (2 .. MAX_LEVELS - 1)
     per coded tensor, in the model's order: 2 bytes = exponent e (5 bits, step 2^-e),
              scale index (6 bits), k (4 bits, integers within +-(2^k - 1); 0 = all zero)
     varint   half-width A of the latent symbols (d = y - round(mu) in [-A, A])
@@ -68,7 +71,8 @@ _RANGE = struct.Struct("<2f")
     _FLAG_GELU,
     _FLAG_STABILISER,
     _FLAG_PER_LEVEL,
-) = (1 << i for i in range(7))
+    _FLAG_COARSER_LEVELS,
+) = (1 << i for i in range(8))
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class Architecture:
     activation: str
     synthesis_stabiliser: bool = False
     upsampling_per_level: bool = False
+    context_coarser_levels: int = 1
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,8 @@ def pack_header(header: Header) -> bytes:
         flags |= _FLAG_GELU if a.activation == "gelu" else 0
         flags |= _FLAG_STABILISER if a.synthesis_stabiliser else 0
         flags |= _FLAG_PER_LEVEL if a.upsampling_per_level else 0
+        several = a.context_coarser and a.context_coarser_levels > 1
+        flags |= _FLAG_COARSER_LEVELS if several else 0
     out = bytearray([flags, OUTPUT_DTYPES.index(header.output_dtype)])
     for n in header.shape:
         out += write_varint(n)
@@ -178,6 +185,8 @@ def pack_header(header: Header) -> bytes:
     out += bytes([a.levels, a.context_size, a.arm_layers, a.arm_width])
     out += bytes([a.residual_channels, a.residual_layers, len(a.synthesis_widths)])
     out += bytes(a.synthesis_widths)
+    if several:
+        out += bytes([a.context_coarser_levels])
     for t in header.tensors:
         packed = t.exponent | t.scale_index << 5 | t.width_bits << 11
         out += packed.to_bytes(2, "little")
@@ -189,9 +198,7 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
     """Parse and check a header; ``tensor_count(architecture, ndim)`` says how many coded
     tensors that architecture has."""
     r = _Reader(data, source, "header")
-    flags = r.byte()
-    if flags >> 7:
-        raise r.fail(f"unknown flags {flags:#04x}")
+    flags = r.byte()  # all eight bits have a meaning
     dtype_code = r.byte()
     if dtype_code >= len(OUTPUT_DTYPES):
         raise r.fail(f"unknown output dtype code {dtype_code}")
@@ -217,9 +224,12 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
         raise r.fail("an empty value range for a non-constant image")
     if flags & _FLAG_PER_LEVEL and not flags & _FLAG_LEARNED:
         raise r.fail("per-level upsampling filters without learned upsampling")
+    if flags & _FLAG_COARSER_LEVELS and not flags & _FLAG_COARSER:
+        raise r.fail("several coarser grids read without the coarser context")
     levels, context_size, arm_layers, arm_width = r.take(4)
     residual_channels, residual_layers, hidden = r.take(3)
     widths = tuple(r.take(hidden))
+    coarser_levels = r.byte() if flags & _FLAG_COARSER_LEVELS else 1
     limits = [
         ("levels", levels, 1, MAX_LEVELS),
         ("context size", context_size, 0, MAX_CONTEXT_SIZE),
@@ -229,6 +239,8 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
         ("residual layers", residual_layers, 0, MAX_LAYERS),
         ("synthesis layers", hidden, 1, MAX_LAYERS),
     ] + [("synthesis width", w, 1, MAX_WIDTH) for w in widths]
+    if flags & _FLAG_COARSER_LEVELS:  # 1 is written as the flag off: one form per file
+        limits.append(("coarser grids read", coarser_levels, 2, MAX_LEVELS - 1))
     for what, value, low_limit, high_limit in limits:
         if not low_limit <= value <= high_limit:
             raise r.fail(f"{what} {value} outside [{low_limit}, {high_limit}]")
@@ -245,6 +257,7 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
         "gelu" if flags & _FLAG_GELU else "relu",
         bool(flags & _FLAG_STABILISER),
         bool(flags & _FLAG_PER_LEVEL),
+        coarser_levels,
     )
     tensors = []
     for _ in range(tensor_count(architecture, ndim)):

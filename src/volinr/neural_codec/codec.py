@@ -353,7 +353,7 @@ def _code(grids, parameters, model: LatentCodecModel) -> tuple[bytes, int, int, 
     the parameters' coded bits, all coded bits. Its tables and symbols are freed on return."""
     settings = model.settings
     arm = integer_entropy_model(parameters, settings)
-    indices = level_indices(model.grid_shapes, model.context_offsets, settings.context_coarser)
+    indices = level_indices(model.grid_shapes, model.context_offsets, settings.coarser_levels())
     rows, deltas = latent_symbols(grids, indices, arm)
     width = half_width(deltas)
     encoder = constriction.stream.queue.RangeEncoder()
@@ -389,7 +389,7 @@ def decode(data: bytes, source: str) -> np.ndarray:
             coding = (t.exponent, t.scale_index, t.width_bits)
             parameters.append(decode_parameter(decoder, name, shape, *coding))
         arm = integer_entropy_model(parameters, settings)
-        indices = level_indices(model.grid_shapes, model.context_offsets, settings.context_coarser)
+        indices = level_indices(model.grid_shapes, model.context_offsets, settings.coarser_levels())
         grids = decode_latents(decoder, model.grid_shapes, indices, arm, header.latent_half_width)
     except (LatentRangeError, ValueError, RuntimeError, AssertionError) as err:
         # constriction reports a stream that contradicts the model with an AssertionError

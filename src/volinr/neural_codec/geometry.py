@@ -135,10 +135,13 @@ class LevelSchedule:
             self.padded_shape,
         )
 
-    def coarser_index(self, flat: np.ndarray, coarser_shape: tuple[int, ...]) -> np.ndarray:
-        """Flat index, in the next coarser grid, of the latent co-located with each of ``flat``."""
+    def coarser_index(
+        self, flat: np.ndarray, coarser_shape: tuple[int, ...], levels: int = 1
+    ) -> np.ndarray:
+        """Flat index, in the grid ``levels`` coarser, of the latent co-located with each of
+        ``flat`` (at floor(p / 2^levels))."""
         position = np.unravel_index(flat, self.shape)
-        return np.ravel_multi_index(tuple(p // 2 for p in position), coarser_shape)
+        return np.ravel_multi_index(tuple(p >> levels for p in position), coarser_shape)
 
 
 def kernel_layout(offsets: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:

@@ -142,7 +142,11 @@ class IntegerEntropyModel:
     def __init__(self, layers: list[IntegerLayer], context_size: int):
         self.layers = layers
         self.context_size = context_size
-        self.without_coarser = layers[0].first_columns(context_size)
+        # Grids near the coarsest read fewer coarser grids: their rows lack those columns.
+        self.first_layers = {
+            inputs: layers[0].first_columns(inputs)
+            for inputs in range(context_size, layers[0].weight.shape[1] + 1)
+        }
         bound = MAX_LATENT << ACTIVATION_BITS
         largest = 0
         for i, layer in enumerate(layers):
@@ -153,17 +157,13 @@ class IntegerEntropyModel:
         self.exact_in_float = largest < 1 << 53
 
     def __call__(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Context rows (n, context_size [+ 1 coarser value]) -> (table rows, round(mu))."""
+        """Context rows (n, context_size [+ coarser values]) -> (table rows, round(mu))."""
         # callers keep |context| <= MAX_LATENT
         if self.exact_in_float:
             x = context.astype(np.float64) * float(1 << ACTIVATION_BITS)
         else:
             x = context << ACTIVATION_BITS
-        # The coarsest grid has no coarser neighbour: its rows lack that column.
-        first = (
-            self.layers[0] if x.shape[1] == self.layers[0].weight.shape[1] else self.without_coarser
-        )
-        h = self._layer(first, x)
+        h = self._layer(self.first_layers[x.shape[1]], x)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers[1:], start=1):
             inner = np.maximum(h, 0)
@@ -208,8 +208,7 @@ class LevelIndex:
     """Where each latent of a grid, in decoding order, reads its context."""
 
     schedule: LevelSchedule
-    coarser_shape: tuple[int, ...] | None
-    use_coarser: bool
+    coarser_shapes: tuple[tuple[int, ...], ...]  # the coarser grids it reads, next one first
 
     def padded_positions(self, take: slice) -> np.ndarray:
         """Padded-grid indices of the latents ``order[take]``."""
@@ -218,20 +217,22 @@ class LevelIndex:
     def neighbours(self, padded_positions: np.ndarray) -> np.ndarray:
         return padded_positions[:, None] + self.schedule.neighbour_steps[None, :]
 
-    def coarser_positions(self, take: slice) -> np.ndarray | None:
-        if not self.use_coarser or self.coarser_shape is None:
-            return None
-        return self.schedule.coarser_index(self.schedule.order[take], self.coarser_shape)
+    def coarser_positions(self, take: slice) -> list[np.ndarray]:
+        """Per coarser grid read, the flat index of each latent's co-located value there."""
+        flat = self.schedule.order[take]
+        return [
+            self.schedule.coarser_index(flat, shape, j)
+            for j, shape in enumerate(self.coarser_shapes, start=1)
+        ]
 
 
 def level_indices(
-    grid_shapes: list[tuple[int, ...]], offsets: np.ndarray, use_coarser: bool
+    grid_shapes: list[tuple[int, ...]], offsets: np.ndarray, coarser_levels: int
 ) -> list[LevelIndex]:
+    """Each grid's index; ``coarser_levels``: how many coarser grids a grid reads (0: none)."""
     return [
         LevelIndex(
-            LevelSchedule(shape, offsets),
-            grid_shapes[i + 1] if i + 1 < len(grid_shapes) else None,
-            use_coarser,
+            LevelSchedule(shape, offsets), tuple(grid_shapes[i + 1 : i + 1 + coarser_levels])
         )
         for i, shape in enumerate(grid_shapes)
     ]
@@ -241,13 +242,12 @@ def level_indices(
 CHUNK_LATENTS = 1 << 20
 
 
-def _context(
-    index: LevelIndex, padded: np.ndarray, coarser: np.ndarray | None, take: slice
-) -> np.ndarray:
+def _context(index: LevelIndex, padded: np.ndarray, coarser: list[np.ndarray], take: slice):
     context = padded[index.neighbours(index.padded_positions(take))]
-    coarser_positions = index.coarser_positions(take)
-    if coarser_positions is not None and coarser is not None:
-        context = np.concatenate([context, coarser[coarser_positions, None]], axis=1)
+    positions = index.coarser_positions(take)
+    columns = [grid[p] for grid, p in zip(coarser, positions, strict=True)]
+    if columns:
+        context = np.concatenate([context, np.stack(columns, axis=1)], axis=1)
     return context
 
 
@@ -263,7 +263,8 @@ def latent_symbols(
         schedule = index.schedule
         padded = np.zeros(schedule.padded_shape, dtype=np.int64)
         padded[schedule.interior] = grid
-        coarser = grids[level + 1].reshape(-1) if level + 1 < len(grids) else None
+        read = len(index.coarser_shapes)
+        coarser = [grid.reshape(-1) for grid in grids[level + 1 : level + 1 + read]]
         values = grid.reshape(-1)
         rows = np.empty(values.size, np.int32)
         deltas = np.empty(values.size, np.int32)
@@ -349,21 +350,22 @@ def decode_latents(
         index = indices[level]
         schedule = index.schedule
         padded_size = int(np.prod(schedule.padded_shape))
-        # One array holds the padded grid being decoded and, after it, the coarser grid, so
-        # that one gather per step reads a latent's whole context.
-        coarser = index.coarser_shape is not None and index.use_coarser
-        if coarser:
-            values = np.concatenate([np.zeros(padded_size, np.int64), grids[level + 1].ravel()])
-        else:
-            values = np.zeros(padded_size, np.int64)
+        # One array holds the padded grid being decoded and, after it, the coarser grids it
+        # reads, so that one gather per step reads a latent's whole context.
+        read = len(index.coarser_shapes)
+        parts = [np.zeros(padded_size, np.int64)]
+        parts += [grid.ravel().astype(np.int64) for grid in grids[level + 1 : level + 1 + read]]
+        offsets = np.cumsum([0] + [part.size for part in parts])[1:-1]
+        values = np.concatenate(parts) if read else parts[0]
+        del parts
         starts = schedule.starts.tolist()
         for start, stop in zip(starts[:-1], starts[1:], strict=True):
             take = slice(start, stop)
             positions = index.padded_positions(take)
             gather = index.neighbours(positions)
-            if coarser:
-                extra = padded_size + index.coarser_positions(take)
-                gather = np.concatenate([gather, extra[:, None]], axis=1)
+            if read:
+                extra = [o + p for o, p in zip(offsets, index.coarser_positions(take), strict=True)]
+                gather = np.concatenate([gather, np.stack(extra, axis=1)], axis=1)
             rows, rounded = model(values[gather])
             decoded = unzigzag(coder.decode(decoder, rows)) + rounded
             # A file's latents lie within +-MAX_LATENT (the encoder checks); clipping here

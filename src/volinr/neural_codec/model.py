@@ -149,7 +149,7 @@ class LatentCodecModel(nn.Module):
         self.context_padding_after = tuple(
             int(v) for v in np.maximum(offsets.max(axis=0, initial=0), 0)
         )
-        inputs = settings.context_size + int(settings.context_coarser)
+        inputs = settings.context_size + settings.coarser_levels()
         arm_widths = [inputs] + [settings.arm_width] * settings.arm_layers + [2]
         self.arm_weights = nn.ParameterList()
         self.arm_biases = nn.ParameterList()
@@ -289,14 +289,23 @@ class LatentCodecModel(nn.Module):
 
     # --- entropy model -----------------------------------------------------------------------
 
+    def coarser_count(self, level: int) -> int:
+        """How many coarser grids grid ``level``'s entropy model reads (none past the coarsest)."""
+        return max(0, min(self.settings.coarser_levels(), len(self.grid_shapes) - 1 - level))
+
     def coarser_context(self, latents: list[torch.Tensor], level: int) -> torch.Tensor | None:
-        """The next coarser grid's value at floor(p / 2) for every p of grid ``level``."""
-        if not self.settings.context_coarser or level + 1 >= len(latents):
+        """(coarser_count, *grid shape): grid level + j's value at floor(p / 2^j) for every p
+        of grid ``level``, j = 1 .. coarser_count; None when it reads none."""
+        count = self.coarser_count(level)
+        if count == 0:
             return None
-        coarse = latents[level + 1]
-        for axis, length in enumerate(self.grid_shapes[level]):
-            coarse = coarse.repeat_interleave(2, dim=axis).narrow(axis, 0, length)
-        return coarse
+        rows = []
+        for j in range(1, count + 1):
+            coarse = latents[level + j]
+            for axis, length in enumerate(self.grid_shapes[level]):
+                coarse = coarse.repeat_interleave(2**j, dim=axis).narrow(axis, 0, length)
+            rows.append(coarse)
+        return torch.stack(rows)
 
     def laplace_parameters(
         self, latents: list[torch.Tensor], level: int
@@ -320,13 +329,15 @@ class LatentCodecModel(nn.Module):
         return self.with_coarser(context, self.coarser_context(latents, level))
 
     def with_coarser(self, context: torch.Tensor, coarse: torch.Tensor | None):
-        """The context rows (the coarser grid's row appended) and the weight that reads them."""
+        """The context rows (the coarser grids' rows appended) and the weight that reads them:
+        a grid near the coarsest has fewer coarser grids, and the weight columns of the
+        missing ones go unused."""
+        count = 0 if coarse is None else coarse.shape[0]
+        if count:
+            context = torch.cat([context, coarse.reshape(count, -1)])
         first = self.arm_weights[0]
-        if coarse is not None:
-            context = torch.cat([context, coarse.reshape(1, -1)])
-        elif self.settings.context_coarser:
-            # the coarsest grid has no coarser neighbour: that weight column is unused
-            first = first[:, : self.settings.context_size]
+        if first.shape[1] > context.shape[0]:
+            first = first[:, : context.shape[0]]
         return context, first
 
     def context_geometry(self, level: int):
@@ -386,10 +397,12 @@ class LatentCodecModel(nn.Module):
         synthesis += s.residual_channels * len(self.grid_shapes) * int(s.synthesis_stabiliser)
         synthesis += s.residual_layers * 3**self.ndim * s.residual_channels**2
         synthesis += s.residual_channels
-        arm_widths = [s.context_size + int(s.context_coarser)] + [s.arm_width] * s.arm_layers + [2]
-        per_latent = sum(a * b for a, b in zip(arm_widths[:-1], arm_widths[1:], strict=True))
-        latents = sum(math.prod(g) for g in self.grid_shapes)
-        entropy = per_latent * latents / voxels
+        entropy = 0.0
+        for level, grid in enumerate(self.grid_shapes):
+            arm_widths = [s.context_size + self.coarser_count(level)]
+            arm_widths += [s.arm_width] * s.arm_layers + [2]
+            pairs = zip(arm_widths[:-1], arm_widths[1:], strict=True)
+            entropy += sum(a * b for a, b in pairs) * math.prod(grid) / voxels
         return {
             "upsampling": upsampling / voxels,
             "synthesis": float(synthesis),

@@ -3,15 +3,16 @@ the block's synthesis and rate, exact.
 
 Every network of the codec has a finite reach: the 2x upsampling reads 2 coarser samples on
 either side, the residual 3x3 (3x3x3) stage one voxel a layer, the entropy model its causal
-window and the co-located coarser latent. So a block of the image with a margin gives the
-block's own output exactly, and the latents a block owns (latent p of grid i belongs to the
-block holding voxel p 2^i) with their context window give those latents' bits exactly. Sums
-over a tiling of the image are the whole image's distortion and rate (float rounding aside):
-training, evaluation and decoding of a volume then need memory for one block, not the volume.
+window and the co-located latents of the coarser grids it reads. So a block of the image
+with a margin gives the block's own output exactly, and the latents a block owns (latent p
+of grid i belongs to the block holding voxel p 2^i) with their context window give those
+latents' bits exactly. Sums over a tiling of the image are the whole image's distortion and
+rate (float rounding aside): training, evaluation and decoding of a volume then need memory
+for one block, not the volume.
 
 Each grid's crop (``BlockPlan.crops``) covers what the block's synthesis reads
 (``synthesis``), its owned latents with their context window (``context``), and, for the
-next finer grid, the coarser latents that window reads.
+finer grids, the coarser latents their windows read.
 """
 
 from __future__ import annotations
@@ -123,14 +124,16 @@ def plan_block(model: LatentCodecModel, block: Box) -> BlockPlan:
         for box, shape in zip(owned, shapes, strict=True)
     ]
     crops = [a.union(b) for a, b in zip(synthesis, context, strict=True)]
-    for level in range(1, len(shapes)):
-        crops[level] = crops[level].union(coarser_box(context[level - 1]))
+    for level in range(len(shapes)):
+        for j in range(1, model.coarser_count(level) + 1):
+            crops[level + j] = crops[level + j].union(coarser_box(context[level], j))
     return BlockPlan(block, tuple(synthesis), tuple(owned), tuple(context), tuple(crops))
 
 
-def coarser_box(box: Box) -> Box:
-    """The next coarser grid's samples at floor(p / 2) for the p of ``box``."""
-    return Box(tuple(a // 2 for a in box.start), tuple((b - 1) // 2 + 1 for b in box.stop))
+def coarser_box(box: Box, levels: int = 1) -> Box:
+    """The samples at floor(p / 2^levels), in the grid ``levels`` coarser, for the p of ``box``."""
+    step = 2**levels
+    return Box(tuple(a // step for a in box.start), tuple((b - 1) // step + 1 for b in box.stop))
 
 
 def crop_latents(latents: list[torch.Tensor], plan: BlockPlan) -> list[torch.Tensor]:
@@ -188,13 +191,15 @@ def block_bits_by_level(
         window = plan.context[level]
         values = crop[window.within(outer)]
         rows = CausalContext.apply(values, *model.context_geometry_of(values.shape))
-        coarse = None
-        if model.settings.context_coarser and level + 1 < len(crops):
-            source = coarser_box(window)
-            coarse = crops[level + 1][source.within(plan.crops[level + 1])]
+        rows_coarse = []
+        for j in range(1, model.coarser_count(level) + 1):
+            source = coarser_box(window, j)
+            coarse = crops[level + j][source.within(plan.crops[level + j])]
             for axis, (a, n) in enumerate(zip(window.start, window.shape, strict=True)):
-                offset = a - 2 * source.start[axis]
-                coarse = coarse.repeat_interleave(2, dim=axis).narrow(axis, offset, n)
+                offset = a - 2**j * source.start[axis]
+                coarse = coarse.repeat_interleave(2**j, dim=axis).narrow(axis, offset, n)
+            rows_coarse.append(coarse)
+        coarse = torch.stack(rows_coarse) if rows_coarse else None
         mu, log_scale = model.arm(*model.with_coarser(rows, coarse))
         bits = laplace_bits(values.reshape(-1), mu, log_scale).reshape(values.shape)
         levels.append(bits[plan.owned[level].within(window)].sum())

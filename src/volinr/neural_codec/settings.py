@@ -36,6 +36,7 @@ class CodecSettings:
     activation: str
     context_size: int
     context_coarser: bool
+    context_coarser_levels: int
     arm_layers: int
     arm_width: int
     learned_upsampling: bool
@@ -80,6 +81,7 @@ class CodecSettings:
         integer("residual_channels", 1, MAX_WIDTH)
         integer("residual_layers", 0, MAX_LAYERS)
         integer("context_size", 0, MAX_CONTEXT_SIZE)
+        integer("context_coarser_levels", 1, MAX_LEVELS - 1)
         integer("arm_layers", 0, MAX_LAYERS)
         integer("arm_width", 1, MAX_WIDTH)
         integer("iterations", 1, 10_000_000)
@@ -180,6 +182,10 @@ class CodecSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecSettings:
         return cls.make(**data)
+
+    def coarser_levels(self) -> int:
+        """How many coarser grids a grid's entropy model reads (fewer near the coarsest)."""
+        return self.context_coarser_levels if self.context_coarser else 0
 
     def phase_iterations(self) -> tuple[int, int, int]:
         """Iterations with noise, with soft rounding, and with hard rounding (final_rounding)."""
