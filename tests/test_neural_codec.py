@@ -101,6 +101,24 @@ def test_per_level_upsampling_filters_are_coded_and_decoded_bitwise(shape):
         assert not torch.equal(before[0, level + 1 :], after[0, level + 1 :])
 
 
+@pytest.mark.parametrize("shape", [(37, 53), (5, 17, 23)])
+def test_a_context_of_several_coarser_grids_is_coded_and_decoded_bitwise(shape):
+    encoded, model, latents = _round_trip_with(shape, 3, context_coarser_levels=2)
+    # grid i reads grids i+1 and i+2 at floor(p / 2) and floor(p / 4); fewer near the coarsest
+    assert [model.coarser_count(level) for level in range(4)] == [2, 2, 1, 0]
+    assert model.arm_weights[0].shape[1] == model.settings.context_size + 2
+    rows = model.coarser_context(latents, 0)
+    for j in (1, 2):
+        index = np.ix_(*[np.arange(n) >> j for n in model.grid_shapes[0]])
+        assert torch.equal(rows[j - 1], latents[j][index])
+    # every coarser row moves the rate (its weight columns are read)
+    with torch.no_grad():
+        model.arm_weights[0].normal_(0, 0.3)
+        bits = model.latent_bits_by_level(latents)[0]
+        model.arm_weights[0][:, -1] += 0.5
+        assert model.latent_bits_by_level(latents)[0] != bits
+
+
 def test_estimated_bits_match_the_file(slice_2d, volume_3d):
     for _, encoded in (slice_2d, volume_3d):
         bits = encoded.record["bits"]
@@ -248,6 +266,8 @@ def test_bad_arguments_are_refused(kwargs, message):
         ("iterations", 2.5),
         ("context_coarser", "yes"),
         ("upsampling_per_level", 1),
+        ("context_coarser_levels", 0),
+        ("context_coarser_levels", 12),
     ],
 )
 def test_bad_settings_are_refused(field, value):
@@ -288,3 +308,40 @@ def test_a_header_with_per_level_filters_but_fixed_upsampling_is_refused():
     crafted[-4:] = zlib.crc32(bytes(crafted[:-4])).to_bytes(4, "little")
     with pytest.raises(InputError, match="x.vnc: header: per-level upsampling filters without"):
         decode(bytes(crafted), "x.vnc")
+
+
+def _crafted_header(data: bytes, change) -> bytes:
+    """``data`` with its header replaced by ``change(header)`` and its CRC recomputed."""
+    header, _ = unframe(data, "x")
+    start = data.index(header)
+    crafted = bytearray(data)
+    crafted[start : start + len(header)] = change(bytearray(header))
+    crafted[-4:] = zlib.crc32(bytes(crafted[:-4])).to_bytes(4, "little")
+    return bytes(crafted)
+
+
+def test_a_header_reading_several_coarser_grids_is_checked():
+    settings = CodecSettings.make(iterations=2, levels=4, context_coarser_levels=3)
+    data = encode(ct_slice(), None, settings, lam=1e-3).data
+    header, _ = unframe(data, "x")
+    # flag bit 7, and a count byte after the synthesis widths: flags, dtype, the shape's two
+    # one-byte varints, the value range, 7 architecture bytes, then the widths
+    count_at = 1 + 1 + 2 + 8 + 7 + header[18]
+    assert header[0] & 0x84 == 0x84 and header[count_at] == 3
+
+    def without_coarser(h):
+        h[0] &= ~0x04
+        return h
+
+    def count(value):
+        def change(h):
+            h[count_at] = value
+            return h
+
+        return change
+
+    with pytest.raises(InputError, match="c.vnc: header: several coarser grids read without"):
+        decode(_crafted_header(data, without_coarser), "c.vnc")
+    for value in (1, 12):
+        with pytest.raises(InputError, match=f"c.vnc: header: coarser grids read {value} outside"):
+            decode(_crafted_header(data, count(value)), "c.vnc")

@@ -42,6 +42,8 @@ def _latents(model):
     *[(shape, edge, {}) for shape, edge in CASES],
     ((37, 45), 8, {"upsampling_per_level": True}),
     ((13, 21, 19), 5, {"upsampling_per_level": True}),
+    ((37, 45), 8, {"context_coarser_levels": 4}),
+    ((13, 21, 19), 5, {"context_coarser_levels": 3}),
 ])  # fmt: skip
 def test_blocks_give_the_whole_synthesis_and_its_bits(shape, edge, changes):
     model = _model(shape, **changes)

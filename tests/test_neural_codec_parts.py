@@ -225,9 +225,9 @@ def test_parameter_pmf_is_symmetric():
 # --- integer entropy model -----------------------------------------------------------------
 
 
-def _trained_like_model(shape=(24, 20)):
+def _trained_like_model(shape=(24, 20), coarser_levels=1):
     torch.manual_seed(1)
-    settings = CodecSettings.make(levels=3)
+    settings = CodecSettings.make(levels=3, context_coarser_levels=coarser_levels)
     model = LatentCodecModel(shape, settings)
     with torch.no_grad():
         for w in model.arm_weights:
@@ -238,13 +238,14 @@ def _trained_like_model(shape=(24, 20)):
     return model, settings, latents
 
 
-def test_integer_entropy_model_follows_the_float_one():
-    model, settings, latents = _trained_like_model()
+@pytest.mark.parametrize("coarser_levels", [1, 2])
+def test_integer_entropy_model_follows_the_float_one(coarser_levels):
+    model, settings, latents = _trained_like_model(coarser_levels=coarser_levels)
     target = torch.rand(model.shape)
     parameters = quantise_network(model, latents, target, lam=1e-3)
     arm = integer_entropy_model(parameters, settings)
     grids = [g.numpy().astype(np.int64) for g in latents]
-    indices = level_indices(model.grid_shapes, model.context_offsets, 1)
+    indices = level_indices(model.grid_shapes, model.context_offsets, coarser_levels)
     rows, deltas = latent_symbols(grids, indices, arm)
     for level, index in enumerate(indices):
         mu, log_scale = model.laplace_parameters(latents, level)

@@ -13,9 +13,10 @@ axes, and the grids, the context and the kernels follow the image's dimensionali
   with ``synthesis_stabiliser``, a linear map of the grids to those channels), then
   residual 3x3 (3x3x3) convolutions, then a 1x1 layer to one channel, clamped to [0, 1]
   (intensities are coded as (v - min) / (max - min)).
-- Entropy model: a small MLP reads each latent's causal neighbours (and the co-located latent
-  of the next coarser grid) and gives the mean and log scale of a Laplace; its first layer is
-  a masked convolution, so training evaluates it on whole grids at once.
+- Entropy model: a small MLP reads each latent's causal neighbours (and the co-located latents
+  of the next ``context_coarser_levels`` coarser grids) and gives the mean and log scale of a
+  Laplace; its first layer is a masked convolution, so training evaluates it on whole grids
+  at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from volinr.neural_codec.blocked import BlockedLaplaceRate, BlockedMLP, SmallConvolution
+from volinr.neural_codec.causal_context import CausalContext
 from volinr.neural_codec.geometry import causal_offsets, level_shapes
 from volinr.neural_codec.laplace import MAX_LATENT, laplace_bits
 from volinr.neural_codec.settings import CodecSettings
@@ -43,31 +45,6 @@ def bicubic_taps(a: float = -0.75) -> list[float]:
         return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
 
     return [weight(d) for d in (1.75, 0.75, 0.25, 1.25)]
-
-
-class CausalContext(torch.autograd.Function):
-    """(context_size, number of latents): row k holds every latent's k-th causal neighbour
-    (0 outside the grid). Written out because a masked convolution with one input channel
-    is slow to differentiate on a CPU; here each pass is one strided copy or add per row."""
-
-    @staticmethod
-    def forward(ctx, grid, slices, interior, padded_shape):
-        padded = grid.new_zeros(padded_shape)
-        padded[interior] = grid
-        out = grid.new_empty(len(slices), *grid.shape)
-        for row, where in enumerate(slices):
-            out[row] = padded[where]
-        ctx.geometry = (slices, interior, padded_shape, grid.shape)
-        return out.reshape(len(slices), grid.numel())
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        slices, interior, padded_shape, shape = ctx.geometry
-        grad_padded = grad_out.new_zeros(padded_shape)
-        rows = grad_out.reshape(len(slices), *shape)
-        for row, where in enumerate(slices):
-            grad_padded[where] += rows[row]
-        return grad_padded[interior], None, None, None
 
 
 def _activation(name: str):

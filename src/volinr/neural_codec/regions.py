@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from volinr.neural_codec.causal_context import CausalContext
 from volinr.neural_codec.geometry import latent_count
 from volinr.neural_codec.laplace import laplace_bits
-from volinr.neural_codec.model import CausalContext, LatentCodecModel
+from volinr.neural_codec.model import LatentCodecModel
 
 UPSAMPLING_REACH = 2  # coarser samples read on each side by a 2x upsampling output
 
