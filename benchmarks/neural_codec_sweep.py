@@ -9,6 +9,7 @@ codec's points, its BD-rates and its comparison with the strongest anchor. Rows 
 
     python benchmarks/neural_codec_sweep.py --lambdas 0.003 0.001 0.0003 --iterations 1500 \
         --work-dir /tmp/sweep --out benchmarks/results/neural_codec_slice.md
+    [--set context_coarser_levels=6 ...]   (settings over the defaults, values as JSON)
 
 The lambdas and every codec setting are chosen before looking at this image (the codec's
 defaults were tuned on the phantom and SR-training frames: neural_codec_tuning.md).
@@ -212,6 +213,9 @@ def main() -> None:
     parser.add_argument("--lambdas", type=float, nargs="+")
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--work-dir", type=Path)
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=JSON", help="codec settings over the defaults"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--summarise-run", type=Path, help="a workflow run's results/ folder")
     parser.add_argument("--title", default="Neural codec")
@@ -230,7 +234,10 @@ def main() -> None:
     if not (work / "eval.npy").exists():
         prepare = volinr("prepare", "--source", SOURCE, "--frame", "0")
         subprocess.run([*prepare, "--out", str(work / "eval.npy")], check=True)
-    codec = section("neural_codec", {"lambdas": args.lambdas, "iterations": args.iterations})
+    overrides = {key: json.loads(value) for key, value in (a.split("=", 1) for a in args.set)}
+    codec = section(
+        "neural_codec", {"lambdas": args.lambdas, "iterations": args.iterations} | overrides
+    )
     dataset = {"kind": "slice"}
     commands, rows = [], []
     for lam in args.lambdas:
@@ -258,6 +265,7 @@ def main() -> None:
     command = " ".join(
         ["python benchmarks/neural_codec_sweep.py", "--lambdas", *map(str, args.lambdas)]
         + ["--iterations", str(args.iterations), "--out", str(args.out)]
+        + (["--set", *args.set] if args.set else [])
     )
     how = (
         f"`{command}`: {args.iterations} training iterations a lambda, one thread a lambda, "

@@ -115,6 +115,7 @@ def test_causal_context_gradient_matches_a_masked_convolution():
     """The written-out context gather and its backward equal autograd through a masked conv."""
     torch.manual_seed(0)
     model = LatentCodecModel((9, 12), CodecSettings.make(levels=2, context_size=12))
+    assert model.arm_weights[0].shape[1] == 13  # two grids: one coarser grid to read
     grid = torch.randn(9, 12, dtype=torch.float64, requires_grad=True)
     latents = [grid, torch.randn(5, 6, dtype=torch.float64)]
     model = model.double()
@@ -153,10 +154,22 @@ def test_soft_round_tends_to_rounding_and_its_conditional_mean_inverts_it():
 
 def test_mac_count_of_the_synthesis():
     settings = CodecSettings.make(
-        levels=3, synthesis_widths=(8,), residual_channels=2, residual_layers=1
+        levels=3,
+        synthesis_widths=(8,),
+        residual_channels=2,
+        residual_layers=1,
+        context_size=12,
+        arm_layers=2,
+        arm_width=12,
+        context_coarser_levels=2,
     )
     macs = LatentCodecModel((16, 16), settings).macs_per_voxel()
     assert macs["synthesis"] == 3 * 8 + 8 * 2 + 9 * 2 * 2 + 2
+    # the entropy model per grid: 12 neighbours and the coarser grids it reads (2, 1, 0 of
+    # the 16x16, 8x8 and 4x4 grids), then 2 residual layers of 12 and the 2 outputs
+    entropy = sum(n * (inputs * 12 + 12 * 12 + 12 * 2) for n, inputs in [(256, 14), (64, 13)])
+    entropy += 16 * (12 * 12 + 12 * 12 + 12 * 2)
+    assert macs["entropy_model"] == pytest.approx(entropy / 256)
     assert macs["total"] == pytest.approx(
         macs["upsampling"] + macs["synthesis"] + macs["entropy_model"]
     )

@@ -20,7 +20,7 @@ def architecture_of(settings: CodecSettings) -> Architecture:
         settings.activation,
         settings.synthesis_stabiliser,
         settings.upsampling_per_level,
-        settings.context_coarser_levels,
+        settings.context_coarser_levels if settings.context_coarser else 1,  # as the file holds it
     )
 
 

@@ -239,7 +239,8 @@ def level_indices(
 
 
 # Latents whose contexts the encoder gathers at once: bounds its memory on large volumes.
-CHUNK_LATENTS = 1 << 20
+# (2^19: about 0.4 GB of context rows and activations with six coarser grids read)
+CHUNK_LATENTS = 1 << 19
 
 
 def _context(index: LevelIndex, padded: np.ndarray, coarser: list[np.ndarray], take: slice):

@@ -126,7 +126,7 @@ class LatentCodecModel(nn.Module):
         self.context_padding_after = tuple(
             int(v) for v in np.maximum(offsets.max(axis=0, initial=0), 0)
         )
-        inputs = settings.context_size + settings.coarser_levels()
+        inputs = settings.context_size + self.coarser_count(0)  # no column that no grid reads
         arm_widths = [inputs] + [settings.arm_width] * settings.arm_layers + [2]
         self.arm_weights = nn.ParameterList()
         self.arm_biases = nn.ParameterList()
