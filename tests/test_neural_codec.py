@@ -324,7 +324,7 @@ def test_a_header_reading_several_coarser_grids_is_checked():
     settings = CodecSettings.make(iterations=2, levels=4, context_coarser_levels=3)
     data = encode(ct_slice(), None, settings, lam=1e-3).data
     header, _ = unframe(data, "x")
-    # flag bit 7, and a count byte after the synthesis widths: flags, dtype, the shape's two
+    # flag bit 7, and an extension byte after the synthesis widths: flags, dtype, the shape's two
     # one-byte varints, the value range, 7 architecture bytes, then the widths
     count_at = 1 + 1 + 2 + 8 + 7 + header[18]
     assert header[0] & 0x84 == 0x84 and header[count_at] == 3
@@ -342,6 +342,11 @@ def test_a_header_reading_several_coarser_grids_is_checked():
 
     with pytest.raises(InputError, match="c.vnc: header: several coarser grids read without"):
         decode(_crafted_header(data, without_coarser), "c.vnc")
-    for value in (1, 12):
-        with pytest.raises(InputError, match=f"c.vnc: header: coarser grids read {value} outside"):
+    for value, message in [
+        (0, "coarser grids read 0 outside"),
+        (12, "coarser grids read 12 outside"),
+        (1, "an extension byte that changes nothing"),
+        (0x13, "unknown extension flags 0x13"),
+    ]:
+        with pytest.raises(InputError, match=f"c.vnc: header: {message}"):
             decode(_crafted_header(data, count(value)), "c.vnc")

@@ -19,15 +19,18 @@ Header::
 
     1 byte   flags: bit 0 = 3D, bit 1 = constant image, bit 2 = coarser context,
              bit 3 = learned upsampling, bit 4 = GELU (else ReLU), bit 5 = synthesis
-             stabiliser, bit 6 = per-level upsampling filters, bit 7 = the coarser context
-             reads several coarser grids
+             stabiliser, bit 6 = per-level upsampling filters, bit 7 = an extension byte
+             follows the synthesis widths
     1 byte   output dtype code (OUTPUT_DTYPES)
     varints  shape, one per axis
     2 x f32  value range: min, max of the input (the normalisation is (v - min) / (max - min))
     -- absent for a constant image: --
     6 bytes  levels, context_size, arm_layers, arm_width, residual_channels, residual_layers
     1 + n    number of synthesis 1x1 hidden layers, then their widths
-    1 byte   -- only with flag bit 7: -- coarser grids the context reads (2 .. MAX_LEVELS - 1)
+    1 byte   -- only with flag bit 7: -- extension: bits 0-3 = how many coarser grids the
+             context reads (1 .. MAX_LEVELS - 1; more than 1 needs the coarser context),
+             bits 4-7 = 0 (reserved); written only where it differs from the default (1), so
+             that a file has one form and the files written before it read as before
     per coded tensor, in the model's order: 2 bytes = exponent e (5 bits, step 2^-e),
              scale index (6 bits), k (4 bits, integers within +-(2^k - 1); 0 = all zero)
     varint   half-width A of the latent symbols (d = y - round(mu) in [-A, A])
@@ -71,8 +74,9 @@ _RANGE = struct.Struct("<2f")
     _FLAG_GELU,
     _FLAG_STABILISER,
     _FLAG_PER_LEVEL,
-    _FLAG_COARSER_LEVELS,
+    _FLAG_EXTENSION,
 ) = (1 << i for i in range(8))
+_EXTENSION_LEVELS_MASK = 0x0F
 
 
 @dataclass(frozen=True)
@@ -174,8 +178,8 @@ def pack_header(header: Header) -> bytes:
         flags |= _FLAG_GELU if a.activation == "gelu" else 0
         flags |= _FLAG_STABILISER if a.synthesis_stabiliser else 0
         flags |= _FLAG_PER_LEVEL if a.upsampling_per_level else 0
-        several = a.context_coarser and a.context_coarser_levels > 1
-        flags |= _FLAG_COARSER_LEVELS if several else 0
+        extension = a.context_coarser_levels if a.context_coarser else 1
+        flags |= _FLAG_EXTENSION if extension != 1 else 0
     out = bytearray([flags, OUTPUT_DTYPES.index(header.output_dtype)])
     for n in header.shape:
         out += write_varint(n)
@@ -185,8 +189,8 @@ def pack_header(header: Header) -> bytes:
     out += bytes([a.levels, a.context_size, a.arm_layers, a.arm_width])
     out += bytes([a.residual_channels, a.residual_layers, len(a.synthesis_widths)])
     out += bytes(a.synthesis_widths)
-    if several:
-        out += bytes([a.context_coarser_levels])
+    if flags & _FLAG_EXTENSION:
+        out += bytes([extension])
     for t in header.tensors:
         packed = t.exponent | t.scale_index << 5 | t.width_bits << 11
         out += packed.to_bytes(2, "little")
@@ -224,12 +228,17 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
         raise r.fail("an empty value range for a non-constant image")
     if flags & _FLAG_PER_LEVEL and not flags & _FLAG_LEARNED:
         raise r.fail("per-level upsampling filters without learned upsampling")
-    if flags & _FLAG_COARSER_LEVELS and not flags & _FLAG_COARSER:
-        raise r.fail("several coarser grids read without the coarser context")
     levels, context_size, arm_layers, arm_width = r.take(4)
     residual_channels, residual_layers, hidden = r.take(3)
     widths = tuple(r.take(hidden))
-    coarser_levels = r.byte() if flags & _FLAG_COARSER_LEVELS else 1
+    extension = r.byte() if flags & _FLAG_EXTENSION else 1
+    if extension & ~_EXTENSION_LEVELS_MASK:
+        raise r.fail(f"unknown extension flags {extension:#04x}")
+    coarser_levels = extension & _EXTENSION_LEVELS_MASK
+    if flags & _FLAG_EXTENSION and extension == 1:
+        raise r.fail("an extension byte that changes nothing")
+    if coarser_levels > 1 and not flags & _FLAG_COARSER:
+        raise r.fail("several coarser grids read without the coarser context")
     limits = [
         ("levels", levels, 1, MAX_LEVELS),
         ("context size", context_size, 0, MAX_CONTEXT_SIZE),
@@ -239,8 +248,7 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
         ("residual layers", residual_layers, 0, MAX_LAYERS),
         ("synthesis layers", hidden, 1, MAX_LAYERS),
     ] + [("synthesis width", w, 1, MAX_WIDTH) for w in widths]
-    if flags & _FLAG_COARSER_LEVELS:  # 1 is written as the flag off: one form per file
-        limits.append(("coarser grids read", coarser_levels, 2, MAX_LEVELS - 1))
+    limits.append(("coarser grids read", coarser_levels, 1, MAX_LEVELS - 1))
     for what, value, low_limit, high_limit in limits:
         if not low_limit <= value <= high_limit:
             raise r.fail(f"{what} {value} outside [{low_limit}, {high_limit}]")
