@@ -119,6 +119,22 @@ def test_a_context_of_several_coarser_grids_is_coded_and_decoded_bitwise(shape):
         assert model.latent_bits_by_level(latents)[0] != bits
 
 
+@pytest.mark.parametrize("shape", [(37, 53), (5, 17, 23)])
+def test_the_entropy_models_stabiliser_is_coded_and_decoded_bitwise(shape):
+    encoded, model, latents = _round_trip_with(shape, 4, arm_stabiliser=True)
+    assert "arm.stabiliser.weight" in encoded.record["parameter_exponents"]
+    header, _ = unframe(encoded.data, "x")
+    assert header[0] & 0x80  # the extension byte holds it
+    # the entropy model adds it: the rate moves with it
+    latents = [torch.round(latent * 3) for latent in latents]
+    with torch.no_grad():
+        bits = model.latent_bits(latents)
+        model.arm_stabiliser_weight.normal_(0, 0.3)
+        assert model.latent_bits(latents) != bits
+    with pytest.raises(ValueError, match="stabiliser has no blocked passes"):
+        LatentCodecModel(shape, model.settings, blocked=True)
+
+
 def test_estimated_bits_match_the_file(slice_2d, volume_3d):
     for _, encoded in (slice_2d, volume_3d):
         bits = encoded.record["bits"]
@@ -267,6 +283,7 @@ def test_bad_arguments_are_refused(kwargs, message):
         ("context_coarser", "yes"),
         ("upsampling_per_level", 1),
         ("context_coarser_levels", 0),
+        ("arm_stabiliser", 1),
         ("context_coarser_levels", 12),
     ],
 )
@@ -346,7 +363,7 @@ def test_a_header_reading_several_coarser_grids_is_checked():
         (0, "coarser grids read 0 outside"),
         (12, "coarser grids read 12 outside"),
         (1, "an extension byte that changes nothing"),
-        (0x13, "unknown extension flags 0x13"),
+        (0x23, "unknown extension flags 0x23"),
     ]:
         with pytest.raises(InputError, match=f"c.vnc: header: {message}"):
             decode(_crafted_header(data, count(value)), "c.vnc")

@@ -11,6 +11,11 @@ import torch.nn.functional as F
 
 from volinr.errors import InputError
 from volinr.neural_codec import laplace
+from volinr.neural_codec.architecture import (
+    architecture_of,
+    coded_tensor_count,
+    integer_entropy_model,
+)
 from volinr.neural_codec.bitstream import (
     Header,
     TensorCoding,
@@ -21,7 +26,6 @@ from volinr.neural_codec.bitstream import (
     write_varint,
 )
 from volinr.neural_codec.blocked import SmallConvolution
-from volinr.neural_codec.codec import architecture_of, coded_tensor_count, integer_entropy_model
 from volinr.neural_codec.geometry import (
     LevelSchedule,
     causal_offsets,
@@ -238,9 +242,11 @@ def test_parameter_pmf_is_symmetric():
 # --- integer entropy model -----------------------------------------------------------------
 
 
-def _trained_like_model(shape=(24, 20), coarser_levels=1):
+def _trained_like_model(shape=(24, 20), coarser_levels=1, stabiliser=False):
     torch.manual_seed(1)
-    settings = CodecSettings.make(levels=3, context_coarser_levels=coarser_levels)
+    settings = CodecSettings.make(
+        levels=3, context_coarser_levels=coarser_levels, arm_stabiliser=stabiliser
+    )
     model = LatentCodecModel(shape, settings)
     with torch.no_grad():
         for w in model.arm_weights:
@@ -251,9 +257,14 @@ def _trained_like_model(shape=(24, 20), coarser_levels=1):
     return model, settings, latents
 
 
-@pytest.mark.parametrize("coarser_levels", [1, 2])
-def test_integer_entropy_model_follows_the_float_one(coarser_levels):
-    model, settings, latents = _trained_like_model(coarser_levels=coarser_levels)
+@pytest.mark.parametrize(("coarser_levels", "stabiliser"), [(1, False), (2, False), (2, True)])
+def test_integer_entropy_model_follows_the_float_one(coarser_levels, stabiliser):
+    model, settings, latents = _trained_like_model(
+        coarser_levels=coarser_levels, stabiliser=stabiliser
+    )
+    if stabiliser:
+        with torch.no_grad():
+            model.arm_stabiliser_weight.normal_(0, 0.4)
     target = torch.rand(model.shape)
     parameters = quantise_network(model, latents, target, lam=1e-3)
     arm = integer_entropy_model(parameters, settings)

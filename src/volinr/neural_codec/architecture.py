@@ -1,8 +1,13 @@
-"""The architecture a file's header names, and the codec settings it stands for (both ends)."""
+"""The architecture a file's header names, the codec settings it stands for, and the integer
+entropy model its decoded parameters make (both ends)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from volinr.neural_codec.bitstream import Architecture
+from volinr.neural_codec.latent_coding import IntegerEntropyModel, IntegerLayer
+from volinr.neural_codec.parameter_coding import QuantisedParameter
 from volinr.neural_codec.settings import CodecSettings
 
 
@@ -21,6 +26,7 @@ def architecture_of(settings: CodecSettings) -> Architecture:
         settings.synthesis_stabiliser,
         settings.upsampling_per_level,
         settings.context_coarser_levels if settings.context_coarser else 1,  # as the file holds it
+        settings.arm_stabiliser,
     )
 
 
@@ -40,6 +46,7 @@ def settings_of(architecture: Architecture) -> CodecSettings:
         synthesis_stabiliser=a.synthesis_stabiliser,
         upsampling_per_level=a.upsampling_per_level,
         context_coarser_levels=a.context_coarser_levels,
+        arm_stabiliser=a.arm_stabiliser,
     )
 
 
@@ -48,4 +55,21 @@ def coded_tensor_count(architecture: Architecture, ndim: int) -> int:
     a = architecture
     synthesis = 2 * (len(a.synthesis_widths) + 1) + int(a.synthesis_stabiliser)
     synthesis += 2 * a.residual_layers + 2
-    return int(a.learned_upsampling) + synthesis + 2 * (a.arm_layers + 1)
+    entropy_model = 2 * (a.arm_layers + 1) + int(a.arm_stabiliser)
+    return int(a.learned_upsampling) + synthesis + entropy_model
+
+
+def integer_entropy_model(
+    parameters: list[QuantisedParameter], settings: CodecSettings
+) -> IntegerEntropyModel:
+    arm = {p.name: p for p in parameters if p.name.startswith("arm.")}
+
+    def layer(name: str, bias: QuantisedParameter | None) -> IntegerLayer:
+        w = arm[f"{name}.weight"]
+        if bias is None:  # the stabiliser has none
+            return IntegerLayer(w.integers.reshape(w.shape), w.exponent, np.zeros(2, np.int64), 0)
+        return IntegerLayer(w.integers.reshape(w.shape), w.exponent, bias.integers, bias.exponent)
+
+    layers = [layer(f"arm.{i}", arm[f"arm.{i}.bias"]) for i in range(settings.arm_layers + 1)]
+    stabiliser = layer("arm.stabiliser", None) if settings.arm_stabiliser else None
+    return IntegerEntropyModel(layers, settings.context_size, stabiliser)

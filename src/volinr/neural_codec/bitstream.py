@@ -29,8 +29,9 @@ Header::
     1 + n    number of synthesis 1x1 hidden layers, then their widths
     1 byte   -- only with flag bit 7: -- extension: bits 0-3 = how many coarser grids the
              context reads (1 .. MAX_LEVELS - 1; more than 1 needs the coarser context),
-             bits 4-7 = 0 (reserved); written only where it differs from the default (1), so
-             that a file has one form and the files written before it read as before
+             bit 4 = the entropy model's linear stabiliser, bits 5-7 = 0 (reserved);
+             written only where it differs from the default (1), so that a file has one form
+             and the files written before it read as before
     per coded tensor, in the model's order: 2 bytes = exponent e (5 bits, step 2^-e),
              scale index (6 bits), k (4 bits, integers within +-(2^k - 1); 0 = all zero)
     varint   half-width A of the latent symbols (d = y - round(mu) in [-A, A])
@@ -77,6 +78,7 @@ _RANGE = struct.Struct("<2f")
     _FLAG_EXTENSION,
 ) = (1 << i for i in range(8))
 _EXTENSION_LEVELS_MASK = 0x0F
+_EXTENSION_ARM_STABILISER = 0x10
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Architecture:
     synthesis_stabiliser: bool = False
     upsampling_per_level: bool = False
     context_coarser_levels: int = 1
+    arm_stabiliser: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,7 @@ def pack_header(header: Header) -> bytes:
         flags |= _FLAG_STABILISER if a.synthesis_stabiliser else 0
         flags |= _FLAG_PER_LEVEL if a.upsampling_per_level else 0
         extension = a.context_coarser_levels if a.context_coarser else 1
+        extension |= _EXTENSION_ARM_STABILISER if a.arm_stabiliser else 0
         flags |= _FLAG_EXTENSION if extension != 1 else 0
     out = bytearray([flags, OUTPUT_DTYPES.index(header.output_dtype)])
     for n in header.shape:
@@ -232,7 +236,7 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
     residual_channels, residual_layers, hidden = r.take(3)
     widths = tuple(r.take(hidden))
     extension = r.byte() if flags & _FLAG_EXTENSION else 1
-    if extension & ~_EXTENSION_LEVELS_MASK:
+    if extension & ~(_EXTENSION_LEVELS_MASK | _EXTENSION_ARM_STABILISER):
         raise r.fail(f"unknown extension flags {extension:#04x}")
     coarser_levels = extension & _EXTENSION_LEVELS_MASK
     if flags & _FLAG_EXTENSION and extension == 1:
@@ -266,6 +270,7 @@ def unpack_header(data: bytes, source: str, tensor_count) -> Header:
         bool(flags & _FLAG_STABILISER),
         bool(flags & _FLAG_PER_LEVEL),
         coarser_levels,
+        bool(extension & _EXTENSION_ARM_STABILISER),
     )
     tensors = []
     for _ in range(tensor_count(architecture, ndim)):

@@ -27,7 +27,12 @@ import torch
 
 from volinr import limits
 from volinr.errors import InputError
-from volinr.neural_codec.architecture import architecture_of, coded_tensor_count, settings_of
+from volinr.neural_codec.architecture import (
+    architecture_of,
+    coded_tensor_count,
+    integer_entropy_model,
+    settings_of,
+)
 from volinr.neural_codec.bitstream import (
     MAX_AXIS,
     MAX_VOXELS,
@@ -44,8 +49,6 @@ from volinr.neural_codec.bitstream import (
 from volinr.neural_codec.block_training import memory_plan
 from volinr.neural_codec.geometry import latent_count
 from volinr.neural_codec.latent_coding import (
-    IntegerEntropyModel,
-    IntegerLayer,
     LatentRangeError,
     decode_latents,
     encode_latents,
@@ -127,21 +130,6 @@ def _check_arguments(spacing_mm, lam, seed, settings, ndim) -> list[float] | Non
 def _empty_model(shape: tuple[int, ...], settings: CodecSettings) -> LatentCodecModel:
     with torch.random.fork_rng():  # the initial values are all replaced; leave the RNG alone
         return LatentCodecModel(shape, settings)
-
-
-def integer_entropy_model(
-    parameters: list[QuantisedParameter], settings: CodecSettings
-) -> IntegerEntropyModel:
-    arm = {p.name: p for p in parameters if p.name.startswith("arm.")}
-    layers = []
-    for i in range(settings.arm_layers + 1):
-        weight, bias = arm[f"arm.{i}.weight"], arm[f"arm.{i}.bias"]
-        layers.append(
-            IntegerLayer(
-                weight.integers.reshape(weight.shape), weight.exponent, bias.integers, bias.exponent
-            )
-        )
-    return IntegerEntropyModel(layers, settings.context_size)
 
 
 @torch.no_grad()

@@ -139,20 +139,27 @@ class IntegerEntropyModel:
     give the same integers by construction; encoder and decoder choose from the same weights.
     """
 
-    def __init__(self, layers: list[IntegerLayer], context_size: int):
+    def __init__(
+        self, layers: list[IntegerLayer], context_size: int, stabiliser: IntegerLayer | None = None
+    ):
+        """``stabiliser``: a linear layer from the inputs to the outputs, added to the MLP's."""
         self.layers = layers
         self.context_size = context_size
         # Grids near the coarsest read fewer coarser grids: their rows lack those columns.
-        self.first_layers = {
-            inputs: layers[0].first_columns(inputs)
-            for inputs in range(context_size, layers[0].weight.shape[1] + 1)
-        }
+        inputs = range(context_size, layers[0].weight.shape[1] + 1)
+        self.first_layers = {n: layers[0].first_columns(n) for n in inputs}
+        self.stabilisers = None
+        if stabiliser is not None:
+            self.stabilisers = {n: stabiliser.first_columns(n) for n in inputs}
         bound = MAX_LATENT << ACTIVATION_BITS
         largest = 0
         for i, layer in enumerate(layers):
             accumulator, out = layer.output_bound(bound)
             largest = max(largest, accumulator)
             bound = out + (bound if 0 < i < len(layers) - 1 else 0)  # residual layers add x
+        if stabiliser is not None:  # its output adds to the last layer's
+            accumulator, out = stabiliser.output_bound(MAX_LATENT << ACTIVATION_BITS)
+            largest = max(largest, accumulator, bound + out)
         self.clamped = largest >= 1 << 62
         self.exact_in_float = largest < 1 << 53
 
@@ -171,6 +178,8 @@ class IntegerEntropyModel:
             if i < last:
                 h += inner
                 h = self._bounded(h)
+        if self.stabilisers is not None:
+            h = h + self._layer(self.stabilisers[x.shape[1]], x)
         if self.exact_in_float:
             h = h.astype(np.int64)
         mu = h[:, 0]

@@ -139,6 +139,11 @@ class LatentCodecModel(nn.Module):
                 weight = torch.randn(fan_out, fan_in) / fan_out**2
             self.arm_weights.append(nn.Parameter(weight))
             self.arm_biases.append(nn.Parameter(torch.zeros(fan_out)))
+        if settings.arm_stabiliser:
+            if blocked:
+                raise ValueError("the entropy model's stabiliser has no blocked passes")
+            # zero: the entropy model starts as the MLP alone
+            self.arm_stabiliser_weight = nn.Parameter(torch.zeros(2, inputs))
 
     # --- the parameters that are coded, in file order -------------------------------------
 
@@ -160,6 +165,8 @@ class LatentCodecModel(nn.Module):
         for i, (w, b) in enumerate(zip(self.arm_weights, self.arm_biases, strict=True)):
             named[f"arm.{i}.weight"] = w
             named[f"arm.{i}.bias"] = b
+        if self.settings.arm_stabiliser:
+            named["arm.stabiliser.weight"] = self.arm_stabiliser_weight
         return named
 
     # --- latents ---------------------------------------------------------------------------
@@ -298,6 +305,8 @@ class LatentCodecModel(nn.Module):
             h = F.relu(h)
             w, b = self.arm_weights[i], self.arm_biases[i]
             h = torch.addmm(b[:, None], w, h) + (h if i < layers - 1 else 0)
+        if self.settings.arm_stabiliser:
+            h = h + self.arm_stabiliser_weight[:, : context.shape[0]] @ context
         return h[0], h[1]
 
     def _context_rows(self, latents: list[torch.Tensor], level: int):
@@ -379,7 +388,8 @@ class LatentCodecModel(nn.Module):
             arm_widths = [s.context_size + self.coarser_count(level)]
             arm_widths += [s.arm_width] * s.arm_layers + [2]
             pairs = zip(arm_widths[:-1], arm_widths[1:], strict=True)
-            entropy += sum(a * b for a, b in pairs) * math.prod(grid) / voxels
+            per_latent = sum(a * b for a, b in pairs) + 2 * arm_widths[0] * s.arm_stabiliser
+            entropy += per_latent * math.prod(grid) / voxels
         return {
             "upsampling": upsampling / voxels,
             "synthesis": float(synthesis),

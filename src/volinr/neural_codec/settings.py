@@ -38,6 +38,7 @@ class CodecSettings:
     context_coarser: bool
     context_coarser_levels: int
     arm_layers: int
+    arm_stabiliser: bool
     arm_width: int
     learned_upsampling: bool
     upsampling_per_level: bool
@@ -121,6 +122,7 @@ class CodecSettings:
             "learned_upsampling",
             "upsampling_per_level",
             "synthesis_stabiliser",
+            "arm_stabiliser",
             "warmup_distortion_only",
         ):
             if not isinstance(getattr(self, name), bool):
