@@ -490,3 +490,27 @@ def test_the_step_search_does_not_stop_on_finer_steps_that_give_the_same_values(
     chosen = {p.name: p for p in quantise_network(model, latents, target, lam=1e-6)}
     bias = float(chosen["output.bias"].values())
     assert abs(bias - 0.52) < 0.01, bias
+
+
+def test_the_step_search_passes_worse_finer_steps_until_no_finer_step_can_win():
+    """Costs are not monotone in the step: an output layer's [0.58, 0.33] at step 1 ([1, 0])
+    beat steps 1/2 to 1/8, and a search that stopped after three worse steps kept it (a
+    default-run point lost 4.8 dB). Here that cost landscape, made up: the search must reach
+    the fine steps, and stop once their bits alone exceed the best cost."""
+    from volinr.neural_codec.network_quantisation import candidate_exponents, search_step
+
+    original = torch.tensor([0.58, 0.33])
+    tried = []
+
+    def other_term(values):
+        tried.append(values.clone())
+        if torch.equal(values, torch.tensor([1.0, 0.0])):
+            return 0.05
+        return 10 * float((values - original).abs().max())
+
+    best = search_step("output.weight", original, other_term, cost_per_bit=1e-4)
+    assert best.exponent >= 6
+    assert torch.allclose(best.values(), original, atol=0.01)
+    # the first call is the bound (the float values); it stopped well before the last step
+    assert torch.equal(tried[0], original)
+    assert len(tried) - 1 < len(candidate_exponents("output.weight")) - 5
