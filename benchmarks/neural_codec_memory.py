@@ -14,6 +14,11 @@ process, whose peak RSS (its own getrusage) and wall time are recorded:
 - ``decode``: ``volinr.neural_codec.decode`` of that file alone; its output's SHA-256 must
   equal the encoder's reconstruction's.
 
+``--phases`` also records, for ``encode``, the resident memory's peak in each of its phases
+(training, the quantisation's MSE and rate measurements, the coding, the reconstruction, the
+verifying decode; sampled every 0.2 s from /proc/self/statm), to say where the peak is.
+``--stages`` runs only some stages (``decode`` needs ``encode``'s file).
+
     python benchmarks/neural_codec_memory.py --shapes 113x256x256 300x512x512 --whole 113x256x256 \
         --iterations 1 --threads 2 --out-dir benchmarks/results
 
@@ -49,7 +54,60 @@ def _settings(iterations: int, memory_gb: float):
     )
 
 
-def child(stage: str, volume_path: str, file_path: str, iterations: int, memory_gb: float):
+ENCODER_PHASES = (
+    "train",
+    "measured_mse",
+    "quantise_network",
+    "latent_bits_in_blocks",
+    "latent_symbols",
+    "encode_latents",
+    "reconstruct",
+    "decode_latents",
+)
+
+
+def phase_peaks(codec) -> dict[str, float]:
+    """Wrap the encoder's phases (names in ``codec``'s namespace) and sample the resident set
+    every 0.2 s: the returned dict fills with each phase's peak in MiB ("after X": between X
+    and the next phase)."""
+    import functools
+    import threading
+
+    current, peaks = ["start"], {}
+    page_mib = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def sample() -> None:
+        while True:
+            with open("/proc/self/statm") as statm:
+                resident = int(statm.read().split()[1]) * page_mib
+            peaks[current[-1]] = max(peaks.get(current[-1], 0.0), resident)
+            time.sleep(0.2)
+
+    def wrapped(name, function):
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            current.append(name)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                current.append(f"after {name}")
+
+        return run
+
+    for name in ENCODER_PHASES:
+        setattr(codec, name, wrapped(name, getattr(codec, name)))
+    threading.Thread(target=sample, daemon=True).start()
+    return peaks
+
+
+def child(
+    stage: str,
+    volume_path: str,
+    file_path: str,
+    iterations: int,
+    memory_gb: float,
+    phases: bool = False,
+):
     """One stage in this process; prints its measurements as one JSON line."""
     import torch
 
@@ -88,7 +146,11 @@ def child(stage: str, volume_path: str, file_path: str, iterations: int, memory_
             rounded_evaluation_seconds=time.perf_counter() - began,
         )
     elif stage == "encode":
+        peaks = phase_peaks(codec) if phases else None
         encoded = codec.encode(volume, None, settings, LAMBDA)
+        if peaks is not None:
+            time.sleep(0.5)  # one more sample
+            result["phase_peaks_mb"] = {name: round(mb) for name, mb in peaks.items()}
         Path(file_path).write_bytes(encoded.data)
         record = encoded.record
         result.update(
@@ -133,13 +195,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--stem", default="neural_codec_memory", help="the results' file name")
+    parser.add_argument("--stages", nargs="+", default=["encode", "decode", "train"])
+    parser.add_argument("--phases", action="store_true", help="encode's peak by phase")
     parser.add_argument("--child", nargs=3, metavar=("STAGE", "VOLUME", "FILE"))
     args = parser.parse_args()
     if args.child:
         import torch
 
         torch.set_num_threads(args.threads)
-        child(*args.child, args.iterations, args.memory_gb)
+        child(*args.child, args.iterations, args.memory_gb, args.phases)
         return
 
     from volume_memory import synthetic_int16_volume
@@ -154,15 +218,19 @@ def main() -> None:
             volume_path, file_path = f"{tmp}/{text}.npy", f"{tmp}/{text}.vnc"
             np.save(volume_path, synthetic_int16_volume(shape))
             common = ["--iterations", str(args.iterations), "--memory-gb", str(args.memory_gb)]
-            stages = ["encode", "decode", "train"] + (["train-whole"] if text in args.whole else [])
+            common += ["--phases"] if args.phases else []
+            stages = list(args.stages) + (["train-whole"] if text in args.whole else [])
             results = {}
             for stage in stages:
                 results[stage] = run_child([stage, volume_path, file_path, *common], args.threads)
                 print(text, stage, results[stage], flush=True)
-            same = results["decode"]["output_sha256"] == results["encode"]["reconstruction_sha256"]
             for stage, result in results.items():
                 rows.append({"shape": text, "voxels": int(np.prod(shape)), "stage": stage} | result)
-            rows.append({"shape": text, "stage": "decode equals reconstruction", "equal": same})
+            if "decode" in results and "encode" in results:
+                same = (
+                    results["decode"]["output_sha256"] == results["encode"]["reconstruction_sha256"]
+                )
+                rows.append({"shape": text, "stage": "decode equals reconstruction", "equal": same})
     meta = {
         "command": "python " + " ".join(sys.argv),
         "commit": git_commit(),
@@ -203,6 +271,9 @@ def main() -> None:
         if row["stage"] == "encode":
             bits = row["bits_per_voxel"]
             lines.append(f"- {row['shape']} encode: {bits:.4f} bpv, seconds {row['seconds']}")
+        if row.get("phase_peaks_mb"):
+            phases = ", ".join(f"{name} {mb}" for name, mb in row["phase_peaks_mb"].items())
+            lines.append(f"- {row['shape']} encode, peak RSS MiB by phase: {phases}")
         if row["stage"] == "decode equals reconstruction":
             same = row["equal"]
             lines.append(f"- {row['shape']}: the decoder's output is the encoder's: {same}")
