@@ -6,11 +6,16 @@ appends one JSON line (settings, bytes, PSNR, bits split, seconds) to ``--out``.
 
     python benchmarks/neural_codec_tuning.py --image ct_small --lam 3e-4 \
         --set iterations=800 learning_rate=0.02 --out benchmarks/results/tuning.jsonl
+
+``--coding-variants KEY=VALUE ...``: after each run, code the same trained model again with
+each of these settings changed (settings the training does not read, such as
+network_refinement_passes): a paired comparison free of the training's seed-to-seed spread.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
@@ -22,6 +27,7 @@ import torch
 from volinr.data.dicom_frames import read_dicom_frames
 from volinr.data.phantom import synthetic_head_phantom
 from volinr.metrics import minmax_window, psnr_8bit, psnr_native
+from volinr.neural_codec import codec
 from volinr.neural_codec.codec import decode, encode
 from volinr.neural_codec.settings import CodecSettings
 from volinr.provenance import git_commit
@@ -49,6 +55,29 @@ def parse_value(text: str):
         except ValueError:
             pass
     return text
+
+
+CODING_ONLY = {"network_refinement_passes"}  # settings the training never reads
+
+
+class ReusedTraining:
+    """``codec.train`` that trains once and hands every later call a copy of that result:
+    the coding variants of one run then start from the very same trained model."""
+
+    def __init__(self):
+        self.real, self.cached = codec.train, None
+
+    def __call__(self, make_model, target, lam, settings, seed, block_edge):
+        key = (lam, seed, block_edge, target.shape, self._training_part(settings))
+        if self.cached is None or self.cached[0] != key:
+            self.cached = (key, self.real(make_model, target, lam, settings, seed, block_edge))
+        return copy.deepcopy(self.cached[1])
+
+    @staticmethod
+    def _training_part(settings: CodecSettings) -> tuple:
+        return tuple(
+            sorted((k, str(v)) for k, v in settings.as_dict().items() if k not in CODING_ONLY)
+        )
 
 
 def run(image_name: str, lam: float, overrides: dict, seed: int) -> dict:
@@ -84,6 +113,7 @@ def run(image_name: str, lam: float, overrides: dict, seed: int) -> dict:
         "payload_bits": bits["actual"]["payload"],
         "coded_bits": bits["actual"].get("coded", bits["actual"]["payload"]),
         "training_seconds": record["seconds"]["training"],
+        "quantisation_seconds": record["seconds"]["quantisation"],
         "encode_seconds": encode_seconds,
         "decode_seconds": decode_seconds,
         "macs_per_voxel": record["macs_per_voxel"]["total"],
@@ -147,6 +177,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--jpeg2000", action="store_true", help="log JPEG 2000's curve first")
     parser.add_argument("--summarise", action="store_true", help="print --out as a table")
+    parser.add_argument(
+        "--coding-variants", nargs="*", default=[], metavar="KEY=VALUE",
+        help=f"code each run's trained model again with one of these changed ({CODING_ONLY})",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.summarise:
         print(summary_table(args.out))
@@ -160,8 +194,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     overrides = dict(item.split("=", 1) for item in args.set)
     overrides = {key: parse_value(value) for key, value in overrides.items()}
-    for lam in args.lam:
-        result = run(args.image, lam, overrides, args.seed) | {"round": args.round}
+    variants = [{}]
+    for item in args.coding_variants:
+        key, value = item.split("=", 1)
+        if key not in CODING_ONLY:
+            parser.error(f"{key} is read by the training: not a coding variant")
+        variants.append({key: parse_value(value)})
+    codec.train = ReusedTraining()
+    for lam, variant in ((lam, v) for lam in args.lam for v in variants):
+        result = run(args.image, lam, overrides | variant, args.seed) | {"round": args.round}
         with open(args.out, "a") as handle:
             handle.write(json.dumps(result) + "\n")
         log.info(

@@ -135,6 +135,13 @@ def test_the_entropy_models_stabiliser_is_coded_and_decoded_bitwise(shape):
         LatentCodecModel(shape, model.settings, blocked=True)
 
 
+@pytest.mark.parametrize("shape", [(37, 53), (5, 17, 23)])
+def test_refined_networks_are_coded_and_decoded_bitwise(shape):
+    """The refinement moves integers after the step search (it does on a real model:
+    test_neural_codec_parts): the file must hold the moved ones, in 2D and 3D."""
+    _round_trip_with(shape, 5, network_refinement_passes=1)
+
+
 def test_estimated_bits_match_the_file(slice_2d, volume_3d):
     for _, encoded in (slice_2d, volume_3d):
         bits = encoded.record["bits"]

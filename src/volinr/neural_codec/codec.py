@@ -252,7 +252,8 @@ def encode(
     plans = decoding_plans(model)
     sample = None if plans is None else quantisation_sample(plans)
     float_mse = measured_mse(model, latents, target, sample)
-    parameters = quantise_network(model, latents, target, lam, sample)
+    passes = settings.network_refinement_passes
+    parameters = quantise_network(model, latents, target, lam, sample, passes)
     quantised_mse = measured_mse(model, latents, target, sample)
     if plans is None:
         with torch.no_grad():

@@ -295,7 +295,7 @@ class LatentCodecModel(nn.Module):
         self, latents: list[torch.Tensor], level: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, log_scale), each (number of latents of ``level``,), for every latent at once."""
-        return self.arm(*self._context_rows(latents, level))
+        return self.arm(*self.context_rows(latents, level))
 
     def arm(self, context: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, log_scale) from the entropy model's input rows and its first layer's weight."""
@@ -309,7 +309,7 @@ class LatentCodecModel(nn.Module):
             h = h + self.arm_stabiliser_weight[:, : context.shape[0]] @ context
         return h[0], h[1]
 
-    def _context_rows(self, latents: list[torch.Tensor], level: int):
+    def context_rows(self, latents: list[torch.Tensor], level: int):
         """The entropy model's input rows for grid ``level`` and its first layer's weight."""
         context = CausalContext.apply(latents[level], *self.context_geometry(level))
         return self.with_coarser(context, self.coarser_context(latents, level))
@@ -352,7 +352,7 @@ class LatentCodecModel(nn.Module):
         levels = []
         for level, grid in enumerate(latents):
             if self.blocked:
-                context, first = self._context_rows(latents, level)
+                context, first = self.context_rows(latents, level)
                 params = [first, self.arm_biases[0]]
                 for w, b in list(zip(self.arm_weights, self.arm_biases, strict=True))[1:]:
                     params += [w, b]

@@ -64,6 +64,7 @@ class CodecSettings:
     warmup_distortion_only: bool
     latent_learning_rate_factor: float
     memory_gb: float
+    network_refinement_passes: int
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "synthesis_widths", tuple(int(w) for w in self.synthesis_widths))
@@ -89,6 +90,7 @@ class CodecSettings:
         integer("log_every", 1, 10_000_000)
         integer("warmup_candidates", 1, 16)
         integer("warmup_iterations", 0, 10_000_000)
+        integer("network_refinement_passes", 0, 8)
         value = self.restart_factor
         if (
             isinstance(value, bool)
