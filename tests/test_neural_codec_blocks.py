@@ -139,7 +139,10 @@ def _volume(shape=(20, 40, 36)):
 
 def test_a_block_trained_volume_codes_and_decodes_block_by_block_as_whole(monkeypatch):
     volume = _volume()
-    settings = CodecSettings.make(iterations=20, log_every=10, warmup_iterations=4)
+    # the refinement on blocks: test_neural_codec_parts (here 40 tiny blocks make it slow)
+    settings = CodecSettings.make(
+        iterations=20, log_every=10, warmup_iterations=4, network_refinement_passes=0
+    )
     monkeypatch.setattr(codec, "memory_plan", lambda *args: 12)
     monkeypatch.setitem(regions.DECODING_BLOCK_EDGE, 3, 16)
     encoded = codec.encode(volume, None, settings, 1e-3)
