@@ -136,9 +136,16 @@ def test_the_entropy_models_stabiliser_is_coded_and_decoded_bitwise(shape):
 
 
 @pytest.mark.parametrize("shape", [(37, 53), (5, 17, 23)])
-def test_refined_networks_are_coded_and_decoded_bitwise(shape):
+@pytest.mark.parametrize("sample_voxels", [None, 300])
+def test_refined_networks_are_coded_and_decoded_bitwise(shape, sample_voxels, monkeypatch):
     """The refinement moves integers after the step search (it does on a real model:
-    test_neural_codec_parts): the file must hold the moved ones, in 2D and 3D."""
+    test_neural_codec_parts): the file must hold the moved ones, in 2D and 3D, whether it
+    measured on the whole image or (an image over the sample's voxels) on boxes of it."""
+    from volinr.neural_codec import regions
+
+    if sample_voxels:
+        monkeypatch.setattr(regions, "REFINEMENT_SAMPLE_VOXELS", sample_voxels)
+        assert regions.refinement_sample(LatentCodecModel(shape, CodecSettings.make())) is not None
     _round_trip_with(shape, 5, network_refinement_passes=1)
 
 

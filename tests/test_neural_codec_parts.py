@@ -593,10 +593,31 @@ def test_the_refinement_on_blocks_lowers_the_cost_it_measures_on_them(monkeypatc
 
     def coded_cost(passes):
         trial = copy.deepcopy(model)
-        chosen = quantise_network(trial, latents, target, 1e-3, plans, refinement_passes=passes)
+        chosen = quantise_network(
+            trial, latents, target, 1e-3, plans, refinement_passes=passes, refinement_plans=plans
+        )
         with torch.no_grad():
             mse = torch.mean((trial.synthesise(latents) - target) ** 2).item()
             bits = trial.latent_bits(latents).item() + sum(parameter_bits(p) for p in chosen)
         return mse + 1e-3 * bits / target.numel()
 
     assert coded_cost(1) < coded_cost(0)
+
+
+def test_the_refinement_samples_boxes_spread_over_a_large_image(monkeypatch):
+    """Up to REFINEMENT_SAMPLE_VOXELS the refinement measures on the whole image; beyond, on
+    one box in each octant (3D) or ninth (2D), disjoint, inside the image, about that many
+    voxels in all."""
+    from volinr.neural_codec import regions
+
+    assert regions.refinement_sample(LatentCodecModel((5, 17, 23), CodecSettings.make())) is None
+    monkeypatch.setattr(regions, "REFINEMENT_SAMPLE_VOXELS", 8 * 8**3)
+    for shape, thirds in (((64, 64, 64), 2), ((60, 90), 3)):
+        plans = regions.refinement_sample(LatentCodecModel(shape, CodecSettings.make(levels=3)))
+        boxes = [plan.block for plan in plans]
+        assert len(boxes) == thirds ** len(shape)
+        assert sum(box.voxels for box in boxes) <= regions.REFINEMENT_SAMPLE_VOXELS
+        corners = [list(zip(box.start, box.stop, shape, strict=True)) for box in boxes]
+        assert all(0 <= a < b <= n for corner in corners for a, b, n in corner)
+        cells = {tuple((a + b) // 2 * thirds // n for a, b, n in corner) for corner in corners}
+        assert len(cells) == len(boxes)  # one box a cell of the lattice: spread, not piled up

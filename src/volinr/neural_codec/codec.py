@@ -69,6 +69,7 @@ from volinr.neural_codec.regions import (
     decoding_plans,
     latent_bits_in_blocks,
     quantisation_sample,
+    refinement_sample,
     synthesise_block,
 )
 from volinr.neural_codec.settings import CodecSettings
@@ -253,7 +254,8 @@ def encode(
     sample = None if plans is None else quantisation_sample(plans)
     float_mse = measured_mse(model, latents, target, sample)
     passes = settings.network_refinement_passes
-    parameters = quantise_network(model, latents, target, lam, sample, passes)
+    refinement = refinement_sample(model) if passes else None
+    parameters = quantise_network(model, latents, target, lam, sample, passes, refinement)
     quantised_mse = measured_mse(model, latents, target, sample)
     if plans is None:
         with torch.no_grad():

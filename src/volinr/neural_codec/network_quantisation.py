@@ -25,12 +25,16 @@ Then, with every tensor quantised, ``refinement_passes`` greedy passes move sing
 order, each integer q of each tensor is tried at q - 1 and q + 1 and, in a direction that
 lowers the cost, further while it keeps lowering it; a move is kept only where the whole
 cost (the same cost as above, its other term measured with every other tensor as coded)
-drops, so a pass never raises it. A pass costs about three evaluations a coded parameter.
+drops, so a pass never raises it. A pass costs about three evaluations a coded parameter, so
+it measures on the whole image only up to ``regions.REFINEMENT_SAMPLE_VOXELS`` (the embedded
+slice, headsq) and on a lattice of boxes of that many voxels in all beyond (a real CT
+volume, where a pass on the step search's 4 M-voxel sample took hours).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -76,24 +80,62 @@ def quantise_network(
     lam: float,
     plans: list[BlockPlan] | None = None,
     refinement_passes: int = 0,
+    refinement_plans: list[BlockPlan] | None = None,
 ) -> list[QuantisedParameter]:
     """Quantise the model's coded tensors in place; return them with their steps.
 
     ``plans``: measure the costs on these blocks only (a sample of a volume too large to
     synthesise whole once per candidate step): their MSE, and their latents' bits scaled to
-    the image's voxels. ``refinement_passes``: greedy passes over single integers after."""
-    voxels = target.numel()
+    the image's voxels. ``refinement_passes``: greedy passes over single integers after,
+    measured on ``refinement_plans`` (None: the whole image; regions.refinement_sample)."""
     stages = model.synthesis_stages()
     stage_of = {name: i for i, (names, _) in enumerate(stages) for name in names}
     order = [stage_of[name] for name in model.coded_parameters() if name in stage_of]
     if order != sorted(order):
         raise RuntimeError("the coded tensors are not in synthesis-stage order")
-    sampled = voxels if plans is None else sum(plan.voxels for plan in plans)
+    cost_per_bit = lam / target.numel()
+    sample = _Sample(model, latents, target, plans, stage_of)
+    chosen: list[QuantisedParameter] = []
+    for name, tensor in model.coded_parameters().items():
+        other_term = sample.other_term(name, lam)
+        best = search_step(name, tensor.detach().clone(), other_term, cost_per_bit)
+        tensor.copy_(best.values())
+        chosen.append(best)
+        log.debug("quantised %s with step 2^-%d", name, best.exponent)
+    for done in range(refinement_passes):
+        # fresh: the cached stage inputs hold the tensors as they were when it was built
+        sample = _Sample(model, latents, target, refinement_plans, stage_of)
+        started, moved = time.perf_counter(), 0
+        for i, (name, tensor) in enumerate(model.coded_parameters().items()):
+            other_term = sample.other_term(name, lam)
+            chosen[i], changed = refine_integers(chosen[i], other_term, cost_per_bit)
+            tensor.copy_(chosen[i].values())
+            moved += changed
+        log.info(
+            "network refinement pass %d on %d voxel(s) moved %d integer(s) in %.0f s",
+            done + 1, sample.sampled, moved, time.perf_counter() - started,
+        )  # fmt: skip
+        if not moved:
+            break
+    return chosen
 
-    def fresh_parts() -> list[_Part]:
+
+class _Sample:
+    """Where the costs are measured: the whole image (``plans`` None) or blocks of it, whose
+    MSE is voxel-weighted and whose latents' bits are scaled to the image's voxels."""
+
+    def __init__(self, model, latents, target, plans, stage_of):
+        self.model, self.latents, self.plans, self.stage_of = model, latents, plans, stage_of
+        self.voxels = target.numel()
         if plans is None:
-            return [_Part(stages, latents, target, lambda output: output)]
-        return [
+            self.sampled = self.voxels
+            self.parts = [_Part(model.synthesis_stages(), latents, target, lambda output: output)]
+            # the entropy model's input rows do not change while its weights do: built once
+            # (the weight context_rows returns is a view of the model's: it follows copy_)
+            self.rows = [model.context_rows(latents, level) for level in range(len(latents))]
+            return
+        self.sampled = sum(plan.voxels for plan in plans)
+        self.parts = [
             _Part(
                 synthesis_stages_of_block(model, plan),
                 crop_latents(latents, plan),
@@ -103,61 +145,35 @@ def quantise_network(
             for plan in plans
         ]
 
-    parts = fresh_parts()
-
-    def distortion(name: str) -> float:
-        errors = [part.mean_squared_error(stage_of[name]) for part in parts]
-        if plans is None:
+    def distortion(self, name: str) -> float:
+        errors = [part.mean_squared_error(self.stage_of[name]) for part in self.parts]
+        if self.plans is None:
             return errors[0]
-        return sum(e * plan.voxels for e, plan in zip(errors, plans, strict=True)) / sampled
+        weighted = zip(errors, self.plans, strict=True)
+        return sum(e * plan.voxels for e, plan in weighted) / self.sampled
 
-    # the entropy model's input rows do not change while its weights do: built once (the
-    # weight context_rows returns is a view of the model's: it follows copy_ into it)
-    rows = (
-        [model.context_rows(latents, level) for level in range(len(latents))]
-        if plans is None
-        else []
-    )
-
-    def latent_bits() -> float:
-        if plans is None:
-            grids = [grid.reshape(-1) for grid in latents]
-            bits = [laplace_bits(g, *model.arm(*r)).sum() for g, r in zip(grids, rows, strict=True)]
+    def latent_bits(self) -> float:
+        if self.plans is None:
+            grids = [grid.reshape(-1) for grid in self.latents]
+            pairs = zip(grids, self.rows, strict=True)
+            bits = [laplace_bits(g, *self.model.arm(*r)).sum() for g, r in pairs]
             return torch.stack(bits).sum().item()
         bits = sum(
-            torch.stack(block_bits_by_level(model, part.latents, plan)).sum().item()
-            for part, plan in zip(parts, plans, strict=True)
+            torch.stack(block_bits_by_level(self.model, part.latents, plan)).sum().item()
+            for part, plan in zip(self.parts, self.plans, strict=True)
         )
-        return bits * voxels / sampled
+        return bits * self.voxels / self.sampled
 
-    def other_term_of(name: str, tensor: torch.Tensor) -> Callable[[torch.Tensor], float]:
+    def other_term(self, name: str, lam: float) -> Callable[[torch.Tensor], float]:
+        tensor = self.model.coded_parameters()[name]
+
         def other_term(values: torch.Tensor) -> float:
             tensor.copy_(values)
             if name.startswith("arm."):  # the entropy model moves the rate, not the MSE
-                return lam * latent_bits() / voxels
-            return distortion(name)
+                return lam * self.latent_bits() / self.voxels
+            return self.distortion(name)
 
         return other_term
-
-    chosen: list[QuantisedParameter] = []
-    for name, tensor in model.coded_parameters().items():
-        best = search_step(name, tensor.detach().clone(), other_term_of(name, tensor), lam / voxels)
-        tensor.copy_(best.values())
-        chosen.append(best)
-        log.debug("quantised %s with step 2^-%d", name, best.exponent)
-    for done in range(refinement_passes):
-        parts[:] = fresh_parts()  # the cached stage inputs hold the tensors as first quantised
-        moved = 0
-        for i, (name, tensor) in enumerate(model.coded_parameters().items()):
-            chosen[i], changed = refine_integers(
-                chosen[i], other_term_of(name, tensor), lam / voxels
-            )
-            tensor.copy_(chosen[i].values())
-            moved += changed
-        log.info("network refinement pass %d moved %d integer(s)", done + 1, moved)
-        if not moved:
-            break
-    return chosen
 
 
 def refine_integers(
