@@ -10,6 +10,9 @@ appends one JSON line (settings, bytes, PSNR, bits split, seconds) to ``--out``.
 ``--coding-variants KEY=VALUE ...``: after each run, code the same trained model again with
 each of these settings changed (settings the training does not read, such as
 network_refinement_passes): a paired comparison free of the training's seed-to-seed spread.
+``refinement_sample_voxels=N`` is such a variant too, though not a setting: it sets
+``regions.REFINEMENT_SAMPLE_VOXELS`` for that coding (what the refinement's sample of a large
+image costs, measured on a small one).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from volinr.data.dicom_frames import read_dicom_frames
 from volinr.data.phantom import synthetic_head_phantom
 from volinr.metrics import minmax_window, psnr_8bit, psnr_native
-from volinr.neural_codec import codec
+from volinr.neural_codec import codec, regions
 from volinr.neural_codec.codec import decode, encode
 from volinr.neural_codec.settings import CodecSettings
 from volinr.provenance import git_commit
@@ -58,6 +61,7 @@ def parse_value(text: str):
 
 
 CODING_ONLY = {"network_refinement_passes"}  # settings the training never reads
+MODULE_KNOBS = {"refinement_sample_voxels": (regions, "REFINEMENT_SAMPLE_VOXELS")}  # dev only
 
 
 class ReusedTraining:
@@ -82,9 +86,17 @@ class ReusedTraining:
 
 def run(image_name: str, lam: float, overrides: dict, seed: int) -> dict:
     image = np.asarray(TUNING_IMAGES[image_name](), dtype=np.float32)
-    settings = CodecSettings.make(**overrides)
+    settings = CodecSettings.make(**{k: v for k, v in overrides.items() if k not in MODULE_KNOBS})
+    knobs = {MODULE_KNOBS[k]: v for k, v in overrides.items() if k in MODULE_KNOBS}
+    saved = {(module, name): getattr(module, name) for module, name in knobs}
+    for (module, name), value in knobs.items():
+        setattr(module, name, value)
     start = time.perf_counter()
-    encoded = encode(image, None, settings, lam=lam, seed=seed)
+    try:
+        encoded = encode(image, None, settings, lam=lam, seed=seed)
+    finally:
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
     encode_seconds = time.perf_counter() - start
     start = time.perf_counter()
     decoded = decode(encoded.data, image_name)
@@ -179,7 +191,8 @@ def main() -> None:
     parser.add_argument("--summarise", action="store_true", help="print --out as a table")
     parser.add_argument(
         "--coding-variants", nargs="*", default=[], metavar="KEY=VALUE",
-        help=f"code each run's trained model again with one of these changed ({CODING_ONLY})",
+        help=f"code each run's trained model again with one of these changed "
+        f"({sorted(CODING_ONLY | MODULE_KNOBS.keys())})",
     )  # fmt: skip
     args = parser.parse_args()
     if args.summarise:
@@ -197,7 +210,7 @@ def main() -> None:
     variants = [{}]
     for item in args.coding_variants:
         key, value = item.split("=", 1)
-        if key not in CODING_ONLY:
+        if key not in CODING_ONLY | MODULE_KNOBS.keys():
             parser.error(f"{key} is read by the training: not a coding variant")
         variants.append({key: parse_value(value)})
     codec.train = ReusedTraining()

@@ -11,7 +11,10 @@ the peer and our sweeps against the classical anchors, by the project's own reci
 ``--peer``: the rows ``coolchic_peer.py --rows-out`` writes, or its committed record
 (``coolchic_peer.json``, whose ``points`` are those rows); ``--ours``: LABEL=a sweep's
 rows or its ``table_rate_distortion`` (the neural codec's rows are taken); ``--anchors``: the
-classical codecs' rows on the same image.
+classical codecs' rows on the same image. Curves labelled "NAME, seed N" for several N are
+also summarised across their seeds (each seed's BD-rate; their mean, standard deviation,
+range and a Student-t 95% interval of the mean): one seed's curve is one draw of the
+training's initialisation.
 """
 
 from __future__ import annotations
@@ -56,6 +59,28 @@ def bd(test: pd.DataFrame, anchor: pd.DataFrame, test_name: str, anchor_name: st
         result = bd_metrics(rd_curve(test, column), rd_curve(anchor, column))
         rows.append({"curve": test_name, "against": anchor_name, "psnr": column, **result})
     return rows
+
+
+def across_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """The BD-rates of the curves labelled "NAME, seed N" grouped by NAME (two seeds or more)."""
+    from scipy import stats
+
+    found = table["curve"].str.extract(r"^this codec \((.*), seed (\d+)\)$")
+    seeded = table.assign(group=found[0], seed=found[1]).dropna(subset=["group"])
+    rows = []
+    for (group, against, psnr), cell in seeded.groupby(["group", "against", "psnr"], sort=False):
+        values = cell["bd_rate_percent"].dropna()
+        if cell["seed"].nunique() < 2:
+            continue
+        n, mean, sd = len(values), values.mean(), values.std(ddof=1)
+        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else math.nan
+        rows.append({
+            "curves": group, "against": against, "psnr": psnr, "seeds": n,
+            "bd_rate_percent_each": ", ".join(f"{v:.1f}" for v in values),
+            "mean": mean, "sd": sd, "min": values.min(), "max": values.max(),
+            "ci95_low": mean - half, "ci95_high": mean + half,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -113,6 +138,20 @@ def main() -> None:
         shown.to_markdown(index=False, floatfmt=".4g"),
         "",
     ]
+    seeds = across_seeds(table)
+    if not seeds.empty:
+        record["across_seeds"] = seeds.to_dict("records")
+        args.out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+        text += [
+            "## Across seeds",
+            "",
+            "BD-rate of each seed's curve (the codec's `seed`: its initialisations and noise), "
+            "their mean, sample standard deviation, range, and the Student-t 95% interval of "
+            "the mean (with a few seeds a wide one). The peer and the anchors are one run each.",
+            "",
+            seeds.to_markdown(index=False, floatfmt=".4g"),
+            "",
+        ]
     args.out.with_suffix(".md").write_text("\n".join(text))
     log.info("wrote %s", args.out.with_suffix(".md"))
 
