@@ -621,3 +621,30 @@ def test_the_refinement_samples_boxes_spread_over_a_large_image(monkeypatch):
         assert all(0 <= a < b <= n for corner in corners for a, b, n in corner)
         cells = {tuple((a + b) // 2 * thirds // n for a, b, n in corner) for corner in corners}
         assert len(cells) == len(boxes)  # one box a cell of the lattice: spread, not piled up
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_moves_found_on_the_refinement_sample_are_kept_only_where_the_whole_cost_drops(seed):
+    """A refinement sample unlike the rest of the image (a corner of another brightness):
+    moves that help it hurt the whole, and must not reach the file."""
+    from volinr.neural_codec import regions
+    from volinr.neural_codec.parameter_coding import parameter_bits
+
+    torch.manual_seed(seed)
+    model = LatentCodecModel((24, 24), CodecSettings.make(levels=3), output_bias=0.4)
+    latents = [torch.round(torch.randn(g) * 2) for g in model.grid_shapes]
+    target = torch.rand(24, 24) * 0.3
+    target[:8, :8] = 0.9
+    corner = [regions.plan_block(model, regions.Box((0, 0), (8, 8)))]
+
+    def whole_cost(passes):
+        trial = copy.deepcopy(model)
+        chosen = quantise_network(
+            trial, latents, target, 1e-3, None, refinement_passes=passes, refinement_plans=corner
+        )
+        with torch.no_grad():
+            mse = torch.mean((trial.synthesise(latents) - target) ** 2).item()
+            bits = trial.latent_bits(latents).item() + sum(parameter_bits(p) for p in chosen)
+        return mse + 1e-3 * bits / target.numel()
+
+    assert whole_cost(2) <= whole_cost(0)

@@ -28,7 +28,10 @@ cost (the same cost as above, its other term measured with every other tensor as
 drops, so a pass never raises it. A pass costs about three evaluations a coded parameter, so
 it measures on the whole image only up to ``regions.REFINEMENT_SAMPLE_VOXELS`` (the embedded
 slice, headsq) and on a lattice of boxes of that many voxels in all beyond (a real CT
-volume, where a pass on the step search's 4 M-voxel sample took hours).
+volume, where a pass on the step search's 4 M-voxel sample took hours). Moves found on the
+boxes are kept, tensor by tensor, only where the step search's own measure (the whole image,
+or its sample of a volume) says they lower the cost: alone, a sample of a tenth of a phantom
+volume raised its whole cost (neural_codec_tuning.md, round 22).
 """
 
 from __future__ import annotations
@@ -103,21 +106,43 @@ def quantise_network(
         chosen.append(best)
         log.debug("quantised %s with step 2^-%d", name, best.exponent)
     for done in range(refinement_passes):
-        # fresh: the cached stage inputs hold the tensors as they were when it was built
-        sample = _Sample(model, latents, target, refinement_plans, stage_of)
-        started, moved = time.perf_counter(), 0
+        # fresh samples: their cached stage inputs hold the tensors as they were when built
+        trial = _Sample(model, latents, target, refinement_plans, stage_of)
+        kept = (
+            None if refinement_plans is None else _Sample(model, latents, target, plans, stage_of)
+        )
+        started, moved, undone = time.perf_counter(), 0, 0
         for i, (name, tensor) in enumerate(model.coded_parameters().items()):
-            other_term = sample.other_term(name, lam)
-            chosen[i], changed = refine_integers(chosen[i], other_term, cost_per_bit)
-            tensor.copy_(chosen[i].values())
+            refined, changed = refine_integers(chosen[i], trial.other_term(name, lam), cost_per_bit)
+            if changed and kept is not None:
+                # moves found on the refinement's small sample are kept only where the step
+                # search's measure agrees: on a 10% sample they raised the phantom's cost
+                other_term = kept.other_term(name, lam)
+                after, before = (
+                    coded_cost(p, other_term, cost_per_bit) for p in (refined, chosen[i])
+                )
+                if not after < before:
+                    refined, changed, undone = chosen[i], 0, undone + 1
+            chosen[i] = refined
+            tensor.copy_(refined.values())
             moved += changed
         log.info(
-            "network refinement pass %d on %d voxel(s) moved %d integer(s) in %.0f s",
-            done + 1, sample.sampled, moved, time.perf_counter() - started,
+            "network refinement pass %d on %d voxel(s) moved %d integer(s) (%d tensor(s) "
+            "undone) in %.0f s", done + 1, trial.sampled, moved, undone,
+            time.perf_counter() - started,
         )  # fmt: skip
         if not moved:
             break
     return chosen
+
+
+def coded_cost(
+    parameter: QuantisedParameter,
+    other_term: Callable[[torch.Tensor], float],
+    cost_per_bit: float,
+) -> float:
+    """The tensor's share of the coded cost: the other term at its values + its bits' cost."""
+    return other_term(parameter.values()) + cost_per_bit * parameter_bits(parameter)
 
 
 class _Sample:
@@ -185,7 +210,7 @@ def refine_integers(
     tensor and how many of its integers moved. The cost never rises."""
 
     def cost_of(candidate: QuantisedParameter) -> float:
-        return other_term(candidate.values()) + cost_per_bit * parameter_bits(candidate)
+        return coded_cost(candidate, other_term, cost_per_bit)
 
     best, best_cost, moved = parameter, cost_of(parameter), 0
     for index in range(parameter.integers.size):
