@@ -242,7 +242,9 @@ def refinement_sample(model: LatentCodecModel) -> list[BlockPlan] | None:
     if math.prod(shape) <= REFINEMENT_SAMPLE_VOXELS:
         return None
     per_axis = REFINEMENT_BOXES_PER_AXIS[len(shape)]
-    edge = max(1, int((REFINEMENT_SAMPLE_VOXELS / per_axis ** len(shape)) ** (1 / len(shape))))
+    boxes_voxels = REFINEMENT_SAMPLE_VOXELS // per_axis ** len(shape)
+    edge = round(boxes_voxels ** (1 / len(shape)))  # the integer root: 4096 ** (1 / 3) < 16
+    edge = max(1, edge - (edge ** len(shape) > boxes_voxels))
     starts = [
         sorted({min(max(0, round((2 * i + 1) * n / (2 * per_axis)) - edge // 2), max(0, n - edge))
                 for i in range(per_axis)})
