@@ -23,15 +23,16 @@ default-run point 4.8 dB. A finer step that gives the very same values is skippe
 Then, with every tensor quantised, ``refinement_passes`` greedy passes move single integers
 (Cool-chic's discrete refinement of its quantised networks, read from its design): in file
 order, each integer q of each tensor is tried at q - 1 and q + 1 and, in a direction that
-lowers the cost, further while it keeps lowering it; a move is kept only where the whole
-cost (the same cost as above, its other term measured with every other tensor as coded)
-drops, so a pass never raises it. A pass costs about three evaluations a coded parameter, so
-it measures on the whole image only up to ``regions.REFINEMENT_SAMPLE_VOXELS`` (the embedded
-slice, headsq) and on a lattice of boxes of that many voxels in all beyond (a real CT
-volume, where a pass on the step search's 4 M-voxel sample took hours). Moves found on the
-boxes are kept, tensor by tensor, only where the step search's own measure (the whole image,
-or its sample of a volume) says they lower the cost: alone, a sample of a tenth of a phantom
-volume raised its whole cost (neural_codec_tuning.md, round 22).
+lowers the cost, further while it keeps lowering it; a move is kept only where the whole cost
+(the same cost as above, its other term measured with every other tensor as coded) drops, so a
+pass never raises it. A pass costs about three evaluations a coded parameter, so it measures
+on the whole image only up to ``regions.REFINEMENT_SAMPLE_VOXELS`` (the embedded slice,
+headsq) and on a lattice of boxes of that many voxels in all beyond (a real CT volume: on the
+step search's 4 M-voxel sample of a 113x256x256 one, the first pass had done 4 of its 19
+tensors after 10 minutes). Moves found on the boxes are kept, tensor by tensor, only where the
+step search's own measure (the whole image, or its sample of a volume) says they lower the
+cost: alone, a sample of a tenth of a phantom volume raised its whole cost
+(neural_codec_tuning.md, round 22).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def quantise_network(
         tensor.copy_(best.values())
         chosen.append(best)
         log.debug("quantised %s with step 2^-%d", name, best.exponent)
+    del sample  # its caches (stage inputs, entropy-model rows) are rebuilt fresh a pass
     for done in range(refinement_passes):
         # fresh samples: their cached stage inputs hold the tensors as they were when built
         trial = _Sample(model, latents, target, refinement_plans, stage_of)
