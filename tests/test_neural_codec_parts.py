@@ -545,30 +545,38 @@ def test_the_refinement_moves_integers_several_steps_and_never_raises_the_cost()
     assert np.abs(dear.integers).sum() < np.abs(start.integers).sum()
 
 
+def _refined_whole_cost(model, latents, target, passes, plans=None, refinement_plans=None):
+    """Quantise a copy of the model with ``passes`` refinement passes; the whole image's coded
+    cost (MSE + 1e-3 bits per voxel, every tensor as coded) and the chosen tensors."""
+    from volinr.neural_codec.parameter_coding import parameter_bits
+
+    trial = copy.deepcopy(model)
+    chosen = quantise_network(
+        trial, latents, target, 1e-3, plans, refinement_passes=passes,
+        refinement_plans=refinement_plans,
+    )  # fmt: skip
+    for p, tensor in zip(chosen, trial.coded_parameters().values(), strict=True):
+        assert torch.equal(p.values(), tensor)  # the tensors coded are the ones left in it
+    with torch.no_grad():
+        mse = torch.mean((trial.synthesise(latents) - target) ** 2).item()
+        bits = trial.latent_bits(latents).item() + sum(parameter_bits(p) for p in chosen)
+    return mse + 1e-3 * bits / target.numel(), chosen
+
+
+def _random_model(shape, seed, **settings):
+    torch.manual_seed(seed)
+    model = LatentCodecModel(shape, CodecSettings.make(**settings), output_bias=0.4)
+    return model, [torch.round(torch.randn(g) * 2) for g in model.grid_shapes]
+
+
 def test_the_refinement_lowers_the_coded_cost_of_a_real_model():
     """On a small trained-from-random model: the whole coded cost (MSE + lambda bits, every
     tensor as coded) with one refinement pass is at most the cost without, and the refined
     tensors are the ones left in the model."""
-    from volinr.neural_codec.model import LatentCodecModel
-    from volinr.neural_codec.network_quantisation import quantise_network
-    from volinr.neural_codec.parameter_coding import parameter_bits
-
-    def coded_cost(passes):
-        torch.manual_seed(3)
-        model = LatentCodecModel((24, 24), CodecSettings.make(levels=3), output_bias=0.4)
-        latents = [torch.round(torch.randn(g) * 2) for g in model.grid_shapes]
-        target = torch.rand(24, 24)
-        lam = 1e-3
-        chosen = quantise_network(model, latents, target, lam, refinement_passes=passes)
-        for p, tensor in zip(chosen, model.coded_parameters().values(), strict=True):
-            assert torch.equal(p.values(), tensor)
-        with torch.no_grad():
-            mse = torch.mean((model.synthesise(latents) - target) ** 2).item()
-            bits = model.latent_bits(latents).item() + sum(parameter_bits(p) for p in chosen)
-        return mse + lam * bits / target.numel(), chosen
-
-    plain, plain_chosen = coded_cost(0)
-    refined, refined_chosen = coded_cost(1)
+    model, latents = _random_model((24, 24), 3, levels=3)
+    target = torch.rand(24, 24)
+    plain, plain_chosen = _refined_whole_cost(model, latents, target, 0)
+    refined, refined_chosen = _refined_whole_cost(model, latents, target, 1)
     assert refined < plain
     assert any(
         not np.array_equal(a.integers, b.integers)
@@ -580,28 +588,15 @@ def test_the_refinement_on_blocks_lowers_the_cost_it_measures_on_them(monkeypatc
     """A volume decoded block by block: the passes measure on the blocks (here every block, so
     their cost is the whole volume's) and must lower it."""
     from volinr.neural_codec import regions
-    from volinr.neural_codec.parameter_coding import parameter_bits
 
     monkeypatch.setitem(regions.DECODING_BLOCK_EDGE, 3, 8)
-    torch.manual_seed(3)
     small = dict(levels=3, synthesis_widths=(4,), arm_width=4, arm_layers=1, residual_layers=1)
-    model = LatentCodecModel((5, 9, 11), CodecSettings.make(**small), output_bias=0.4)
-    latents = [torch.round(torch.randn(g) * 2) for g in model.grid_shapes]
+    model, latents = _random_model((5, 9, 11), 3, **small)
     target = torch.rand(model.shape)
     plans = regions.decoding_plans(model)
     assert plans is not None and len(plans) > 1
-
-    def coded_cost(passes):
-        trial = copy.deepcopy(model)
-        chosen = quantise_network(
-            trial, latents, target, 1e-3, plans, refinement_passes=passes, refinement_plans=plans
-        )
-        with torch.no_grad():
-            mse = torch.mean((trial.synthesise(latents) - target) ** 2).item()
-            bits = trial.latent_bits(latents).item() + sum(parameter_bits(p) for p in chosen)
-        return mse + 1e-3 * bits / target.numel()
-
-    assert coded_cost(1) < coded_cost(0)
+    refined, _ = _refined_whole_cost(model, latents, target, 1, plans, plans)
+    assert refined < _refined_whole_cost(model, latents, target, 0, plans, plans)[0]
 
 
 def test_the_refinement_samples_boxes_spread_over_a_large_image(monkeypatch):
@@ -628,23 +623,10 @@ def test_moves_found_on_the_refinement_sample_are_kept_only_where_the_whole_cost
     """A refinement sample unlike the rest of the image (a corner of another brightness):
     moves that help it hurt the whole, and must not reach the file."""
     from volinr.neural_codec import regions
-    from volinr.neural_codec.parameter_coding import parameter_bits
 
-    torch.manual_seed(seed)
-    model = LatentCodecModel((24, 24), CodecSettings.make(levels=3), output_bias=0.4)
-    latents = [torch.round(torch.randn(g) * 2) for g in model.grid_shapes]
+    model, latents = _random_model((24, 24), seed, levels=3)
     target = torch.rand(24, 24) * 0.3
     target[:8, :8] = 0.9
     corner = [regions.plan_block(model, regions.Box((0, 0), (8, 8)))]
-
-    def whole_cost(passes):
-        trial = copy.deepcopy(model)
-        chosen = quantise_network(
-            trial, latents, target, 1e-3, None, refinement_passes=passes, refinement_plans=corner
-        )
-        with torch.no_grad():
-            mse = torch.mean((trial.synthesise(latents) - target) ** 2).item()
-            bits = trial.latent_bits(latents).item() + sum(parameter_bits(p) for p in chosen)
-        return mse + 1e-3 * bits / target.numel()
-
-    assert whole_cost(2) <= whole_cost(0)
+    refined, _ = _refined_whole_cost(model, latents, target, 2, None, corner)
+    assert refined <= _refined_whole_cost(model, latents, target, 0)[0]
