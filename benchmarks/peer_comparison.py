@@ -116,6 +116,9 @@ def main() -> None:
             for r in rows
         ],
     }
+    seeds = across_seeds(table)
+    if not seeds.empty:
+        record["across_seeds"] = seeds.to_dict("records")
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     shown = table[
         ["curve", "against", "psnr", "bd_rate_percent", "bd_psnr_db", "points", "anchor_points"]
@@ -138,10 +141,7 @@ def main() -> None:
         shown.to_markdown(index=False, floatfmt=".4g"),
         "",
     ]
-    seeds = across_seeds(table)
     if not seeds.empty:
-        record["across_seeds"] = seeds.to_dict("records")
-        args.out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
         text += [
             "## Across seeds",
             "",
