@@ -24,7 +24,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from volinr.data.dicom_series import read_dicom_series
+from volinr.data.dicom_series import BLANK_SERIES_UID, read_dicom_series
 from volinr.data.export import write_dicom_series, write_nifti
 from volinr.data.geometry import crop_slices
 from volinr.data.nifti import read_nifti
@@ -68,7 +68,7 @@ def write_series(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    series_uid = series_uid or generate_uid()
+    series_uid = generate_uid() if series_uid is None else series_uid
     frame_uid = generate_uid(entropy_srcs=[study_uid])
     order = np.random.default_rng(seed).permutation(len(raw))
     paths = []
@@ -185,6 +185,45 @@ def test_two_series_are_listed_and_one_can_be_chosen(tmp_path, small):
     assert chosen.meta["series_uid"] == second
     with pytest.raises(InputError, match=first):  # an absent one lists what is there
         read_dicom_series(tmp_path, series_uid="1.2.999")
+
+
+def _edit_headers(paths, **values):
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        for keyword, value in values.items():
+            if value is None:
+                delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, value)
+        ds.save_as(path)
+
+
+def test_a_series_whose_uid_an_anonymiser_blanked_reads_and_stays_apart(tmp_path, small, caplog):
+    # TotalSegmentator's example series ships with its UIDs blanked (tag present, value empty)
+    paths = write_series(tmp_path / "a", small, series_uid="")
+    with caplog.at_level(logging.WARNING, logger="volinr.data.dicom_series"):
+        volume = read_dicom_series(tmp_path / "a")
+    np.testing.assert_array_equal(volume.voxels, small + INTERCEPT)
+    assert volume.meta["series_uid"].startswith(BLANK_SERIES_UID)
+    assert "blank SeriesInstanceUID" in caplog.text and "12 file(s)" in caplog.text
+
+    # a second blanked series with its own SeriesNumber is listed apart, not merged
+    other = write_series(tmp_path / "b", small[::-1], series_uid="", seed=1)
+    _edit_headers(other, SeriesNumber=4)
+    with pytest.raises(InputError, match="2 DICOM series found") as error:
+        read_dicom_series(tmp_path)
+    assert "SeriesNumber '3'" in str(error.value) and "SeriesNumber '4'" in str(error.value)
+
+    # ... and one that shares every fallback field meets the duplicate check
+    _edit_headers(other, SeriesNumber=3)
+    with pytest.raises(InputError, match="same position|duplicate"):
+        read_dicom_series(tmp_path)
+
+    # a file without the tag at all is still refused by name
+    _edit_headers(paths[:1], SeriesInstanceUID=None)
+    with pytest.raises(InputError, match="no SeriesInstanceUID") as error:
+        read_dicom_series(tmp_path / "a")
+    assert str(paths[0]) in str(error.value)
 
 
 def test_a_missing_slice_is_a_gap_error_or_is_interpolated(tmp_path, small):

@@ -38,6 +38,9 @@ from volinr.errors import InputError
 
 log = logging.getLogger(__name__)
 
+# The key of files whose SeriesInstanceUID is blank; never a valid UID, so never a clash.
+BLANK_SERIES_UID = "(blank SeriesInstanceUID)"
+
 
 SERIES_UID_KEY = "dataset.series_uid"
 
@@ -114,6 +117,24 @@ def _read_header(path: Path) -> pydicom.Dataset:
             "truncated, or not an image object"
         )
     return header
+
+
+def _series_key(path: Path, header: Any) -> str:
+    """The series a file belongs to: its SeriesInstanceUID, or where an anonymiser blanked it
+    (the tag present, its value empty, as in TotalSegmentator's example series) the fields
+    that stay constant within a series. Files of different series with the same fallback key
+    then meet the series checks: equal positions stop the read as duplicates, different
+    sizes, spacings or orientations as a mixed series."""
+    if "SeriesInstanceUID" not in header:
+        raise InputError(f"{path}: no SeriesInstanceUID (a truncated or incomplete file)")
+    uid = str(header.SeriesInstanceUID or "").strip()
+    if uid:
+        return uid
+    fields = ", ".join(
+        f"{name} {str(getattr(header, name, '') or '').strip()!r}"
+        for name in ("SeriesNumber", "SeriesDescription", "FrameOfReferenceUID")
+    )
+    return f"{BLANK_SERIES_UID} ({fields})"
 
 
 def _describe_series(uid: str, slices: list[SeriesSlice]) -> str:
@@ -194,10 +215,15 @@ def read_dicom_series(
     series: dict[str, list[SeriesSlice]] = {}
     for path in paths:
         header = _read_header(path)
-        uid = str(getattr(header, "SeriesInstanceUID", "") or "")
-        if not uid:
-            raise InputError(f"{path}: no SeriesInstanceUID (a truncated or incomplete file)")
-        series.setdefault(uid, []).append(SeriesSlice(path, header))
+        series.setdefault(_series_key(path, header), []).append(SeriesSlice(path, header))
+    blank = [key for key in series if key.startswith(BLANK_SERIES_UID)]
+    if blank:
+        log.warning(
+            "%s: %d file(s) with a blank SeriesInstanceUID (an anonymiser's), grouped by "
+            "SeriesNumber, SeriesDescription and FrameOfReferenceUID instead",
+            folder,
+            sum(len(series[key]) for key in blank),
+        )
     chosen = _choose_series(folder, series, series_uid)
     slices = series[chosen]
     for item in slices:
