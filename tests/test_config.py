@@ -35,6 +35,7 @@ def _load(name):
         "volume_demo.yaml",
         "volume_tiny.yaml",
         "visible_human.yaml",
+        "real_ct_slab.yaml",
     ],
 )
 def test_shipped_configs_validate(name):
@@ -43,6 +44,16 @@ def test_shipped_configs_validate(name):
     assert config["siren"]["width"] == 128  # filled in from the schema's defaults
     assert config["evaluation_image"]["source"] == "pydicom-data:693_UNCR.dcm"
     assert config["dataset"]["kind"] in ("slice", "phantom", "download", "array")
+
+
+def test_the_real_ct_slab_is_pinned_file_by_file():
+    # a download that names a branch, or a file without its checksum, could change under a run
+    download = _load("real_ct_slab.yaml")["dataset"]["download"]
+    urls, sums = download["urls"], download["sha256"]
+    assert len(urls) == len(sums) == 20 and len(set(urls)) == 20
+    assert all(re.fullmatch(r"[0-9a-f]{64}", s) for s in sums)
+    commits = {re.search(r"/TotalSegmentator/([0-9a-f]{40})/", url).group(1) for url in urls}
+    assert len(commits) == 1
 
 
 def test_volume_source_settings_are_checked_by_the_schema():
