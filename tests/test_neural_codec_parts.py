@@ -602,7 +602,7 @@ def test_the_refinement_on_blocks_lowers_the_cost_it_measures_on_them(monkeypatc
 def test_the_refinement_samples_boxes_spread_over_a_large_image(monkeypatch):
     """Up to REFINEMENT_SAMPLE_VOXELS the refinement measures on the whole image; beyond, on
     one box in each octant (3D) or ninth (2D), disjoint, inside the image, about that many
-    voxels in all."""
+    voxels in all, a thin axis spanned by one box."""
     from volinr.neural_codec import regions
 
     assert regions.refinement_sample(LatentCodecModel((5, 17, 23), CodecSettings.make())) is None
@@ -616,6 +616,14 @@ def test_the_refinement_samples_boxes_spread_over_a_large_image(monkeypatch):
         assert all(0 <= a < b <= n for corner in corners for a, b, n in corner)
         cells = {tuple((a + b) // 2 * thirds // n for a, b, n in corner) for corner in corners}
         assert len(cells) == len(boxes)  # one box a cell of the lattice: spread, not piled up
+
+    # a slab thinner than a box's edge: one box along it, the others grown to keep the budget
+    # (the 20x512x512 real CT measured 128,000 of its 524,288 voxels before)
+    plans = regions.refinement_sample(LatentCodecModel((3, 64, 64), CodecSettings.make(levels=3)))
+    boxes = [plan.block for plan in plans]
+    assert len(boxes) == 4 and all((box.start[0], box.stop[0]) == (0, 3) for box in boxes)
+    total = sum(box.voxels for box in boxes)
+    assert 0.75 * regions.REFINEMENT_SAMPLE_VOXELS <= total <= regions.REFINEMENT_SAMPLE_VOXELS
 
 
 @pytest.mark.parametrize("seed", [5, 6])

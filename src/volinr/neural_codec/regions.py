@@ -237,24 +237,41 @@ REFINEMENT_BOXES_PER_AXIS = {2: 3, 3: 2}
 def refinement_sample(model: LatentCodecModel) -> list[BlockPlan] | None:
     """None (the whole image) where it has at most REFINEMENT_SAMPLE_VOXELS voxels; else boxes
     centred on a regular lattice (at (2i + 1) / 2k of each axis, k a side), about that many
-    voxels in all: a deterministic sample spread over the image, as the tissue lies anywhere."""
+    voxels in all: a deterministic sample spread over the image, as the tissue lies anywhere.
+    An axis no longer than a box's edge (the 20 slices of a slab) gets one box spanning it,
+    and the other axes' edges grow to keep the budget."""
     shape = model.shape
     if math.prod(shape) <= REFINEMENT_SAMPLE_VOXELS:
         return None
     per_axis = REFINEMENT_BOXES_PER_AXIS[len(shape)]
-    boxes_voxels = REFINEMENT_SAMPLE_VOXELS // per_axis ** len(shape)
-    edge = round(boxes_voxels ** (1 / len(shape)))  # the integer root: 4096 ** (1 / 3) < 16
-    edge = max(1, edge - (edge ** len(shape) > boxes_voxels))
+    edges = _box_edges(shape, per_axis)
     starts = [
         sorted({min(max(0, round((2 * i + 1) * n / (2 * per_axis)) - edge // 2), max(0, n - edge))
                 for i in range(per_axis)})
-        for n in shape
+        for n, edge in zip(shape, edges, strict=True)
     ]  # fmt: skip
     boxes = [
-        Box(corner, tuple(min(a + edge, n) for a, n in zip(corner, shape, strict=True)))
+        Box(corner, tuple(min(a + e, n) for a, e, n in zip(corner, edges, shape, strict=True)))
         for corner in itertools.product(*starts)
     ]
     return [plan_block(model, box) for box in boxes]
+
+
+def _box_edges(shape: tuple[int, ...], per_axis: int) -> list[int]:
+    """Each axis's box edge: the integer root of the voxels a box may hold, or the whole axis
+    where it is no longer than that (one box along it), the others' root taken again."""
+    whole: set[int] = set()
+    while True:
+        free = [axis for axis in range(len(shape)) if axis not in whole]
+        held = math.prod(shape[axis] for axis in whole)
+        per_box = REFINEMENT_SAMPLE_VOXELS // per_axis ** len(free) // held
+        edge = round(per_box ** (1 / len(free)))  # the integer root: 4096 ** (1 / 3) < 16
+        edge = max(1, edge - (edge ** len(free) > per_box))
+        thin = {axis for axis in free if shape[axis] <= edge}
+        # an image over the budget keeps at least one axis longer than its edge
+        if not thin or len(thin) == len(free):
+            return [shape[axis] if axis in whole else edge for axis in range(len(shape))]
+        whole |= thin
 
 
 def quantisation_sample(plans: list[BlockPlan]) -> list[BlockPlan]:
