@@ -159,14 +159,17 @@ def summary(tables: Path, rows: list[Path], title: str, how: str, curves: str = 
     columns.append("ssim")
     versus = best[best["method"].str.startswith("neural codec")]
     bd_ours = bd[bd["method"].str.startswith("neural codec")].fillna({"bd_note": ""})
+    # the commit that made the tables (a workflow run's), not the one summarising them
+    provenance = tables / "table_rate_distortion.csv.provenance"
+    commit = json.loads(provenance.read_text())["git_commit"] if provenance.exists() else None
     return "\n".join(
         [
             f"# {title}",
             "",
-            f"{how} On {device_info(None)['name']}, commit {git_commit()}. Every rate is 8 x a "
-            "real file's bytes / voxels; every PSNR is measured on the image decoded from that "
-            "file (the pipeline's `volinr rd`). Codec defaults tuned only on the phantom and "
-            "SR-training frames.",
+            f"{how} On {device_info(None)['name']}, commit {commit or git_commit()}. Every rate "
+            "is 8 x a real file's bytes / voxels; every PSNR is measured on the image decoded "
+            "from that file (the pipeline's `volinr rd`). Codec defaults tuned only on the "
+            "phantom and SR-training frames.",
             "",
             "## Points",
             "",
