@@ -135,12 +135,14 @@ def test_the_entropy_models_stabiliser_is_coded_and_decoded_bitwise(shape):
         LatentCodecModel(shape, model.settings, blocked=True)
 
 
-@pytest.mark.parametrize("shape", [(37, 53), (5, 17, 23)])
-@pytest.mark.parametrize("sample_voxels", [None, 300])
+@pytest.mark.parametrize(
+    ("shape", "sample_voxels"), [((37, 53), None), ((5, 17, 23), None), ((5, 17, 23), 300)]
+)
 def test_refined_networks_are_coded_and_decoded_bitwise(shape, sample_voxels, monkeypatch):
     """The refinement moves integers after the step search (it does on a real model:
     test_neural_codec_parts): the file must hold the moved ones, in 2D and 3D, whether it
-    measured on the whole image or (an image over the sample's voxels) on boxes of it."""
+    measured on the whole image or (a volume over the sample's voxels: the case of real CT
+    volumes; a slice over 2^19 voxels takes the same path in 2D) on boxes of it."""
     from volinr.neural_codec import regions
 
     if sample_voxels:

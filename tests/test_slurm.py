@@ -1,5 +1,6 @@
-"""The tiny suite (two datasets, each the tiny workflow) through profiles/slurm on a real
-single-node SLURM cluster: one job per dataset's rule, the suite's tables at the end.
+"""A suite of two datasets over the tiny workflow (.test/config_slurm/: one job of each kind)
+through profiles/slurm on a real single-node SLURM cluster: one job per dataset's rule, the
+suite's tables at the end.
 
 Skipped, with the reason, where SLURM cannot run (not installed, not root, or a SLURM of the
 machine's own at /etc/slurm). `.ci/run` installs it from Debian's packages.
@@ -57,7 +58,7 @@ def slurm_run(tmp_path_factory):
             str(workdir),
             "--configfile",
             str(ROOT / ".test/config/config.yaml"),
-            str(ROOT / ".test/config_suite/config.yaml"),
+            str(ROOT / ".test/config_slurm/config.yaml"),
             "--profile",
             str(ROOT / "profiles/slurm"),
             *TEST_CLUSTER_ARGS,
@@ -100,14 +101,16 @@ def test_the_suite_fanned_out_one_job_per_dataset_rule(slurm_run):
     results, records, _, steps = slurm_run
     # each dataset's groups ran as their own jobs (every step but `all` is a SLURM job)
     for dataset in ("head", "abdomen"):
-        assert list((results / f"suite/{dataset}/rd/neural_codec").glob("*.json")), dataset
+        assert (results / f"suite/{dataset}/rd/classical/jpeg2000.json").is_file(), dataset
+    assert list((results / "suite/head/rd/siren_lr_sr").glob("*.json"))
     assert len(records) == steps - 1
     assert (results / "suite/tables/suite_bd_rate_mean.csv").is_file()
     assert (results / "suite/summary.md").read_text().startswith("# Suite verdict over 2")
 
 
 def test_outputs_equal_those_of_a_local_run(slurm_run, tiny_run):
-    """The suite's head dataset is the tiny config unchanged: the same outputs, to the bit."""
+    """The suite's head dataset is a subset of the tiny config's jobs, each unchanged: the same
+    outputs, to the bit."""
     remote = slurm_run[0] / "suite/head"
     for name in ("data/eval.json", "data/lr.json", "data/split.json"):
         local_json = json.loads((tiny_run / name).read_text())
@@ -115,13 +118,17 @@ def test_outputs_equal_those_of_a_local_run(slurm_run, tiny_run):
         local_json.pop("provenance", None)  # names its own output path and commit
         remote_json.pop("provenance", None)
         assert local_json == remote_json, name
-    for weights in sorted(tiny_run.glob("fits/*/*/siren.pt")) + [tiny_run / "sr/srdensenet.pt"]:
-        other = remote / weights.relative_to(tiny_run)
-        for (key, a), b in zip(_state(weights).items(), _state(other).values(), strict=True):
-            assert torch.equal(a, b), f"{weights.relative_to(tiny_run)}: {key} differs"
-    for metrics in sorted(tiny_run.glob("rd/*/*.json")):
-        local_rows = json.loads(metrics.read_text())["rows"]
-        remote_rows = json.loads((remote / metrics.relative_to(tiny_run)).read_text())["rows"]
+    weights = sorted(remote.glob("fits/*/*/siren.pt")) + [remote / "sr/srdensenet.pt"]
+    assert len(weights) == 3  # the 2-layer fits of LR and HR, the SR model
+    for other in weights:
+        local = tiny_run / other.relative_to(remote)
+        for (key, a), b in zip(_state(local).items(), _state(other).values(), strict=True):
+            assert torch.equal(a, b), f"{other.relative_to(remote)}: {key} differs"
+    metrics_files = sorted(remote.glob("rd/*/*.json"))
+    assert len(metrics_files) == 6  # jpeg2000, siren_hr and siren_lr_sr L2, 3 of true_lr
+    for metrics in metrics_files:
+        remote_rows = json.loads(metrics.read_text())["rows"]
+        local_rows = json.loads((tiny_run / metrics.relative_to(remote)).read_text())["rows"]
         for local_m, remote_m in zip(local_rows, remote_rows, strict=True):
             for key in ("psnr_8bit_minmax_db", "psnr_8bit_tissue_db", "psnr_native_db", "ssim"):
                 a, b = local_m[key], remote_m[key]

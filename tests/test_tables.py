@@ -124,6 +124,31 @@ def test_versus_codec_interpolates_in_log_rate_and_knows_lossless():
     assert versus.loc["float32", "jpeg2000_psnr_at_same_rate_db"] == math.inf  # above lossless
 
 
+def test_a_run_of_the_codecs_alone_writes_its_comparisons_empty_and_summarises_them(tmp_path):
+    """A run of classical codecs only (one codec, even) compares no method with them: the
+    comparison tables are written with their header and the summary says so (a SLURM test
+    run of this kind once ended in an EmptyDataError at the summary)."""
+    from volinr.report.rd_tables import versus_best_anchor, versus_codec
+    from volinr.report.summary import _rate_distortion_lines
+
+    table = pd.DataFrame(
+        [
+            {"method": "jpeg2000", "setting": str(q), "family": "codec", "bits_per_voxel": b,
+             "psnr_8bit_minmax_db": db, "ssim": 0.9}
+            for q, b, db in ((40, 0.01, 20.0), (60, 0.1, 40.0), (80, 1.0, 60.0))
+        ]
+    )  # fmt: skip
+    for name, built in (
+        ("table_vs_jpeg2000", versus_codec(table)),
+        ("table_vs_best_anchor", versus_best_anchor(table)),
+    ):
+        assert built.empty and "size_vs_" in " ".join(built.columns)
+        built.to_csv(tmp_path / f"{name}.csv", index=False)
+        assert len(pd.read_csv(tmp_path / f"{name}.csv").columns) == len(built.columns)
+    lines = _rate_distortion_lines(tmp_path)
+    assert "nothing is compared with JPEG 2000" in lines[0]
+
+
 def test_each_methods_counts_is_a_note_and_its_style_comes_from_its_class():
     from volinr import methods
     from volinr.report import rd_figure, rd_tables

@@ -128,6 +128,12 @@ def _versus_jpeg2000_lines(versus: pd.DataFrame, best: pd.DataFrame | None = Non
     """The rate-distortion verdict: how many stored-image points beat JPEG 2000 at their rate,
     and each method's best point (fewest bits relative to JPEG 2000 at its PSNR) against JPEG
     2000 and against the strongest classical codec at its rate."""
+    if versus.empty:
+        return [
+            "**Against JPEG 2000**: no method of this run but the classical codecs, so nothing "
+            "is compared with JPEG 2000 (their BD-rates against each other follow).",
+            "",
+        ]
     # a setting outside JPEG 2000's sweep has no JPEG 2000 point to compare with (n/a)
     compared = versus[versus["gain_over_jpeg2000_db"].notna()]
     wins = compared[compared["gain_over_jpeg2000_db"] > 0]
