@@ -87,7 +87,7 @@ def test_every_job_went_through_slurm_and_completed(slurm_run):
 
 def test_gpu_requests_reach_slurm(slurm_run):
     _, records, shown, _ = slurm_run
-    assert len(shown) >= 4  # pretraining, fits, decodes, super-resolution
+    assert len(shown) == 3  # SR pretraining, the SIREN fit, its decoding with SR
     for job, text in shown.items():
         assert "TresPerJob=gres:gpu:1" in text, f"job {job} did not ask for a GPU:\n{text}"
 
@@ -119,13 +119,13 @@ def test_outputs_equal_those_of_a_local_run(slurm_run, tiny_run):
         remote_json.pop("provenance", None)
         assert local_json == remote_json, name
     weights = sorted(remote.glob("fits/*/*/siren.pt")) + [remote / "sr/srdensenet.pt"]
-    assert len(weights) == 3  # the 2-layer fits of LR and HR, the SR model
+    assert len(weights) == 2  # the 2-layer fit of the LR image, the SR model
     for other in weights:
         local = tiny_run / other.relative_to(remote)
         for (key, a), b in zip(_state(local).items(), _state(other).values(), strict=True):
             assert torch.equal(a, b), f"{other.relative_to(remote)}: {key} differs"
     metrics_files = sorted(remote.glob("rd/*/*.json"))
-    assert len(metrics_files) == 6  # jpeg2000, siren_hr and siren_lr_sr L2, 3 of true_lr
+    assert len(metrics_files) == 2  # jpeg2000, siren_lr_sr L2
     for metrics in metrics_files:
         remote_rows = json.loads(metrics.read_text())["rows"]
         local_rows = json.loads((tiny_run / metrics.relative_to(remote)).read_text())["rows"]
