@@ -6,9 +6,13 @@ process (``yes > /dev/null``, one core's worth of competing work), in one run:
 
 - the neural codec's training on the embedded 512x512 slice (``--codec-iterations``
   iterations, no warm-up, the default architecture);
-- a SIREN fit (``volinr fit``) on the slice's 128x128 Lanczos LR image, 3 sine layers.
+- a SIREN fit (``volinr fit``) on the slice's 128x128 Lanczos LR image (``--siren-image
+  hr``: the 512x512 slice itself, the baseline's fit), 3 sine layers.
 
     python benchmarks/thread_policy.py --out benchmarks/results/thread_policy
+
+Loads (``--loads``): quiet; beside ``yes``; beside a codec job (the neural codec's training,
+one thread, as the workflow runs one beside a fit on 2 cores); beside a codec job and ``yes``.
 
 Why a job collapses: torch's intra-op threads meet at a barrier after every parallel
 region; with more runnable threads than cores, one of them is often descheduled, and the
@@ -66,13 +70,14 @@ def prepare(work: Path) -> tuple[Path, Path]:
 
 
 def job_command(job: str, threads: int, image: Path, lr: Path, work: Path, args) -> list[str]:
+    target = image if args.siren_image == "hr" else lr
     if job == "neural_codec":
         return [
             sys.executable, "-c", CODEC_WORKER, str(threads), str(image),
             str(args.codec_iterations),
         ]  # fmt: skip
     return [
-        sys.executable, "-m", "volinr", "fit", "--target", str(lr), "--sine-layers", "3",
+        sys.executable, "-m", "volinr", "fit", "--target", str(target), "--sine-layers", "3",
         "--iterations", str(args.siren_iterations), "--threads", str(threads),
         "--device", "cpu", "--weights", str(work / f"siren{threads}.pt"),
         "--record", str(work / f"siren{threads}.json"), "--curve", str(work / "c.csv"),
@@ -85,11 +90,33 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
+LOADS = {"quiet": [], "beside yes": ["yes"], "beside a codec job": ["codec"],
+         "beside a codec job and yes": ["codec", "yes"]}  # fmt: skip
+
+
+def start_load(kinds: list[str], image: Path, env: dict[str, str]) -> list[subprocess.Popen]:
+    """The competing processes: ``yes``, or a one-thread codec training (long enough to
+    outlast the timed job; killed after it)."""
+    started = []
+    for kind in kinds:
+        command = ["yes"] if kind == "yes" else [sys.executable, "-c", CODEC_WORKER, "1",
+                                                  str(image), "100000"]  # fmt: skip
+        started.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env))
+    if "codec" in kinds:
+        time.sleep(5)  # past its imports: training when the timed job starts
+    return started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--codec-iterations", type=int, default=60)
     parser.add_argument("--siren-iterations", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--jobs", nargs="+", default=["neural_codec", "siren_fit"],
+                        choices=["neural_codec", "siren_fit"])  # fmt: skip
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--siren-image", choices=["lr", "hr"], default="lr")
+    parser.add_argument("--loads", nargs="+", choices=list(LOADS), default=["quiet", "beside yes"])
     parser.add_argument("--out", type=Path, required=True, help="output stem (.json, .md)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -98,61 +125,60 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         image, lr = prepare(work)
-        for job in ("neural_codec", "siren_fit"):
-            for threads in (1, 2):
+        for job in args.jobs:
+            for threads in args.threads:
                 command = job_command(job, threads, image, lr, work, args)
-                seconds = {}
-                for load in ("quiet", "beside yes"):
+                for load in args.loads:
                     runs = []
                     for _ in range(args.repeats):
-                        busy = None
-                        if load != "quiet":
-                            busy = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL)
+                        busy = start_load(LOADS[load], image, env)
                         try:
                             runs.append(timed(command, env))
                         finally:
-                            if busy is not None:
-                                busy.kill()
-                                busy.wait()
-                    seconds[load] = min(runs)
-                    log.info("%s, %d threads, %s: %.1f s", job, threads, load, seconds[load])
-                rows.append(
-                    {
-                        "job": job,
-                        "threads": threads,
-                        "quiet_seconds": seconds["quiet"],
-                        "beside_yes_seconds": seconds["beside yes"],
-                        "slowdown": seconds["beside yes"] / seconds["quiet"],
-                    }
-                )
+                            for process in busy:
+                                process.kill()
+                                process.wait()
+                    seconds = min(runs)
+                    log.info("%s, %d threads, %s: %.1f s", job, threads, load, seconds)
+                    rows.append({"job": job, "threads": threads, "load": load, "seconds": seconds})
     for row in rows:
-        fastest_quiet = min(r["quiet_seconds"] for r in rows if r["job"] == row["job"])
-        row["beside_yes_vs_fastest_quiet"] = row["beside_yes_seconds"] / fastest_quiet
+        quiet = [r for r in rows if r["job"] == row["job"] and r["load"] == "quiet"]
+        same = [r["seconds"] for r in quiet if r["threads"] == row["threads"]]
+        row["vs_quiet_same_threads"] = row["seconds"] / same[0] if same else None
+        fastest = min((r["seconds"] for r in quiet), default=None)
+        row["vs_fastest_quiet"] = row["seconds"] / fastest if fastest else None
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_average_before": os.getloadavg(),
         "command": " ".join(["python", *sys.argv]),
         "codec_iterations": args.codec_iterations,
         "siren_iterations": args.siren_iterations,
+        "siren_image": args.siren_image,
         "rows": rows,
     }
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    image_name = "the 512x512 slice" if args.siren_image == "hr" else "the 128x128 LR image"
     lines = [
         "# Thread policy under load",
         "",
-        f"Machine: {result['machine']}. Command: `{result['command']}`. Each job its own "
-        "process; 'beside yes': one `yes > /dev/null` running for the whole job. Seconds: "
-        f"the fastest of {args.repeats} run(s). Neural codec: {args.codec_iterations} training "
-        f"iterations on the 512x512 slice; SIREN fit: {args.siren_iterations} iterations, 3 "
-        "sine layers, on the 128x128 LR image.",
+        f"Machine: {result['machine']}; 1-minute load average before: "
+        f"{result['load_average_before'][0]:.2f}. Command: `{result['command']}`. Each job its "
+        "own process; a load runs for the whole job ('a codec job': the neural codec's "
+        "training on one thread, started 5 s before). Seconds: the fastest of "
+        f"{args.repeats} run(s). Neural codec: {args.codec_iterations} training iterations on "
+        f"the 512x512 slice; SIREN fit: {args.siren_iterations} iterations, 3 sine layers, on "
+        f"{image_name}.",
         "",
-        "| job | threads | quiet s | beside yes s | slowdown | beside yes / fastest quiet |",
+        "| job | threads | load | seconds | vs quiet, same threads | vs fastest quiet |",
         "|---|---|---|---|---|---|",
     ]
+
+    def ratio(value):
+        return "n/a" if value is None else f"{value:.2f}x"
+
     lines += [
-        f"| {r['job']} | {r['threads']} | {r['quiet_seconds']:.1f} | "
-        f"{r['beside_yes_seconds']:.1f} | {r['slowdown']:.2f}x | "
-        f"{r['beside_yes_vs_fastest_quiet']:.2f}x |"
+        f"| {r['job']} | {r['threads']} | {r['load']} | {r['seconds']:.1f} | "
+        f"{ratio(r['vs_quiet_same_threads'])} | {ratio(r['vs_fastest_quiet'])} |"
         for r in rows
     ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
