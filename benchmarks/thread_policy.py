@@ -11,6 +11,10 @@ process (``yes > /dev/null``, one core's worth of competing work), in one run:
 
     python benchmarks/thread_policy.py --out benchmarks/results/thread_policy
 
+OpenMP wait policies (``--wait-policies``): ``default`` (OMP_WAIT_POLICY empty: the
+runtime's own, spinning at barriers; the stages keep an empty value), ``passive`` (what the
+stages set where the user set nothing; the codec worker is set the same way).
+
 Loads (``--loads``): quiet; beside ``yes``; beside a codec job (the neural codec's training,
 one thread, as the workflow runs one beside a fit on 2 cores); beside a codec job and ``yes``.
 
@@ -22,10 +26,12 @@ others wait for it a scheduler time slice (milliseconds) at every small operatio
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +41,10 @@ from pathlib import Path
 log = logging.getLogger("thread_policy")
 
 CODEC_WORKER = """
-import sys, time, numpy as np, torch
+import sys, time, numpy as np
+from volinr.cli import passive_thread_waits
+passive_thread_waits()
+import torch
 from volinr.neural_codec.model import LatentCodecModel
 from volinr.neural_codec.settings import CodecSettings
 from volinr.neural_codec.training import train
@@ -90,6 +99,7 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
+WAIT_POLICIES = {"default": "", "passive": "PASSIVE"}
 LOADS = {"quiet": [], "beside yes": ["yes"], "beside a codec job": ["codec"],
          "beside a codec job and yes": ["codec", "yes"]}  # fmt: skip
 
@@ -117,6 +127,8 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--siren-image", choices=["lr", "hr"], default="lr")
     parser.add_argument("--loads", nargs="+", choices=list(LOADS), default=["quiet", "beside yes"])
+    parser.add_argument("--wait-policies", nargs="+", choices=list(WAIT_POLICIES),
+                        default=["passive"])  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="output stem (.json, .md)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -125,25 +137,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         image, lr = prepare(work)
-        for job in args.jobs:
-            for threads in args.threads:
-                command = job_command(job, threads, image, lr, work, args)
-                for load in args.loads:
-                    runs = []
-                    for _ in range(args.repeats):
-                        busy = start_load(LOADS[load], image, env)
-                        try:
-                            runs.append(timed(command, env))
-                        finally:
-                            for process in busy:
-                                process.kill()
-                                process.wait()
-                    seconds = min(runs)
-                    log.info("%s, %d threads, %s: %.1f s", job, threads, load, seconds)
-                    rows.append({"job": job, "threads": threads, "load": load, "seconds": seconds})
+        for job, threads, policy in itertools.product(args.jobs, args.threads, args.wait_policies):
+            command = job_command(job, threads, image, lr, work, args)
+            job_env = {**env, "OMP_WAIT_POLICY": WAIT_POLICIES[policy]}
+            for load in args.loads:
+                runs = []
+                for _ in range(args.repeats):
+                    busy = start_load(LOADS[load], image, env)
+                    try:
+                        runs.append(timed(command, job_env))
+                    finally:
+                        for process in busy:
+                            process.kill()
+                            process.wait()
+                seconds = statistics.median(runs)
+                log.info("%s, %d threads, %s waits, %s: %.1f s", job, threads, policy, load,
+                         seconds)  # fmt: skip
+                rows.append({"job": job, "threads": threads, "wait_policy": policy,
+                             "load": load, "seconds": seconds, "runs": runs})  # fmt: skip
     for row in rows:
         quiet = [r for r in rows if r["job"] == row["job"] and r["load"] == "quiet"]
-        same = [r["seconds"] for r in quiet if r["threads"] == row["threads"]]
+        same = [r["seconds"] for r in quiet if r["threads"] == row["threads"]
+                and r["wait_policy"] == row["wait_policy"]]  # fmt: skip
         row["vs_quiet_same_threads"] = row["seconds"] / same[0] if same else None
         fastest = min((r["seconds"] for r in quiet), default=None)
         row["vs_fastest_quiet"] = row["seconds"] / fastest if fastest else None
@@ -164,20 +179,22 @@ def main() -> None:
         f"Machine: {result['machine']}; 1-minute load average before: "
         f"{result['load_average_before'][0]:.2f}. Command: `{result['command']}`. Each job its "
         "own process; a load runs for the whole job ('a codec job': the neural codec's "
-        "training on one thread, started 5 s before). Seconds: the fastest of "
-        f"{args.repeats} run(s). Neural codec: {args.codec_iterations} training iterations on "
-        f"the 512x512 slice; SIREN fit: {args.siren_iterations} iterations, 3 sine layers, on "
-        f"{image_name}.",
+        "training on one thread, started 5 s before). Seconds: the median of "
+        f"{args.repeats} run(s), each listed. Neural codec: {args.codec_iterations} training "
+        f"iterations on the 512x512 slice; SIREN fit: {args.siren_iterations} iterations, 3 "
+        f"sine layers, on {image_name}.",
         "",
-        "| job | threads | load | seconds | vs quiet, same threads | vs fastest quiet |",
-        "|---|---|---|---|---|---|",
+        "| job | threads | OpenMP waits | load | seconds | runs | vs quiet, same threads and "
+        "waits | vs fastest quiet |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def ratio(value):
         return "n/a" if value is None else f"{value:.2f}x"
 
     lines += [
-        f"| {r['job']} | {r['threads']} | {r['load']} | {r['seconds']:.1f} | "
+        f"| {r['job']} | {r['threads']} | {r['wait_policy']} | {r['load']} | {r['seconds']:.1f} | "
+        f"{', '.join(f'{x:.1f}' for x in r['runs'])} | "
         f"{ratio(r['vs_quiet_same_threads'])} | {ratio(r['vs_fastest_quiet'])} |"
         for r in rows
     ]

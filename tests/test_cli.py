@@ -83,3 +83,28 @@ def test_evaluate_refuses_mismatched_shapes(tmp_path, caplog):
         ]
     )
     assert code == 2 and "rec.npy" in caplog.text and not (tmp_path / "m.json").exists()
+
+
+def test_a_stage_waits_passively_unless_told_otherwise_and_sets_it_before_torch_loads(
+    monkeypatch,
+):
+    """OMP_WAIT_POLICY is read once, when torch's OpenMP runtime loads: the stages set it
+    first (a spinning thread beside a busy process holds the core its partner needs)."""
+    import os
+
+    from volinr.cli import passive_thread_waits
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    passive_thread_waits()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    for users in ("ACTIVE", ""):  # the user's choice, the runtime's default included, stays
+        monkeypatch.setenv("OMP_WAIT_POLICY", users)
+        passive_thread_waits()
+        assert os.environ["OMP_WAIT_POLICY"] == users
+    probe = (
+        "import os, sys; os.environ.pop('OMP_WAIT_POLICY', None); import volinr.cli as c; "
+        "loaded = 'torch' in sys.modules; c.passive_thread_waits(); import torch; "
+        "print(loaded, os.environ['OMP_WAIT_POLICY'])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "PASSIVE"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -343,7 +344,18 @@ def add_tissue_window(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    passive_thread_waits()
     return run(build_parser(), SUBCOMMANDS, argv)
+
+
+def passive_thread_waits() -> None:
+    """Torch's OpenMP threads spin at every barrier by default: beside another busy process a
+    spinning thread holds the core its descheduled partner needs (a two-thread SIREN fit of
+    the slice beside `yes`: 1.88x its quiet seconds spinning, 1.66x passive, the same quiet
+    seconds; medians of three, benchmarks/results/thread_policy_wait.md). Set before torch
+    loads, so in a stage's own process; a value of the user's (an empty one: the runtime's
+    default) is kept."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def run(
