@@ -349,12 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def passive_thread_waits() -> None:
-    """Torch's OpenMP threads spin at every barrier by default: beside another busy process a
-    spinning thread holds the core its descheduled partner needs (a two-thread SIREN fit of
-    the slice beside `yes`: 1.88x its quiet seconds spinning, 1.66x passive, the same quiet
-    seconds; medians of three, benchmarks/results/thread_policy_wait.md). Set before torch
-    loads, so in a stage's own process; a value of the user's (an empty one: the runtime's
-    default) is kept."""
+    """OpenMP threads that sleep at barriers, not spin: beside a busy process a spinning thread
+    holds the core its partner needs (benchmarks/results/thread_policy_wait.md). Before torch
+    loads; a value of the user's (an empty one: the runtime's default) is kept."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
