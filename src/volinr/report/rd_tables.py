@@ -249,8 +249,7 @@ def versus_codec(table: pd.DataFrame, codec: str = "jpeg2000") -> pd.DataFrame:
                 f"size_vs_{codec}_at_same_psnr": row["bits_per_voxel"] / needed,
             }
         )
-    # a run of the codecs alone compares nothing: the table keeps its header all the same
-    return pd.DataFrame(rows, columns=columns)
+    return _frame(rows, columns)
 
 
 BEST_ANCHOR_COLUMNS = [
@@ -295,4 +294,10 @@ def versus_best_anchor(table: pd.DataFrame) -> pd.DataFrame:
                 "anchors_at_this_rate": ", ".join(covering),
             }
         )
-    return pd.DataFrame(rows, columns=BEST_ANCHOR_COLUMNS)
+    return _frame(rows, BEST_ANCHOR_COLUMNS)
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    """The rows as a table; none (a run of the codecs alone compares nothing): the header alone,
+    so the written CSV still names its columns. Rows keep every key they have."""
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
