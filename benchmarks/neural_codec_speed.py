@@ -55,8 +55,9 @@ class NaiveModel(LatentCodecModel):
     ``F.conv2d``/``F.conv3d`` (the codec gathers shifted copies and multiplies instead:
     ``CausalContext``, ``_upsample_axis``, ``SmallConvolution``)."""
 
-    def _upsample_axis(self, x, axis, length):
+    def _upsample_axis(self, x, axis, length, level):
         taps = self.upsampling_taps
+        taps = taps[level] if taps.ndim == 2 else taps
         zero = taps.new_zeros(1)
         kernel = torch.stack([torch.cat([taps, zero]), torch.cat([zero, taps.flip(0)])])
         moved = x.movedim(2 + axis, -1)
@@ -68,11 +69,14 @@ class NaiveModel(LatentCodecModel):
 
     def synthesise(self, latents):
         act = F.gelu if self.settings.activation == "gelu" else F.relu
-        features = self.upsample(latents).reshape(len(latents), -1)
+        upsampled = self.upsample(latents).reshape(len(latents), -1)
+        features = upsampled
         pairs = list(zip(self.synthesis_weights, self.synthesis_biases, strict=True))
         for i, (w, b) in enumerate(pairs):
             features = torch.addmm(b[:, None], w, features)
             features = act(features) if i < len(pairs) - 1 else features
+        if self.settings.synthesis_stabiliser:
+            features = features + self.stabiliser_weight @ upsampled
         z = features.reshape(1, -1, *self.shape)
         conv = F.conv2d if self.ndim == 2 else F.conv3d
         for i, (w, b) in enumerate(zip(self.residual_weights, self.residual_biases, strict=True)):
@@ -93,12 +97,16 @@ class NaiveModel(LatentCodecModel):
         conv = F.conv2d if grid.dim() == 2 else F.conv3d
         h = conv(padded, kernel, self.arm_biases[0]).reshape(first.shape[0], -1)
         coarse = self.coarser_context(latents, level)
-        if coarse is not None:
-            h = h + first[:, spatial:] * coarse.reshape(1, -1)
+        count = 0 if coarse is None else coarse.shape[0]
+        if count:
+            h = h + first[:, spatial : spatial + count] @ coarse.reshape(count, -1)
         for i in range(1, len(self.arm_weights)):
             h = torch.relu(h)
             w, b = self.arm_weights[i], self.arm_biases[i]
             h = torch.addmm(b[:, None], w, h) + (h if i < len(self.arm_weights) - 1 else 0)
+        if self.settings.arm_stabiliser:
+            context, _ = self.context_rows(latents, level)
+            h = h + self.arm_stabiliser_weight[:, : context.shape[0]] @ context
         return h[0], h[1]
 
 
@@ -118,6 +126,23 @@ def plain_step(trainer: Trainer, learning_rate: float) -> float:
     return loss.item()
 
 
+def check_same_loss(trainers: dict[str, Trainer]) -> None:
+    """The variants time the same model: their losses on the same noisy latents agree (a
+    benchmark of a stale variant would compare different computations)."""
+    losses = {}
+    with torch.no_grad():
+        for name, trainer in trainers.items():
+            generator = torch.Generator().manual_seed(0)
+            latents = [
+                y + torch.rand(y.shape, generator=generator) - 0.5
+                for y in trainer.model.scaled_latents()
+            ]
+            losses[name] = float(trainer.losses(latents)[0])
+    reference = losses["codec"]
+    if not all(math.isclose(v, reference, rel_tol=1e-4) for v in losses.values()):
+        raise SystemExit(f"the variants' losses differ on the same latents: {losses}")
+
+
 def training_seconds(image: np.ndarray, settings: CodecSettings, steps: int) -> dict:
     target = torch.from_numpy(((image - image.min()) / np.ptp(image)).astype(np.float32))
     models = {
@@ -131,6 +156,7 @@ def training_seconds(image: np.ndarray, settings: CodecSettings, steps: int) -> 
         trainers[name] = Trainer(
             make(image.shape, settings), target, 1e-3, settings, torch.Generator()
         )
+    check_same_loss(trainers)
     times: dict[str, list[float]] = {name: [] for name in models}
     for step in range(steps + 2):
         for name, trainer in trainers.items():
@@ -222,7 +248,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     settings = CodecSettings.make()
-    decode_settings = CodecSettings.make(iterations=args.decode_training_iterations)
+    # decoding time does not depend on the encoder's warm-up or refinement: both skipped
+    decode_settings = CodecSettings.make(
+        iterations=args.decode_training_iterations,
+        warmup_candidates=1,
+        network_refinement_passes=0,
+    )
     images = {}
     load_before = os.getloadavg()[0]
     for name, image in test_images().items():
