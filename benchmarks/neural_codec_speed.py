@@ -221,8 +221,9 @@ def markdown(result: dict) -> str:
     lines += [
         "",
         "Training: median of the timed steps, the variants alternating step by step on the "
-        "same noise. Codec step: the default model (`CausalContext` gathers, upsampling by "
-        "shifted copies times a 5x2 matrix, residual convolutions as one product over shifted "
+        "same noise. Codec step: the default model (`CausalContext` gathers, upsampling as "
+        "shifted multiply-adds with their own backward (`PolyphaseUpsample`), residual "
+        "convolutions as one product over shifted "
         "copies, plain autograd for the MLPs), reused noise buffers, no host sync. Blocked "
         "step: the same with the MLPs through `neural_codec.blocked` (no stored activations). "
         "Plain autograd loop: the model written "
