@@ -142,9 +142,29 @@ def test_training_flags_name_dominated_points_and_rising_losses():
     )
     flags = training_flags(points).tolist()
     assert flags[0] == ""
-    assert flags[1] == "dominated by lambda 0.002; 2 restarts"
+    assert flags[1] == "dominated by lambda 0.002, 0.001; 2 restarts"
     assert flags[2] == "loss rose at the end (the best state is coded)"
     assert flags[3] == ""
+
+
+def test_a_larger_lambda_point_with_more_bits_and_less_psnr_is_flagged():
+    """The slice sweep's seed 3 at 2,000 iterations: lambda 0.006 ended with more bits and less
+    PSNR than lambda 0.003 (0.0728 bpv at 43.14 dB against 0.0696 at 45.56); the flag once
+    looked only at larger lambdas and left that point clean. Equal points: only the smaller
+    lambda's is flagged; other seeds and methods never flag each other."""
+    points = pd.DataFrame(
+        {
+            "method": ["neural codec (2D)"] * 4 + ["other"] * 2 + ["neural codec (2D)"],
+            "seed": [3, 3, 3, 3, 3, 3, 4],
+            "lambda": [0.003, 0.006, 0.001, 0.0003, 0.01, 0.001, 0.0003],
+            "bits_per_voxel": [0.0696, 0.0728, 0.0922, 0.1339, 0.1, 0.1, 0.01],
+            "psnr_8bit_minmax_db": [45.56, 43.14, 48.17, 50.81, 40.0, 40.0, 60.0],
+        }
+    )
+    flags = training_flags(points).tolist()
+    assert flags[:4] == ["", "dominated by lambda 0.003", "", ""]
+    assert flags[4] == "" and flags[5] == "dominated by lambda 0.01"
+    assert flags[6] == ""
 
 
 def test_the_file_does_not_depend_on_how_the_device_is_named():

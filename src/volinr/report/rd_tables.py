@@ -43,9 +43,10 @@ BEST_ANCHOR_NOTE = (
 
 
 TRAINING_FLAG_NOTE = (
-    "Training flag (trained methods): 'dominated by lambda L' where a point of the same method "
-    "at a larger lambda has no more bits and no less PSNR (8-bit, min..max) than this one, the "
-    "sign of a training that ended worse than it should have; 'loss rose at the end' where the "
+    "Training flag (trained methods): 'dominated by lambda L' where another point of the same "
+    "method and seed has no more bits and no less PSNR (8-bit, min..max) than this one (at a "
+    "smaller lambda, fewer bits or more PSNR too), the sign of a training that ended worse "
+    "than it should have; 'loss rose at the end' where the "
     "last sampled hard-rounded loss ended above the best one (the file holds the best state); "
     "'N restarts' where training diverged and went back to its best state N times; "
     "'quantising the networks lost X dB' where the coded networks' synthesis is more than "
@@ -59,8 +60,9 @@ QUANTISATION_LOSS_FLAG_DB = 1.0
 
 def training_flags(points: pd.DataFrame) -> pd.Series:
     """Per point of a trained method (rows with a ``lambda``), what went wrong in training:
-    domination by a larger-lambda point of the same method and seed, a loss that rose at the
-    end, restarts; '' for a clean point and for methods without a lambda."""
+    domination by another point of the same method and seed (a larger lambda should give
+    fewer bits, a smaller one more PSNR: either failing shows), a loss that rose at the end,
+    restarts; '' for a clean point and for methods without a lambda."""
     flags = pd.Series("", index=points.index, dtype=object)
     if "lambda" not in points:
         return flags
@@ -69,13 +71,16 @@ def training_flags(points: pd.DataFrame) -> pd.Series:
     for _, same in trained.groupby(keys, sort=False, dropna=False):
         for index, row in same.iterrows():
             found = []
-            better = same[
-                (same["lambda"] > row["lambda"])
-                & (same["bits_per_voxel"] <= row["bits_per_voxel"])
-                & (same["psnr_8bit_minmax_db"] >= row["psnr_8bit_minmax_db"])
-            ]
+            bits, psnr = same["bits_per_voxel"], same["psnr_8bit_minmax_db"]
+            no_worse = (bits <= row["bits_per_voxel"]) & (psnr >= row["psnr_8bit_minmax_db"])
+            # an equal point at a smaller lambda is this point's own failure, not its
+            strictly = (bits < row["bits_per_voxel"]) | (psnr > row["psnr_8bit_minmax_db"])
+            larger = same["lambda"] > row["lambda"]
+            smaller = same["lambda"] < row["lambda"]
+            better = same[no_worse & (larger | (smaller & strictly))]
             if len(better):
-                found.append(f"dominated by lambda {better['lambda'].max():g}")
+                lambdas = ", ".join(f"{v:g}" for v in sorted(better["lambda"], reverse=True))
+                found.append(f"dominated by lambda {lambdas}")
             if bool(row.get("training_loss_rose_at_end", False) is True):
                 found.append("loss rose at the end (the best state is coded)")
             lost = row.get("network_quantisation_loss_db", 0.0)
