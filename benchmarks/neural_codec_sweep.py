@@ -136,6 +136,10 @@ def curves_section(curves: str) -> list[str]:
     ]
 
 
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
 def summary(tables: Path, rows: list[Path], title: str, how: str, curves: str = "") -> str:
     rd = pd.read_csv(tables / "table_rate_distortion.csv")
     bd = pd.read_csv(tables / "table_bd_rate.csv")
@@ -157,11 +161,16 @@ def summary(tables: Path, rows: list[Path], title: str, how: str, curves: str = 
     ).sort_values(["method", "lambda"], ascending=[True, False])
     columns = ["method", "setting", "bits_per_voxel", "psnr_8bit_minmax_db", "psnr_native_db"]
     columns.append("ssim")
+    if "training_flag" in ours:  # what went wrong in training (`volinr.report.rd_tables`)
+        columns.append("training_flag")
     versus = best[best["method"].str.startswith("neural codec")]
     bd_ours = bd[bd["method"].str.startswith("neural codec")].fillna({"bd_note": ""})
     # the commit that made the tables (a workflow run's), not the one summarising them
     provenance = tables / "table_rate_distortion.csv.provenance"
     commit = json.loads(provenance.read_text())["git_commit"] if provenance.exists() else None
+    trained = sorted({p.get("provenance", {}).get("git_commit") for p in map(_json, rows)} - {None})
+    if trained and trained != [commit]:
+        commit = f"{commit} (the tables; the points' `volinr rd` at {', '.join(trained)})"
     return "\n".join(
         [
             f"# {title}",
