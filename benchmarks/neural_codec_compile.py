@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from neural_codec_speed import test_images  # a sibling dev script
+from neural_codec_speed import make_trainer, test_images  # a sibling dev script
 
 from volinr.io import write_json
-from volinr.neural_codec.model import LatentCodecModel
 from volinr.neural_codec.settings import CodecSettings
-from volinr.neural_codec.training import Scheduled, Trainer
+from volinr.neural_codec.training import Scheduled
 from volinr.outputs import atomic_path
 from volinr.provenance import device_info, git_commit, versions
 
@@ -37,11 +36,7 @@ log = logging.getLogger("neural_codec_compile")
 
 def time_variant(compiled: bool, image: np.ndarray, phase: str, steps: int) -> dict:
     settings = CodecSettings.make()
-    target = torch.from_numpy(((image - image.min()) / np.ptp(image)).astype(np.float32))
-    torch.manual_seed(0)
-    trainer = Trainer(
-        LatentCodecModel(image.shape, settings), target, 1e-3, settings, torch.Generator()
-    )
+    trainer = make_trainer(image, settings)
     if compiled:
         trainer.losses = torch.compile(trainer.losses)
     at = Scheduled(phase, 0.3, 0.1, settings.learning_rate)

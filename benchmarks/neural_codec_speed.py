@@ -143,19 +143,22 @@ def check_same_loss(trainers: dict[str, Trainer]) -> None:
         raise SystemExit(f"the variants' losses differ on the same latents: {losses}")
 
 
-def training_seconds(image: np.ndarray, settings: CodecSettings, steps: int) -> dict:
+def make_trainer(image: np.ndarray, settings: CodecSettings, make=LatentCodecModel) -> Trainer:
+    """A trainer of the model ``make`` builds (seed 0) on the image scaled to [0, 1], lambda
+    1e-3: the set-up every speed benchmark here times (also neural_codec_compile.py and
+    neural_codec_step_commits.py)."""
     target = torch.from_numpy(((image - image.min()) / np.ptp(image)).astype(np.float32))
+    torch.manual_seed(0)
+    return Trainer(make(image.shape, settings), target, 1e-3, settings, torch.Generator())
+
+
+def training_seconds(image: np.ndarray, settings: CodecSettings, steps: int) -> dict:
     models = {
         "codec": LatentCodecModel,
         "blocked": lambda *a: LatentCodecModel(*a, blocked=True),
         "naive": NaiveModel,
     }
-    trainers = {}
-    for name, make in models.items():
-        torch.manual_seed(0)
-        trainers[name] = Trainer(
-            make(image.shape, settings), target, 1e-3, settings, torch.Generator()
-        )
+    trainers = {name: make_trainer(image, settings, make) for name, make in models.items()}
     check_same_loss(trainers)
     times: dict[str, list[float]] = {name: [] for name in models}
     for step in range(steps + 2):

@@ -32,18 +32,13 @@ TIMING = """
 import json, statistics, sys, time, torch
 sys.path.insert(0, {benchmarks!r})
 torch.set_num_threads(1)
-from neural_codec_speed import test_images
-from volinr.neural_codec.model import LatentCodecModel
+from neural_codec_speed import make_trainer, test_images
 from volinr.neural_codec.settings import CodecSettings
-from volinr.neural_codec.training import Scheduled, Trainer
+from volinr.neural_codec.training import Scheduled
 out = {{}}
 for name, image in test_images().items():
     settings = CodecSettings.make()
-    scaled = (image - image.min()) / (image.max() - image.min())
-    target = torch.from_numpy(scaled.astype("float32"))
-    torch.manual_seed(0)
-    model = LatentCodecModel(image.shape, settings)
-    trainer = Trainer(model, target, 1e-3, settings, torch.Generator())
+    trainer = make_trainer(image, settings)
     for phase in ("noise", "soft"):
         at = Scheduled(phase, 0.3, 0.1, settings.learning_rate)
         trainer.generator.manual_seed(0)
