@@ -49,8 +49,10 @@ import torch
 
 from volinr.neural_codec.block_training import BlockSteps
 from volinr.neural_codec.model import LatentCodecModel
+from volinr.neural_codec.optimisers import Optimisers, network_optimiser
 from volinr.neural_codec.rounding import soft_round, soft_round_conditional_mean
 from volinr.neural_codec.settings import CodecSettings
+from volinr.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -80,48 +82,6 @@ class TrainingRecord:
             "final_rounded_loss": finite(self.final_rounded_loss),
             "loss_rose_at_end": self.loss_rose_at_end,
         }
-
-
-def network_optimiser(parameters: list[torch.Tensor], settings: CodecSettings):
-    """Adam, or SOAP (Vyas et al. 2024: Adam in the eigenbasis of Shampoo's preconditioner,
-    pytorch-optimizer's) with Cool-chic's settings for its networks: betas 0.95, the basis
-    renewed every 10 steps, decoupled weight decay 0.01 on every tensor; vectors (biases, taps)
-    get plain Adam updates. SOAP's first step only builds its preconditioner."""
-    group = {"params": parameters, "factor": 1.0}
-    if settings.network_optimiser == "adam":
-        return torch.optim.Adam([group], lr=settings.learning_rate)
-    from pytorch_optimizer import SOAP
-
-    return SOAP(
-        [group], lr=settings.learning_rate, betas=(0.95, 0.95), weight_decay=0.01,
-        precondition_frequency=10, max_precondition_dim=256,
-    )  # fmt: skip
-
-
-class Optimisers:
-    """Several optimisers (the latents' and the networks') stepped as one."""
-
-    def __init__(self, optimisers: list):
-        self.optimisers = optimisers
-
-    @property
-    def param_groups(self) -> list[dict]:
-        return [group for o in self.optimisers for group in o.param_groups]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for o in self.optimisers:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for o in self.optimisers:
-            o.step()
-
-    def state_dict(self) -> list[dict]:
-        return [o.state_dict() for o in self.optimisers]
-
-    def load_state_dict(self, states: list[dict]) -> None:
-        for o, state in zip(self.optimisers, states, strict=True):
-            o.load_state_dict(state)
 
 
 class Scheduled(NamedTuple):
@@ -258,9 +218,10 @@ class Trainer:
         if self.blocks is not None:
             self.blocks.latent_optimizer.release()
 
-    def run(self, start: int = 0, stop: int | None = None, record: TrainingRecord | None = None):
+    def run(self, start=0, stop=None, record=None, label="neural codec") -> TrainingRecord:
         """Train iterations [start, stop) of the schedule (to the end by default), sampling the
-        curve into ``record``; keep the best rounded state of the stretch."""
+        curve into ``record``; keep the best rounded state of the stretch. ``label``: the
+        progress bar's and the progress log lines' name (``volinr.progress``)."""
         s = self.settings
         record = record or TrainingRecord()
         record.iterations = s.iterations
@@ -268,45 +229,50 @@ class Trainer:
         best_loss, best_state, rate_factor = math.inf, None, 1.0
         initial = self.state()
         began = time.perf_counter()
-        for iteration in range(start, stop):
-            at = self.schedule(iteration)
-            at = at._replace(learning_rate=at.learning_rate * rate_factor)
-            loss, mse, bits = self.step(at)
-            last = iteration == s.iterations - 1
-            if (iteration + 1) % s.log_every != 0 and not last:
-                continue
-            point = {
-                "iteration": iteration + 1,
-                "phase": at.phase,
-                "loss": loss.item(),
-                "mse": mse.item(),
-                "bits_per_voxel": bits.item(),
-                "learning_rate": at.learning_rate,
-                "seconds": record.seconds + time.perf_counter() - began,
-            }
-            record.curve.append(point)
-            diverged = not math.isfinite(point["loss"])
-            if at.phase != "noise" and not diverged:
-                # The step's loss describes the state before its update: evaluate the state
-                # the update left, which is the one that would be kept.
-                rounded = self.exact_loss()
-                point["rounded_loss"] = rounded
-                record.final_rounded_loss = rounded
-                diverged = best_state is not None and not rounded <= s.restart_factor * best_loss
-                if not diverged and rounded < best_loss:
-                    # one copy at a time (a volume's copy is GBs): the old ones go first
-                    initial = best_state = None
-                    best_loss, best_state = rounded, self.state()
-            if diverged:
-                self.load(best_state or initial)
-                rate_factor *= 0.5
-                record.restarts += 1
-                log.info(
-                    "neural codec: loss %.4g at iteration %d (best rounded %.4g): back to the "
-                    "best state, learning rate x%g",
-                    point.get("rounded_loss", point["loss"]), iteration + 1, best_loss,
-                    rate_factor,
-                )  # fmt: skip
+        with Progress(label, stop, start) as progress:
+            for iteration in range(start, stop):
+                at = self.schedule(iteration)
+                at = at._replace(learning_rate=at.learning_rate * rate_factor)
+                loss, mse, bits = self.step(at)
+                progress.advance()
+                last = iteration == s.iterations - 1
+                if (iteration + 1) % s.log_every != 0 and not last:
+                    continue
+                point = {
+                    "iteration": iteration + 1,
+                    "phase": at.phase,
+                    "loss": loss.item(),
+                    "mse": mse.item(),
+                    "bits_per_voxel": bits.item(),
+                    "learning_rate": at.learning_rate,
+                    "seconds": record.seconds + time.perf_counter() - began,
+                }
+                record.curve.append(point)
+                diverged = not math.isfinite(point["loss"])
+                if at.phase != "noise" and not diverged:
+                    # The step's loss describes the state before its update: evaluate the state
+                    # the update left, which is the one that would be kept.
+                    rounded = self.exact_loss()
+                    point["rounded_loss"] = rounded
+                    record.final_rounded_loss = rounded
+                    diverged = (
+                        best_state is not None and not rounded <= s.restart_factor * best_loss
+                    )
+                    if not diverged and rounded < best_loss:
+                        # one copy at a time (a volume's copy is GBs): the old ones go first
+                        initial = best_state = None
+                        best_loss, best_state = rounded, self.state()
+                progress.report(phase=at.phase, loss=point["loss"], bpv=point["bits_per_voxel"])
+                if diverged:
+                    self.load(best_state or initial)
+                    rate_factor *= 0.5
+                    record.restarts += 1
+                    log.info(
+                        "neural codec: loss %.4g at iteration %d (best rounded %.4g): back to the "
+                        "best state, learning rate x%g",
+                        point.get("rounded_loss", point["loss"]), iteration + 1, best_loss,
+                        rate_factor,
+                    )  # fmt: skip
         if best_state is not None:
             self.load(best_state)
         record.best_rounded_loss = best_loss
@@ -335,7 +301,7 @@ def warm_up(make_trainer, count: int, iterations: int):
         lam = trainer.lam
         if trainer.settings.warmup_distortion_only:
             trainer.lam = 0.0  # the warm-up fits the image first, as Cool-chic's does
-        record = trainer.run(0, iterations)
+        record = trainer.run(0, iterations, label=f"neural codec warm-up {index + 1}/{count}")
         trainer.lam = lam
         record.final_rounded_loss = trainer.exact_loss()
         if trainer.blocks is not None:

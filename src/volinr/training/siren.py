@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from volinr.decode_recipe import check_decoding
 from volinr.devices import MemoryMeter, synchronize
 from volinr.errors import InputError
 from volinr.models.siren import Siren
+from volinr.progress import Progress
 from volinr.siren_grid import coordinate_grid, grid_extent, scale_to_unit
 from volinr.training.fit_settings import (  # noqa: F401  (re-exported: the fit's API)
     PRECISIONS,
@@ -280,24 +280,17 @@ def _fit_attempt(coords, values, snapshot_set, settings: FitSettings, device, st
 
     name = label or "SIREN fit"
     meter = MemoryMeter(device)
-    if progress is None:
-        progress = os.isatty(2)
-    bar = tqdm(
-        range(state.iteration + 1, settings.iterations + 1),
-        desc=label or "SIREN",
-        disable=not progress,
-        initial=state.iteration,
-        total=settings.iterations,
-    )
+    bar = Progress(name, settings.iterations, state.iteration, bar=progress)
     workers = contextlib.closing(blocked) if step_kind == "blocked" else contextlib.nullcontext()
     with _matmul_precision(settings.precision, device), contextlib.closing(bar), workers:
         synchronize(device)
         segment_start = time.perf_counter()
-        for iteration in bar:
+        for iteration in range(state.iteration + 1, settings.iterations + 1):
             index = next(state.batches)
             x, y = (coords, values) if index is None else (coords[index], values[index])
             state.losses[iteration - 1] = train_step(x, y)
             state.iteration = iteration
+            bar.advance()
             if iteration == 1:
                 synchronize(device)
                 state.first_seconds = time.perf_counter() - segment_start
@@ -329,7 +322,7 @@ def _fit_attempt(coords, values, snapshot_set, settings: FitSettings, device, st
             if psnr > state.best_psnr:
                 state.best_psnr, state.best_iteration = psnr, iteration
                 state.best_state = copy.deepcopy(model.state_dict())
-            bar.set_postfix(psnr=f"{psnr:.2f}", best=f"{state.best_psnr:.2f}")
+            bar.report(psnr_db=psnr, best_db=state.best_psnr)
             if (
                 resume is not None
                 and settings.checkpoint_every
