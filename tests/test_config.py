@@ -395,3 +395,19 @@ def test_a_suite_dataset_cannot_nest_a_suite_or_move_its_results():
     assert any("suite.head.config.results_dir" in p for p in problems)
     _, problems = _checked("suite: {head: {anatomy: head, licence: x, config: {}}}")
     assert problems == []
+
+
+def test_the_codecs_suite_is_the_public_suite_with_the_codecs_alone():
+    from snakemake.utils import update_config
+
+    from volinr import config_checks
+
+    overlay = _load("suite.yaml")
+    update_config(overlay, _load("suite_codecs.yaml"))
+    config, problems = _checked(yaml.safe_dump(overlay))
+    assert problems == []
+    assert set(config["suite"]) == set(_load("suite.yaml")["suite"])
+    assert config["rate_distortion"]["methods"] == ["classical", "neural_codec"]
+    # the default run's iterations, the schema's default, not the suite's CPU-sized 600
+    schema = config_checks.load_schema(SCHEMA)["properties"]["neural_codec"]["properties"]
+    assert config["neural_codec"]["iterations"] == schema["iterations"]["default"] == 1500
