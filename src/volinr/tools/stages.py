@@ -110,8 +110,10 @@ def run_readme(args) -> None:
         sections["suite_results"] = without_footer(args.suite_summary)
     for name, paths in (("performance", args.benchmark), ("inr_codecs", args.codec_results)):
         if paths:
+            # each file named by its path below the folder they all share
+            common = Path(os.path.commonpath([Path(p).resolve().parent for p in paths]))
             parts = [
-                f"### `{Path(path).name}`\n\n"
+                f"### `{Path(path).resolve().relative_to(common).as_posix()}`\n\n"
                 + rebase_links(Path(path).read_text(), Path(path), Path(args.readme))
                 for path in paths
             ]
