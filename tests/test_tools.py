@@ -78,16 +78,16 @@ def test_readme_splices_the_summary_and_the_benchmarks_between_markers(tmp_path)
 
 def test_readme_names_a_result_in_a_subfolder_by_its_path_below_the_shared_folder(tmp_path):
     readme = tmp_path / "README.md"
-    (rs, re_), (cs, ce) = markers("results"), markers("inr_codecs")
-    readme.write_text(f"# x\n{rs}\nold\n{re_}\n{cs}\nold\n{ce}\n")
-    summary = tmp_path / "summary.md"
-    summary.write_text("run\n")
-    (tmp_path / "results" / "suite").mkdir(parents=True)
-    peer, suite = tmp_path / "results" / "peer.md", tmp_path / "results" / "suite" / "summary.md"
-    peer.write_text("peer\n")
-    suite.write_text("suite\n")
-    code = main(["readme", "--summary", str(summary), "--readme", str(readme),
-                 "--codec-results", str(peer), str(suite)])  # fmt: skip
+    readme.write_text("\n".join(["# x", *markers("results"), *markers("inr_codecs")]) + "\n")
+    files = {
+        name: tmp_path / "results" / name for name in ("run.md", "peer.md", "suite/summary.md")
+    }
+    for name, path in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{name}\n")
+    code = main(["readme", "--summary", str(files["run.md"]), "--readme", str(readme),
+                 "--codec-results", str(files["peer.md"]),
+                 str(files["suite/summary.md"])])  # fmt: skip
     text = readme.read_text()
     assert code == 0 and "### `peer.md`" in text and "### `suite/summary.md`" in text
 
