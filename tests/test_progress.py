@@ -64,6 +64,8 @@ def test_the_codec_training_logs_its_warm_up_and_its_main_run(caplog, monkeypatc
     main = [line for line in lines if line.startswith("neural codec: iteration ")]
     assert [line.split()[3] for line in main] == ["10", "15", "20"]
     assert all("bpv " in line for line in main)
+    # the last line says where the loop ended, not "about 0 s left"
+    assert main[-1].endswith(")") and "left" not in main[-1]
 
 
 def test_a_siren_fit_logs_its_progress_without_a_bar(caplog, monkeypatch):

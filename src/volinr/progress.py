@@ -78,7 +78,9 @@ class Progress:
             self.done,
             self.total,
             ", ".join(f"{k} {v}" for k, v in shown.items()),
-            "" if left is None else f", about {duration_words(left)} left",
+            ""
+            if left is None or self.done >= self.total
+            else f", about {duration_words(left)} left",
         )
 
     def close(self) -> None:
