@@ -130,6 +130,9 @@ def run(image_name: str, lam: float, overrides: dict, seed: int) -> dict:
         "decode_seconds": decode_seconds,
         "macs_per_voxel": record["macs_per_voxel"]["total"],
         "final_curve_point": record["curve"][-1],
+        # the rounded loss's best and its last: the flag "loss rose at the end" compares them
+        "best_rounded_loss": record["training"]["best_rounded_loss"],
+        "loss_rose_at_end": record["training"]["loss_rose_at_end"],
         "commit": COMMIT,
     }
 

@@ -10,7 +10,9 @@ in three phases (C3, Kim et al. 2024; Agustsson & Theis 2020):
    mean), or s_T(s_T(y) + n) with gaussian noise n (C3's and Cool-chic's), its standard
    deviation annealed from ``gaussian_noise_start`` to ``gaussian_noise_end``;
 3. hard rounding, the latents moved by a straight-through gradient (``final_rounding`` ste)
-   or not at all (hard: only the networks train), at a lower learning rate.
+   or not at all (hard: only the networks train), at a lower learning rate: only where
+   ``noise_fraction + soft_round_fraction < 1``; by default the soft phase ends the schedule
+   (a final phase raised the hard-rounded loss it was meant to lower: tuning round 23).
 
 The learning rate (of the networks' optimiser, Adam or SOAP, and the latents' Adam) follows a
 cosine from ``learning_rate`` to 0 over phases 1-2 and again from ``ste_learning_rate_factor``
