@@ -638,3 +638,58 @@ def test_moves_found_on_the_refinement_sample_are_kept_only_where_the_whole_cost
     corner = [regions.plan_block(model, regions.Box((0, 0), (8, 8)))]
     refined, _ = _refined_whole_cost(model, latents, target, 2, None, corner)
     assert refined <= _refined_whole_cost(model, latents, target, 0)[0]
+
+
+@pytest.mark.parametrize("shape", [(37, 41), (9, 20, 18)])
+def test_the_rate_on_distinct_columns_is_the_whole_rate_and_follows_the_weights(shape):
+    # the quantisation's rate runs the entropy model once per distinct (context, latent)
+    # column and counts it as often as it occurs: the sum must be every latent's bits, before
+    # and after a weight of the entropy model changes in place (as a candidate's does)
+    from volinr.neural_codec.network_quantisation import _Sample
+
+    model, latents = _random_model(shape, 5, levels=4)
+    latents = [torch.where(torch.rand(g.shape) < 0.97, 0.0, g) for g in latents]  # mostly zeros
+    stage_of = {n: i for i, (names, _) in enumerate(model.synthesis_stages()) for n in names}
+    sample = _Sample(model, latents, torch.rand(shape), None, stage_of)
+    assert sum(len(counts) for *_, counts in sample.rows) < sum(g.numel() for g in latents) / 2
+    with torch.no_grad():
+        for tensor in (None, model.arm_weights[0], model.arm_biases[-1]):
+            if tensor is not None:
+                tensor.add_(0.25 * torch.randn(tensor.shape))
+            whole = sum(b.item() for b in model.latent_bits_by_level(latents))
+            assert sample.latent_bits() == pytest.approx(whole, rel=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_single_moves_cost_what_the_whole_synthesis_gives(activation):
+    # the refinement's candidates of a 1x1 layer move one integer: their MSE from the cached
+    # column and rank-one update must be the full synthesis's (up to float rounding), from
+    # the tensor's values and again after a kept move (settle), and the tensor must hold them
+    from volinr.neural_codec.network_quantisation import _Sample
+    from volinr.neural_codec.synthesis_moves import SingleMoveDistortion
+
+    model, latents = _random_model((23, 26), 7, levels=3, activation=activation)
+    target = torch.rand(model.shape)
+    stage_of = {n: i for i, (names, _) in enumerate(model.synthesis_stages()) for n in names}
+    names = [n for n in model.coded_parameters() if n.startswith("synthesis.")]
+    assert len(names) == 2 * len(model.synthesis_weights)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name in names:
+            moves = _Sample(model, latents, target, None, stage_of)
+            whole = _Sample(model, latents, target, None, stage_of)
+            fast = moves.other_term(name, 1e-3, single_moves=True)
+            full = whole.other_term(name, 1e-3)
+            assert isinstance(fast, SingleMoveDistortion)
+            tensor = model.coded_parameters()[name]
+            base = tensor.detach().clone()
+            assert fast(base) == full(base)  # the same operations: bitwise
+            for _ in range(2):
+                for index in torch.randint(base.numel(), (6,), generator=generator).tolist():
+                    moved = base.clone()
+                    moved.view(-1)[index] += 0.5 * (1 + index % 3)
+                    assert fast(moved) == pytest.approx(full(moved), rel=1e-5, abs=1e-9)
+                    assert torch.equal(tensor, moved)
+                base = base + 0.1 * torch.randn(base.shape, generator=generator)
+                fast.settle(base)  # a kept move that changed the scale: every value moves
+            assert fast(base * 1.5) == full(base * 1.5)  # several values: the full synthesis

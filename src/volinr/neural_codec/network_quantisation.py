@@ -25,14 +25,17 @@ Then, with every tensor quantised, ``refinement_passes`` greedy passes move sing
 order, each integer q of each tensor is tried at q - 1 and q + 1 and, in a direction that
 lowers the cost, further while it keeps lowering it; a move is kept only where the whole cost
 (the same cost as above, its other term measured with every other tensor as coded) drops, so a
-pass never raises it. A pass costs about three evaluations a coded parameter, so it measures
-on the whole image only up to ``regions.REFINEMENT_SAMPLE_VOXELS`` (the embedded slice,
-headsq) and on a lattice of boxes of that many voxels in all beyond (a real CT volume: on the
-step search's 4 M-voxel sample of a 113x256x256 one, the first pass had done 4 of its 19
-tensors after 10 minutes). Moves found on the boxes are kept, tensor by tensor, only where the
-step search's own measure (the whole image, or its sample of a volume) says they lower the
-cost: alone, a sample of a tenth of a phantom volume raised its whole cost
-(neural_codec_tuning.md, round 22).
+pass never raises it. A pass costs about three evaluations a coded parameter, each as cheap as
+what it changes allows: a 1x1 synthesis layer's candidate updates one column and the next layer
+by a rank-one term (``synthesis_moves``), an entropy-model candidate runs on the distinct
+(context, latent) columns only, each counted as often as it occurs; both equal the full
+evaluation up to float rounding. It measures on the whole image only up to
+``regions.REFINEMENT_SAMPLE_VOXELS`` (the embedded slice, headsq) and on a lattice of boxes of
+that many voxels in all beyond (a real CT volume: on the step search's 4 M-voxel sample of a
+113x256x256 one, the first pass had done 4 of its 19 tensors after 10 minutes). Moves found on
+the boxes are kept, tensor by tensor, only where the step search's own measure (the whole
+image, or its sample of a volume) says they lower the cost: alone, a sample of a tenth of a
+phantom volume raised its whole cost (neural_codec_tuning.md, round 22).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from volinr.neural_codec.regions import (
     crop_latents,
     synthesis_stages_of_block,
 )
+from volinr.neural_codec.synthesis_moves import SingleMoveDistortion, layer_of
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,8 @@ def quantise_network(
         )
         started, moved, undone = time.perf_counter(), 0, 0
         for i, (name, tensor) in enumerate(model.coded_parameters().items()):
-            refined, changed = refine_integers(chosen[i], trial.other_term(name, lam), cost_per_bit)
+            other_term = trial.other_term(name, lam, single_moves=True)
+            refined, changed = refine_integers(chosen[i], other_term, cost_per_bit)
             if changed and kept is not None:
                 # moves found on the refinement's small sample are kept only where the step
                 # search's measure agrees: on a 10% sample they raised the phantom's cost
@@ -157,9 +162,11 @@ class _Sample:
         if plans is None:
             self.sampled = self.voxels
             self.parts = [_Part(model.synthesis_stages(), latents, target, lambda output: output)]
-            # the entropy model's input rows do not change while its weights do: built once
-            # (the weight context_rows returns is a view of the model's: it follows copy_)
-            self.rows = [model.context_rows(latents, level) for level in range(len(latents))]
+            # the entropy model's input rows and the latents do not change while its weights
+            # do: built once, each distinct (rows, latent) column kept once with its count
+            # (about an eighth of a slice's columns at lambda 0.001: most latents are zeros
+            # among zeros), so a candidate runs the entropy model on those alone
+            self.rows = [_distinct_columns(model, latents, level) for level in range(len(latents))]
             return
         self.sampled = sum(plan.voxels for plan in plans)
         self.parts = [
@@ -181,9 +188,10 @@ class _Sample:
 
     def latent_bits(self) -> float:
         if self.plans is None:
-            grids = [grid.reshape(-1) for grid in self.latents]
-            pairs = zip(grids, self.rows, strict=True)
-            bits = [laplace_bits(g, *self.model.arm(*r)).sum() for g, r in pairs]
+            bits = [
+                counts @ laplace_bits(values, *self.model.arm(context, first))
+                for context, first, values, counts in self.rows
+            ]
             return torch.stack(bits).sum().item()
         bits = sum(
             torch.stack(block_bits_by_level(self.model, part.latents, plan)).sum().item()
@@ -191,7 +199,11 @@ class _Sample:
         )
         return bits * self.voxels / self.sampled
 
-    def other_term(self, name: str, lam: float) -> Callable[[torch.Tensor], float]:
+    def other_term(
+        self, name: str, lam: float, single_moves: bool = False
+    ) -> Callable[[torch.Tensor], float]:
+        """The cost term ``name``'s values change; ``single_moves``: for the refinement's
+        candidates, which move one integer (``synthesis_moves``; settle() after a kept move)."""
         tensor = self.model.coded_parameters()[name]
 
         def other_term(values: torch.Tensor) -> float:
@@ -200,7 +212,21 @@ class _Sample:
                 return lam * self.latent_bits() / self.voxels
             return self.distortion(name)
 
+        layer = layer_of(self.model, name)
+        if single_moves and self.plans is None and layer is not None:
+            stage = self.stage_of[name]
+            return SingleMoveDistortion(self.model, layer, tensor, self.parts[0], stage, other_term)
         return other_term
+
+
+def _distinct_columns(model: LatentCodecModel, latents: list[torch.Tensor], level: int):
+    """Grid ``level``'s distinct entropy-model input columns (the context rows over the latent
+    coded with them): (rows, the first layer's weight, latents, how often each occurs); the
+    weight is the view ``context_rows`` returns, so it follows the model's tensor."""
+    context, first = model.context_rows(latents, level)
+    columns = torch.cat([context, latents[level].reshape(1, -1)])
+    distinct, counts = torch.unique(columns, dim=1, return_counts=True)
+    return distinct[:-1], first, distinct[-1], counts.to(distinct.dtype)
 
 
 def refine_integers(
@@ -231,7 +257,11 @@ def refine_integers(
                 best, best_cost, shift = candidate, cost, shift + sign
             if best is not start:
                 break  # this direction lowered the cost: the other cannot start from here
-        moved += best is not start
+        if best is not start:
+            moved += 1
+            settle = getattr(other_term, "settle", None)  # the next candidates move from here
+            if settle is not None:
+                settle(best.values())
     return best, moved
 
 
@@ -282,11 +312,18 @@ class _Part:
         self.stages, self.latents, self.target, self.crop = stages, latents, target, crop
         self.stage, self.input = 0, latents
 
-    def mean_squared_error(self, start: int) -> float:
+    def input_of(self, start: int):
+        """The input of stage ``start`` (the stages before it no longer change)."""
         while self.stage < start:
             self.input = self.stages[self.stage][1](self.input)
             self.stage += 1
-        state = self.input
+        return self.input
+
+    def mean_squared_error(self, start: int) -> float:
+        return self.mse_from(start, self.input_of(start))
+
+    def mse_from(self, start: int, state) -> float:
+        """The MSE with ``state`` as the input of stage ``start``."""
         for _, stage in self.stages[start:]:
             state = stage(state)
         return torch.mean((self.crop(state) - self.target) ** 2).item()
