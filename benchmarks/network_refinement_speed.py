@@ -93,7 +93,20 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--beside-yes", action="store_true", help="time it beside one busy process (yes)"
+    )
     args = parser.parse_args()
+    busy = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) if args.beside_yes else None
+    try:
+        result = measure(args)
+    finally:
+        if busy is not None:
+            busy.kill()
+    write(args, result)
+
+
+def measure(args) -> dict:
     torch.set_num_threads(1)
     passes = CodecSettings.make().network_refinement_passes
     with tempfile.TemporaryDirectory() as folder:
@@ -116,28 +129,39 @@ def main() -> None:
     )
     change = sides["after"]["rd_cost"] / sides["before"]["rd_cost"] - 1
     result = {
-        "before": args.before, "after": git_commit(), "image": args.image, "lambda": args.lam,
+        "before_commit": args.before, "after_commit": git_commit(), "image": args.image,
+        "lambda": args.lam,
         "iterations": args.iterations, "passes": passes, "threads": 1,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s) of "
                    f"{len(os.sched_getaffinity(0))} core(s)",
-        **sides, "speedup": ratio, "rd_cost_change": change, "same_integers": same,
+        "runs": sides, "speedup": ratio, "rd_cost_change": change, "same_integers": same,
     }  # fmt: skip
+    result["load"] = "beside one busy process (yes > /dev/null)" if args.beside_yes else "quiet"
+    return result
+
+
+def write(args, result: dict) -> None:
+    sides, ratio, change, same = (
+        result[k] for k in ("runs", "speedup", "rd_cost_change", "same_integers")
+    )
+    passes = result["passes"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
         "# Network quantisation and refinement: seconds, before and after",
         "",
         f"`python benchmarks/network_refinement_speed.py --before {args.before} --iterations "
-        f"{args.iterations} --repeats {args.repeats}`: one model of `{args.image}` (a tuning "
+        f"{args.iterations} --repeats {args.repeats}"
+        f"{' --beside-yes' if args.beside_yes else ''}`: one model of `{args.image}` (a tuning "
         f"image) trained {args.iterations} iterations at lambda {args.lam}, its networks "
         f"quantised and refined ({passes} passes) by `network_quantisation` of commit "
-        f"{args.before} and of commit {result['after'][:7]}, alternately, in one process on "
-        f"one thread ({result['machine']}).",
+        f"{args.before} and of commit {result['after_commit'][:7]}, alternately, in one process on "
+        f"one thread ({result['machine']}), {result['load']}.",
         "",
         "| code | seconds (each repeat) | RD cost |",
         "|---|---|---|",
         *(
-            f"| {side} ({args.before if side == 'before' else result['after'][:7]}) | "
+            f"| {side} ({args.before if side == 'before' else result['after_commit'][:7]}) | "
             + ", ".join(f"{s:.1f}" for s in sides[side]["seconds"])
             + f" | {sides[side]['rd_cost']:.6e} |"
             for side in ("before", "after")
