@@ -215,6 +215,8 @@ def summarise_run(args) -> None:
         "rate-distortion tables."
     )
     curves = args.out.with_name(args.out.stem + "_loss_curves.png")
+    # the folder may be new: a sweep once crashed here, after its hours of training
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     loss_curves_figure(rows, curves)
     args.out.write_text(summary(results / "tables", rows, args.title, how, curves.name))
     log.info("wrote %s and %s", args.out, curves)
@@ -285,6 +287,8 @@ def main() -> None:
     )
     title = "Neural codec on the embedded slice (693_UNCR, 512x512)"
     curves = args.out.with_name(args.out.stem + "_loss_curves.png")
+    # the folder may be new: a sweep once crashed here, after its hours of training
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     loss_curves_figure(rows, curves)
     args.out.write_text(summary(tables, rows, title, how, curves.name))
     log.info("wrote %s", args.out)
