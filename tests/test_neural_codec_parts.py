@@ -660,15 +660,16 @@ def test_the_rate_on_distinct_columns_is_the_whole_rate_and_follows_the_weights(
             assert sample.latent_bits() == pytest.approx(whole, rel=1e-5)
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_single_moves_cost_what_the_whole_synthesis_gives(activation):
+@pytest.mark.parametrize(("activation", "shape"), [("relu", (23, 26)), ("gelu", (23, 26)),
+                                                   ("relu", (6, 9, 11))])  # fmt: skip
+def test_single_moves_cost_what_the_whole_synthesis_gives(activation, shape):
     # the refinement's candidates of a 1x1 layer move one integer: their MSE from the cached
     # column and rank-one update must be the full synthesis's (up to float rounding), from
     # the tensor's values and again after a kept move (settle), and the tensor must hold them
     from volinr.neural_codec.network_quantisation import _Sample
     from volinr.neural_codec.synthesis_moves import SingleMoveDistortion
 
-    model, latents = _random_model((23, 26), 7, levels=3, activation=activation)
+    model, latents = _random_model(shape, 7, levels=3, activation=activation)
     target = torch.rand(model.shape)
     stage_of = {n: i for i, (names, _) in enumerate(model.synthesis_stages()) for n in names}
     names = [n for n in model.coded_parameters() if n.startswith("synthesis.")]
