@@ -64,8 +64,10 @@ class PolyphaseUpsample(torch.autograd.Function):
         per_tap: list[list[torch.Tensor]] = [[] for _ in range(4)]
         for phase, reads in enumerate(PHASE_TAPS):
             g = phases.select(dim + 1, phase)
+            if dim == grad.dim() - 1:
+                g = g.contiguous()  # read 8 times below: strided reads do not vectorise
             for offset, tap in reads:
-                grad_padded.narrow(dim, offset, n).add_(g * weights[tap])
+                grad_padded.narrow(dim, offset, n).addcmul_(g, weights[tap])
                 per_tap[tap].append(torch.sum(padded.narrow(dim, offset, n) * g))
         grad_taps = torch.stack([torch.stack(terms).sum() for terms in per_tap])
         grad_x = grad_padded.narrow(dim, 2, n).clone()
