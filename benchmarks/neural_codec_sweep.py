@@ -104,7 +104,10 @@ def against_siren(rd: pd.DataFrame, ours: pd.DataFrame) -> list[str]:
 
 def loss_curves_figure(rows: list[Path], out: Path) -> None:
     """Each point's training curve (the step's loss and, from the soft phase on, the loss
-    with hard-rounded latents, the one that picks the coded state), one panel a method."""
+    with hard-rounded latents, the one that picks the coded state), one panel a method.
+    Makes ``out``'s folder, where the summary goes too (a sweep once crashed there, after
+    its hours of training)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,8 +218,6 @@ def summarise_run(args) -> None:
         "rate-distortion tables."
     )
     curves = args.out.with_name(args.out.stem + "_loss_curves.png")
-    # the folder may be new: a sweep once crashed here, after its hours of training
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     loss_curves_figure(rows, curves)
     args.out.write_text(summary(results / "tables", rows, args.title, how, curves.name))
     log.info("wrote %s and %s", args.out, curves)
@@ -287,8 +288,6 @@ def main() -> None:
     )
     title = "Neural codec on the embedded slice (693_UNCR, 512x512)"
     curves = args.out.with_name(args.out.stem + "_loss_curves.png")
-    # the folder may be new: a sweep once crashed here, after its hours of training
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     loss_curves_figure(rows, curves)
     args.out.write_text(summary(tables, rows, title, how, curves.name))
     log.info("wrote %s", args.out)
